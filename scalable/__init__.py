@@ -1,0 +1,50 @@
+"""scalable: run functions inside each model's container on tagged Dask workers.
+
+Examples
+--------
+>>> from scalable import SlurmCluster, ScalableClient        # doctest: +SKIP
+>>> cluster = SlurmCluster(queue="slurm", walltime="02:00:00", account="GCIMS", interface="ib0")
+>>> cluster.add_container(tag="gcam", cpus=10, memory="20G", dirs={"/rcfs": "/rcfs"})
+>>> cluster.add_workers(n=3, tag="gcam")
+>>> client = ScalableClient(cluster)
+>>> client.submit(run_gcam, "scenario", tag="gcam").result()
+"""
+
+from importlib import import_module
+
+from . import config as _config  # noqa: F401  (loads the defaults into dask.config)
+
+__version__ = "0.1.0"
+
+# Heavy modules load on first use, so the CLI, the relay shims and the kernel launcher start fast.
+_LAZY = {
+    "SlurmCluster": "scalable.slurm",
+    "ScalableClient": "scalable.client",
+    "LocalCluster": "scalable.local",
+    "ContainerSpec": "scalable.containers",
+    "ContainerError": "scalable.containers",
+    "CommandError": "scalable.runner",
+}
+
+__all__ = sorted(_LAZY) + ["load_ipython_extension"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'scalable' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext scalable``: register the ``%scalable`` magics."""
+    from .jupyter.magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "scalable.jupyter.serverext"}]
+
+
+def _jupyter_labextension_paths():
+    return [{"src": "labextension", "dest": "scalable"}]

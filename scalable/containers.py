@@ -1,0 +1,203 @@
+"""Container specs: one per tag, validated before anything is submitted."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from dask.utils import format_bytes, parse_bytes
+
+from . import config
+from .runtimes import ContainerRuntime
+
+#: Tags become Dask resource names, worker-name prefixes and Slurm job names, so they stay
+#: simple; the dash is kept out because worker names are ``<tag>-<number>``.
+TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+_SLURM_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])\s*$", re.IGNORECASE)
+
+
+class ContainerError(ValueError):
+    """A container spec that cannot work, with a sentence saying what to change."""
+
+
+def check_tag(tag) -> str:
+    """Return ``tag`` if it is a valid tag, else raise :class:`ContainerError`.
+
+    Examples
+    --------
+    >>> check_tag("gcam")
+    'gcam'
+    """
+    if not isinstance(tag, str) or not TAG_RE.match(tag):
+        suggestion = re.sub(r"[^A-Za-z0-9_]", "_", str(tag or "")) or "gcam"
+        if not suggestion[0].isalpha():
+            suggestion = "t" + suggestion
+        raise ContainerError(
+            f"tag {tag!r} is not valid: use letters, digits and underscores, starting with a "
+            f"letter, at most 32 characters (e.g. tag={suggestion[:32]!r})."
+        )
+    return tag
+
+
+def parse_memory(memory, tag: str = "?") -> int:
+    """Parse a memory size to bytes. Bare Slurm units (``20G``) are binary, as in Slurm.
+
+    Examples
+    --------
+    >>> parse_memory("20G")
+    21474836480
+    >>> parse_memory("1.5 GB")
+    1500000000
+    """
+    if isinstance(memory, (int, float)) and not isinstance(memory, bool) and memory > 0:
+        return int(memory)
+    if isinstance(memory, str):
+        m = _SLURM_UNIT.match(memory)
+        if m:
+            return int(float(m.group(1)) * 1024 ** ("KMGT".index(m.group(2).upper()) + 1))
+        try:
+            value = parse_bytes(memory)
+        except (ValueError, TypeError):
+            value = 0
+        if value > 0:
+            return value
+    raise ContainerError(
+        f"container {tag!r}: memory={memory!r} is not a size: write it as Slurm does, "
+        f"e.g. memory='20G' or memory='512M'."
+    )
+
+
+def slurm_memory(nbytes: int) -> str:
+    """Format bytes for ``#SBATCH --mem``, rounding up to whole MiB.
+
+    Examples
+    --------
+    >>> slurm_memory(21474836480)
+    '20G'
+    >>> slurm_memory(1500000000)
+    '1431M'
+    """
+    mib = -(-nbytes // 2**20)
+    return f"{mib // 1024}G" if mib % 1024 == 0 else f"{mib}M"
+
+
+@dataclass
+class ContainerSpec:
+    """What a tag's workers run in and with.
+
+    Parameters
+    ----------
+    tag : str
+        The tag: a Dask resource name, e.g. ``"gcam"``.
+    image : str
+        Absolute path of the image (``.sif``), or None to run workers directly (local only).
+    cpus : int
+        CPUs per worker: ``--cpus-per-task`` and the worker's thread count.
+    memory : int
+        Bytes per worker: ``--mem`` and the worker's memory limit.
+    dirs : dict
+        Host path -> container path bind mounts.
+    env : dict
+        Environment variables set inside the container.
+    """
+
+    tag: str
+    image: str | None
+    cpus: int = 1
+    memory: int = 2**30
+    dirs: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+
+    @property
+    def memory_text(self) -> str:
+        return format_bytes(self.memory).replace(" ", "")
+
+    def describe(self) -> dict:
+        """A JSON-ready summary (widgets, REST, ``%scalable containers``)."""
+        return {
+            "tag": self.tag,
+            "image": self.image,
+            "cpus": self.cpus,
+            "memory": slurm_memory(self.memory),
+            "dirs": dict(self.dirs),
+            "env": dict(self.env),
+        }
+
+
+def make_spec(
+    tag,
+    cpus=None,
+    memory=None,
+    dirs=None,
+    path=None,
+    env=None,
+    *,
+    work_dir: str,
+    runtime: ContainerRuntime | None,
+    require_image: bool = True,
+) -> ContainerSpec:
+    """Validate ``add_container`` arguments and return a :class:`ContainerSpec`.
+
+    Values left as None come from ``scalable.containers.<tag>`` in the config, then from
+    built-in defaults (1 cpu, 1G). Every check names the tag and what to change.
+    """
+    check_tag(tag)
+    preset = dict(config.get(f"containers.{tag}", default=None) or {})
+    cpus = cpus if cpus is not None else preset.get("cpus", 1)
+    memory = memory if memory is not None else preset.get("memory", "1G")
+    dirs = dirs if dirs is not None else preset.get("dirs", {})
+    env = env if env is not None else preset.get("env", {})
+    path = path if path is not None else preset.get("path")
+
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+        raise ContainerError(
+            f"container {tag!r}: cpus={cpus!r} must be a positive whole number, e.g. cpus=4."
+        )
+    nbytes = parse_memory(memory, tag)
+    if not isinstance(dirs, Mapping):
+        raise ContainerError(
+            f"container {tag!r}: dirs must map host paths to container paths, e.g. "
+            f"dirs={{'/qfs/people/me/data': '/data'}}."
+        )
+    if not isinstance(env, Mapping):
+        raise ContainerError(f"container {tag!r}: env must be a dict, e.g. env={{'OMP_NUM_THREADS': '4'}}.")
+    binds = {}
+    for src, dst in dirs.items():
+        src_abs = os.path.abspath(os.path.join(work_dir, os.path.expanduser(str(src))))
+        if not os.path.exists(src_abs):
+            raise ContainerError(
+                f"container {tag!r}: bind source {src_abs!r} does not exist on this machine: "
+                f"create it or fix the host side of dirs={{{str(src)!r}: {str(dst)!r}}}."
+            )
+        if not str(dst).startswith("/"):
+            raise ContainerError(
+                f"container {tag!r}: bind target {dst!r} must be an absolute path inside the "
+                f"container, e.g. '/data'."
+            )
+        binds[src_abs] = str(dst)
+    for key in env:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+            raise ContainerError(f"container {tag!r}: {key!r} is not a valid environment variable name.")
+
+    image = None
+    if path is not None or require_image:
+        image = path or os.path.join(
+            config.get("container.directory"), f"{tag}_container.sif"
+        )
+        image = os.path.abspath(os.path.join(work_dir, os.path.expanduser(image)))
+        if not os.path.exists(image):
+            raise ContainerError(
+                f"container {tag!r}: image {image!r} does not exist: build it "
+                f"(scalable bootstrap) or pass path='/path/to/{tag}_container.sif'."
+            )
+    if image is not None and runtime is not None and runtime.which() is None:
+        warnings.warn(
+            f"container {tag!r}: the runtime {runtime.executable!r} is not on this machine's "
+            f"PATH; jobs will fail unless it exists on the compute nodes (add e.g. "
+            f"job_script_prologue=['module load apptainer']).",
+            stacklevel=3,
+        )
+    return ContainerSpec(tag, image, cpus, nbytes, binds, {str(k): str(v) for k, v in env.items()})
