@@ -1,0 +1,67 @@
+"""``ScalableClient``: a Dask client whose ``submit``/``map`` take ``tag=``."""
+
+from __future__ import annotations
+
+from distributed import Client
+
+from .tagged import UnknownTagError
+
+
+class ScalableClient(Client):
+    """A :class:`distributed.Client` that routes tasks to a tag's workers.
+
+    ``tag="gcam"`` becomes the resource restriction ``{"gcam": 1}``: the task runs only on
+    workers of that tag, one task per worker at a time unless the worker offers more.
+
+    Parameters
+    ----------
+    cluster : SlurmCluster or LocalCluster or str
+        The cluster (or a scheduler address; then tags are not checked locally).
+    **kwargs
+        Passed to :class:`distributed.Client`.
+
+    Examples
+    --------
+    >>> client = ScalableClient(cluster)                           # doctest: +SKIP
+    >>> fut = client.submit(run_gcam, "ssp245", tag="gcam")
+    >>> futs = client.map(run_stitches, [1, 2, 3], tag="stitches")
+    """
+
+    def __init__(self, cluster=None, *args, **kwargs):
+        self._tagged_cluster = cluster if hasattr(cluster, "containers") else None
+        super().__init__(cluster, *args, **kwargs)
+
+    def _resources_for(self, tag, kwargs):
+        if "n" in kwargs:
+            raise TypeError(
+                "submit(..., n=) is not supported: a tag's workers each run one task at a "
+                "time; to run several copies use client.map(func, inputs, tag=...)."
+            )
+        if tag is None:
+            return kwargs
+        if "resources" in kwargs:
+            raise TypeError("pass either tag= or resources=, not both.")
+        cluster = self._tagged_cluster
+        if cluster is not None:
+            if tag not in cluster.containers:
+                raise UnknownTagError(
+                    f"tag {tag!r} is not a container of this cluster (it has "
+                    f"{cluster._known_tags()}): call cluster.add_container(tag={tag!r}, ...) "
+                    f"or fix the tag."
+                )
+            cluster.warn_if_no_workers(tag)
+        return dict(kwargs, resources={tag: 1})
+
+    def submit(self, func, *args, tag=None, **kwargs):
+        """Like :meth:`distributed.Client.submit`; ``tag=`` picks the workers.
+
+        Examples
+        --------
+        >>> client.submit(pow, 2, 10, tag="gcam").result()  # doctest: +SKIP
+        1024
+        """
+        return super().submit(func, *args, **self._resources_for(tag, kwargs))
+
+    def map(self, func, *iterables, tag=None, **kwargs):
+        """Like :meth:`distributed.Client.map`; ``tag=`` picks the workers."""
+        return super().map(func, *iterables, **self._resources_for(tag, kwargs))

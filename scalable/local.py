@@ -1,0 +1,165 @@
+"""``LocalCluster``: the same tagged API with no Slurm, for laptops, demos and tests.
+
+Workers are local processes: a :class:`distributed.Nanny` for a tag without an image, and
+``<runtime> exec <image> python -m distributed.cli.dask_worker ...`` for a tag with one.
+Everything listens on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from distributed import Nanny, Scheduler
+from distributed.deploy.spec import ProcessInterface, SpecCluster
+
+from . import config
+from .tagged import TaggedCluster
+
+logger = logging.getLogger(__name__)
+
+
+class ContainerWorker(ProcessInterface):
+    """A worker process started through the container runtime.
+
+    Parameters
+    ----------
+    scheduler : str
+        Scheduler address.
+    name : str
+        Worker name (``<tag>-<n>``).
+    argv : list of str
+        The full command, ``[runtime, "exec", ..., image, python, "-m", ...]`` minus the
+        scheduler address and name, which are appended here.
+    cwd : str
+        Working directory of the runtime process.
+    """
+
+    def __init__(self, scheduler=None, name=None, argv=(), cwd=None, **kwargs):
+        super().__init__(scheduler=scheduler, name=name)
+        self.argv = [*argv, scheduler, "--name", str(name)]
+        self.cwd = cwd
+        self.proc = None
+
+    async def start(self):
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL,
+            # its own process group, so close() also stops what the runtime started
+            start_new_session=True,
+        )
+        await super().start()
+
+    async def close(self):
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except ProcessLookupError:
+                pass
+            except asyncio.TimeoutError:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        await super().close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+class LocalCluster(TaggedCluster, SpecCluster):
+    """Tagged workers as local processes: the embedded default (no Slurm needed).
+
+    Parameters
+    ----------
+    work_dir : str, optional
+        Holds ``containers/``; bound into containers as home and cwd. Default: cwd.
+    runtime : str, optional
+        Container runtime for tags with an image (``"apptainer"``).
+    death_timeout : int, optional
+        Seconds a worker waits for a lost scheduler before it exits.
+    silence_logs : str or bool
+        Log level to silence.
+    **kwargs
+        Passed to :class:`distributed.deploy.SpecCluster`.
+
+    Examples
+    --------
+    >>> from scalable import LocalCluster, ScalableClient
+    >>> cluster = LocalCluster()                                   # doctest: +SKIP
+    >>> cluster.add_container(tag="fast", cpus=1, memory="1G")
+    >>> cluster.add_workers(n=2, tag="fast")
+    >>> ScalableClient(cluster).submit(sum, [1, 2], tag="fast").result()
+    3
+    """
+
+    kind = "local"
+    require_image = False
+
+    def __init__(self, work_dir=None, runtime=None, death_timeout=None, silence_logs="error",
+                 dashboard_address=None, name=None, **kwargs):
+        self._init_tags(work_dir, runtime)
+        self.death_timeout = config.get("local.death-timeout", death_timeout)
+        scheduler = {
+            "cls": Scheduler,
+            "options": {
+                "host": "127.0.0.1",
+                "port": 0,
+                "dashboard_address": config.get("local.dashboard-address", dashboard_address),
+            },
+        }
+        super().__init__(scheduler=scheduler, silence_logs=silence_logs,
+                         name=name or f"scalable-local-{self.cluster_id}", **kwargs)
+
+    async def _start(self):
+        await super()._start()
+        await self._after_start()
+
+    async def _close(self):
+        self._registry_remove()
+        await super()._close()
+
+    def _worker_spec(self, tag, name) -> dict:
+        spec = self.containers[tag]
+        if spec.image is None:
+            return {
+                "cls": Nanny,
+                "options": {
+                    "nthreads": spec.cpus,
+                    "memory_limit": spec.memory,
+                    "resources": {tag: 1},
+                    "death_timeout": self.death_timeout,
+                    "env": dict(spec.env),
+                    "host": "127.0.0.1",
+                    "silence_logs": logging.ERROR,
+                },
+            }
+        python = config.get("container.python")
+        argv = self.runtime.exec_argv(
+            spec.image,
+            [python, "-m", "distributed.cli.dask_worker", "--host", "127.0.0.1",
+             "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
+             "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
+             "--no-dashboard"],
+            binds=spec.dirs, env=spec.env, home=self.work_dir, cwd=self.work_dir,
+        )
+        return {"cls": ContainerWorker, "options": {"argv": argv, "cwd": self.work_dir}}
+
+    async def _jobs_async(self) -> list:
+        connected = {str(ws.name) for ws in self.scheduler.workers.values()}
+        jobs = []
+        for name, worker in self.workers.items():
+            pid = getattr(getattr(worker, "proc", None), "pid", None) or getattr(worker, "pid", None)
+            jobs.append({
+                "job_id": str(pid or name), "worker": name, "tag": str(name).split("-", 1)[0],
+                "state": "RUNNING" if str(name) in connected else "PENDING",
+                "reason": "", "node": "localhost",
+            })
+        return jobs
+
+    def logs(self, tag=None, lines=50) -> dict:
+        """Local workers log to this process's stderr; nothing is kept per worker."""
+        self._check_tag(tag)
+        return {}
+

@@ -1,0 +1,307 @@
+"""``SlurmCluster``: tagged, containerized Dask workers as Slurm jobs (on dask-jobqueue)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+
+from dask.utils import parse_timedelta
+from dask_jobqueue import SLURMCluster as _JobqueueSLURMCluster
+
+from . import config, runner
+from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
+from .tagged import TaggedCluster, tag_of
+
+logger = logging.getLogger(__name__)
+
+
+def walltime_seconds(walltime: str) -> int:
+    """Slurm walltime (``[D-]HH:MM:SS``, ``MM:SS`` or minutes) in seconds.
+
+    Examples
+    --------
+    >>> walltime_seconds("02:00:00"), walltime_seconds("1-00:00:00"), walltime_seconds("90")
+    (7200, 86400, 5400)
+    """
+    text = str(walltime).strip()
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:
+        seconds = parts[0] * 60
+    elif len(parts) == 2:
+        seconds = parts[0] * 60 + parts[1]
+    elif len(parts) == 3:
+        seconds = parts[0] * 3600 + parts[1] * 60 + parts[2]
+    else:
+        raise ValueError
+    return days * 86400 + seconds
+
+
+def check_walltime(walltime) -> str:
+    try:
+        if walltime_seconds(walltime) <= 0:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"walltime={walltime!r} is not a Slurm time: write it as 'HH:MM:SS', e.g. "
+            f"walltime='02:00:00'."
+        ) from None
+    return str(walltime)
+
+
+class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
+    """A Dask cluster whose workers are Slurm jobs running inside per-tag containers.
+
+    The scheduler runs in this process, listening on ``interface`` (the one compute nodes
+    reach). Each tag's workers are Slurm jobs running
+    ``<runtime> exec --bind ... <tag image> python -m distributed.cli.dask_worker ...
+    --resources <tag>=1``; workers added together become one job array.
+
+    Parameters
+    ----------
+    queue : str, optional
+        Partition (``#SBATCH -p``).
+    walltime : str, optional
+        Per job, ``HH:MM:SS``; settable later (``cluster.walltime = "04:00:00"``).
+    account : str, optional
+        Account (``#SBATCH -A``).
+    interface : str, optional
+        Network interface for the scheduler and workers, e.g. ``"ib0"``.
+    silence_logs : str or bool
+        Log level to silence (``False`` shows everything).
+    work_dir : str, optional
+        Holds ``containers/`` and ``logs/``; bound into every container as home and cwd.
+        Default: the current directory.
+    runtime : str, optional
+        Container runtime name (``"apptainer"`` or ``"singularity"``).
+    job_script_prologue : list of str, optional
+        Shell lines before the worker starts, e.g. ``["module load apptainer"]``.
+    job_extra_directives : list of str, optional
+        Extra ``#SBATCH`` options, e.g. ``["--qos=high"]``.
+    log_directory : str, optional
+        Where job logs go (relative to ``work_dir``). Default ``logs``.
+    job_arrays : bool, optional
+        Submit each burst of a tag as one job array (default) or one job per worker.
+    workers_per_job : int, optional
+        Pack this many workers of a tag into one job, each with its share of the cpus.
+    death_timeout : int, optional
+        Seconds a worker waits for a lost scheduler before it exits (and its job ends).
+    **kwargs
+        Passed to ``dask_jobqueue.SLURMCluster`` (``security``, ``scheduler_options``, ...).
+
+    Examples
+    --------
+    >>> cluster = SlurmCluster(queue='slurm', walltime='02:00:00', account='GCIMS',
+    ...                        interface='ib0', silence_logs=False)        # doctest: +SKIP
+    >>> cluster.add_container(tag="gcam", cpus=10, memory="20G", dirs={"/rcfs": "/rcfs"})
+    >>> cluster.add_workers(n=3, tag="gcam")
+    >>> print(cluster.job_script("gcam"))
+    """
+
+    kind = "slurm"
+
+    def __init__(
+        self,
+        queue=None,
+        walltime=None,
+        account=None,
+        interface=None,
+        silence_logs="error",
+        *,
+        work_dir=None,
+        runtime=None,
+        job_script_prologue=None,
+        job_extra_directives=None,
+        log_directory=None,
+        job_arrays=None,
+        workers_per_job=None,
+        death_timeout=None,
+        python=None,
+        scheduler_options=None,
+        **kwargs,
+    ):
+        if "n" in kwargs or "n_workers" in kwargs:
+            raise TypeError(
+                "SlurmCluster starts with no workers: add them per tag with "
+                "cluster.add_workers(n=2, tag='gcam')."
+            )
+        self._init_tags(work_dir, runtime)
+        self._walltime = check_walltime(config.get("slurm.walltime", walltime))
+        self.job_arrays = bool(config.get("slurm.job-arrays", job_arrays))
+        k = config.get("slurm.workers-per-job", workers_per_job)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"workers_per_job={k!r} must be a whole number of 1 or more.")
+        self.workers_per_spec = k
+        self.python = config.get("container.python", python)
+        self.log_directory = os.path.join(
+            self.work_dir, config.get("slurm.log-directory", log_directory)
+        )
+        os.makedirs(self.log_directory, exist_ok=True)
+        self._submitter = SlurmSubmitter(
+            window=float(config.get("slurm.submit-window")), cwd=self.work_dir
+        )
+        options = {"dashboard_address": config.get("slurm.dashboard-address")}
+        options.update(scheduler_options or {})
+        super().__init__(
+            queue=config.get("slurm.queue", queue),
+            account=config.get("slurm.account", account),
+            walltime=self._walltime,
+            interface=config.get("slurm.interface", interface),
+            silence_logs=silence_logs,
+            job_script_prologue=list(config.get("slurm.job-script-prologue", job_script_prologue)),
+            job_extra_directives=list(config.get("slurm.job-extra-directives", job_extra_directives)),
+            death_timeout=config.get("slurm.death-timeout", death_timeout),
+            scheduler_options=options,
+            # placeholders: every tag brings its own cpus and memory
+            cores=1,
+            memory="1GiB",
+            **kwargs,
+        )
+
+    async def _start(self):
+        await super()._start()
+        await self._after_start()
+
+    async def _close(self):
+        self._registry_remove()
+        await super()._close()
+
+    # -- per-tag job options --------------------------------------------------------------
+    @property
+    def walltime(self) -> str:
+        """Walltime of jobs submitted from now on (``HH:MM:SS``)."""
+        return self._walltime
+
+    @walltime.setter
+    def walltime(self, value):
+        self._walltime = check_walltime(value)
+        self._job_kwargs["walltime"] = self._walltime
+        # jobs not yet submitted (and replacements) use the new walltime too
+        for name, spec in self.worker_spec.items():
+            if name not in self.workers:
+                spec["options"] = self._job_options(tag_of(name))
+        self._registry_update()
+
+    def _lifetime_args(self) -> list:
+        """``--lifetime`` so workers retire before Slurm kills them at walltime."""
+        total = walltime_seconds(self._walltime)
+        lifetime = config.get("slurm.lifetime")
+        if lifetime is not None:
+            life = parse_timedelta(lifetime)
+        else:
+            life = total - min(parse_timedelta(config.get("slurm.lifetime-margin")), total / 5)
+        stagger = min(parse_timedelta(config.get("slurm.lifetime-stagger")), life / 10)
+        return ["--lifetime", f"{int(life)}s", "--lifetime-stagger", f"{int(stagger)}s"]
+
+    def _job_options(self, tag) -> dict:
+        spec = self.containers[tag]
+        k = self.workers_per_spec
+        python = spec.image and shlex.join(
+            self.runtime.exec_argv(
+                spec.image, [self.python], binds=spec.dirs, env=spec.env,
+                home=self.work_dir, cwd=self.work_dir,
+            )
+        )
+        log_name = "%x-%A_%a.log" if self.job_arrays else "%x-%j.log"
+        options = dict(self._job_kwargs)
+        options.update(
+            tag=tag,
+            submitter=self._submitter,
+            array=self.job_arrays,
+            work_dir=self.work_dir,
+            cores=spec.cpus,
+            memory=spec.memory,
+            processes=k,
+            python=python or self.python,
+            job_name=f"sc-{self.cluster_id}-{tag}",
+            walltime=self._walltime,
+            worker_extra_args=["--resources", f"{tag}=1", *self._lifetime_args()],
+            job_extra_directives=[
+                f"-o {os.path.join(self.log_directory, log_name)}",
+                *self._job_kwargs.get("job_extra_directives", []),
+            ],
+        )
+        if spec.cpus % k:
+            raise ValueError(
+                f"container {tag!r}: cpus={spec.cpus} cannot be shared by workers_per_job={k}: "
+                f"use a multiple of {k}."
+            )
+        return options
+
+    def _worker_spec(self, tag, name) -> dict:
+        spec = {"cls": TaggedSlurmJob, "options": self._job_options(tag)}
+        if self.workers_per_spec > 1:
+            spec["group"] = [f"-{i}" for i in range(self.workers_per_spec)]
+        return spec
+
+    def job_script(self, tag=None) -> str:
+        """The batch script a worker of ``tag`` is submitted with.
+
+        Examples
+        --------
+        >>> print(cluster.job_script("gcam"))  # doctest: +SKIP
+        #!/usr/bin/env bash
+        #SBATCH -J sc-3f2a...-gcam
+        ...
+        """
+        tag = self._check_tag(tag)
+        options = self._job_options(tag)
+        job = TaggedSlurmJob(self.scheduler.address, name=f"{tag}-N", **options)
+        return job.job_script()
+
+    # -- status ---------------------------------------------------------------------------
+    @property
+    def slurm_commands(self) -> dict:
+        """Slurm commands this cluster issued, by program (``{"sbatch": 2, "scancel": 1}``)."""
+        return dict(self._submitter.commands)
+
+    async def _jobs_async(self) -> list:
+        if not self.containers:
+            return []
+        names = ",".join(f"sc-{self.cluster_id}-{tag}" for tag in self.containers)
+        self._submitter.commands["squeue"] += 1
+        result = await runner.arun(
+            ["squeue", "--noheader", "--array", f"--name={names}",
+             "--format=%i|%T|%r|%N|%j"],
+            cwd=self.work_dir, timeout=60,
+        )
+        jobs = []
+        for line in result.stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) != 5:
+                continue
+            job_id, state, reason, node, job_name = parts
+            jobs.append({
+                "job_id": job_id, "state": state, "reason": reason,
+                "node": node, "tag": job_name.rsplit("-", 1)[-1],
+                "worker": self._worker_of_job(job_id),
+            })
+        return jobs
+
+    def _worker_of_job(self, job_id):
+        for name, job in self.workers.items():
+            if getattr(job, "job_id", None) == job_id:
+                return name
+        return None
+
+    def logs(self, tag=None, lines=50) -> dict:
+        """The last ``lines`` of each current job log of ``tag``: {worker name: text}."""
+        tag = self._check_tag(tag)
+        out = {}
+        for name, job in self.workers.items():
+            if tag_of(name) != tag or not getattr(job, "job_id", None):
+                continue
+            base, _, task = job.job_id.partition("_")
+            fn = f"sc-{self.cluster_id}-{tag}-{base}_{task}.log" if task else \
+                f"sc-{self.cluster_id}-{tag}-{base}.log"
+            path = os.path.join(self.log_directory, fn)
+            try:
+                with open(path, errors="replace") as f:
+                    out[name] = "".join(f.readlines()[-lines:])
+            except FileNotFoundError:
+                out[name] = "(no log yet: the job has not started)"
+        return out

@@ -1,0 +1,425 @@
+"""Per-tag worker pools on top of :class:`distributed.deploy.SpecCluster`.
+
+A worker of tag ``T`` is a ``worker_spec`` entry named ``T-<n>`` whose options carry ``tag=T``;
+the worker offers the Dask resource ``T=1``, so ``ScalableClient.submit(..., tag=T)`` runs only
+there. :class:`TaggedCluster` is a mixin: :class:`scalable.slurm.SlurmCluster` and
+:class:`scalable.local.LocalCluster` combine it with their SpecCluster base and supply
+``_worker_spec(tag, name)``, ``_jobs_async()`` and the class attributes below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+import warnings
+
+from . import config
+from .containers import ContainerError, ContainerSpec, check_tag, make_spec
+from .runtimes import get_runtime
+
+logger = logging.getLogger(__name__)
+
+#: Slurm states in which a job has not started its worker yet.
+PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
+
+
+class UnknownTagError(KeyError, ValueError):
+    """A tag that was never given to ``add_container``."""
+
+    def __str__(self):  # KeyError would print the message with quotes around it
+        return str(self.args[0])
+
+
+def tag_of(name) -> str:
+    """The tag encoded in a worker or spec name (``gcam-3`` or, packed, ``gcam-3-1``).
+
+    Tags never contain a dash, so the part before the first dash is the tag, exactly.
+
+    Examples
+    --------
+    >>> tag_of("gcam-3"), tag_of("my_model-12-0")
+    ('gcam', 'my_model')
+    """
+    return str(name).split("-", 1)[0]
+
+
+class TaggedCluster:
+    """Mixin giving a SpecCluster per-tag containers and worker pools."""
+
+    #: workers per worker_spec entry (one Slurm job may pack several)
+    workers_per_spec = 1
+    #: whether add_container insists on an image file (Slurm: yes; local: only if path= given)
+    require_image = True
+    kind = "cluster"
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _init_tags(self, work_dir=None, runtime=None):
+        self.work_dir = os.path.abspath(
+            os.path.expanduser(config.get("work-directory", work_dir) or os.getcwd())
+        )
+        if not os.path.isdir(self.work_dir):
+            raise ValueError(
+                f"work_dir {self.work_dir!r} is not a directory: create it or pass "
+                f"work_dir='/path/to/your/work/dir'."
+            )
+        self.runtime = get_runtime(
+            config.get("container.runtime", runtime), config.get("container.exec-args") or ()
+        )
+        self.containers: dict[str, ContainerSpec] = {}
+        self.cluster_id = uuid.uuid4().hex[:10]
+        self._counters: dict[str, itertools.count] = {}
+        self._warned_no_workers: set[str] = set()
+        self.last_error: str | None = None
+        self._add_predefined_containers()
+
+    def _add_predefined_containers(self):
+        """Containers listed under ``scalable.containers`` whose image exists are added."""
+        for tag in config.get("containers", default={}) or {}:
+            try:
+                self.add_container(tag)
+            except ContainerError as e:
+                logger.info("predefined container %s skipped: %s", tag, e)
+
+    # -- containers -------------------------------------------------------------------------
+    def add_container(self, tag, cpus=None, memory=None, dirs=None, path=None, env=None):
+        """Declare the container a tag's workers run in.
+
+        Parameters
+        ----------
+        tag : str
+            Name of the pool, also the Dask resource tasks ask for (``submit(..., tag=tag)``).
+        cpus : int, optional
+            CPUs per worker (Slurm ``--cpus-per-task``; the worker's threads). Default 1, or
+            the ``scalable.containers.<tag>`` config.
+        memory : str, optional
+            Memory per worker, Slurm style (``"20G"``). Default ``"1G"``.
+        dirs : dict, optional
+            Host path -> container path bind mounts, e.g. ``{"/rcfs": "/rcfs"}``.
+        path : str, optional
+            The image; default ``<work_dir>/containers/<tag>_container.sif``.
+        env : dict, optional
+            Environment variables set inside the container.
+
+        Returns
+        -------
+        ContainerSpec
+
+        Examples
+        --------
+        >>> cluster.add_container(tag="gcam", cpus=10, memory="20G",
+        ...                       dirs={"/qfs/people/user/work/gcam-core": "/gcam-core"})  # doctest: +SKIP
+        """
+        spec = make_spec(
+            tag, cpus, memory, dirs, path, env,
+            work_dir=self.work_dir, runtime=self.runtime, require_image=self.require_image,
+        )
+        self.containers[spec.tag] = spec
+        self._counters.setdefault(spec.tag, itertools.count())
+        self._registry_update()
+        return spec
+
+    def _check_tag(self, tag) -> str:
+        if tag is None:
+            if len(self.containers) == 1:
+                return next(iter(self.containers))
+            raise UnknownTagError(
+                f"say which tag: this cluster has {self._known_tags()}; e.g. tag="
+                f"{next(iter(self.containers), 'gcam')!r}."
+            )
+        if tag not in self.containers:
+            check_tag(tag)
+            raise UnknownTagError(
+                f"tag {tag!r} was never added to this cluster (it has {self._known_tags()}): "
+                f"call cluster.add_container(tag={tag!r}, ...) first."
+            )
+        return tag
+
+    def _known_tags(self) -> str:
+        return ", ".join(repr(t) for t in self.containers) or "no containers yet"
+
+    # -- worker pools -----------------------------------------------------------------------
+    def _names(self, tag) -> list:
+        return [name for name in self.worker_spec if tag_of(name) == tag]
+
+    @property
+    def targets(self) -> dict:
+        """Requested workers per tag (``{"gcam": 3}``)."""
+        k = self.workers_per_spec
+        return {tag: len(self._names(tag)) * k for tag in self.containers}
+
+    def add_workers(self, n=1, tag=None, wait=True):
+        """Start ``n`` more workers of ``tag``.
+
+        Submission failures (an invalid partition, too much memory, ...) raise here with
+        Slurm's message, and the failed workers are forgotten, so nothing is left half-done.
+
+        Parameters
+        ----------
+        n : int
+            How many workers to add.
+        tag : str
+            A tag given to :meth:`add_container` (optional when there is only one).
+        wait : bool
+            Wait until the jobs are submitted (default). ``wait=False`` returns at once and
+            lets quick successive calls share one submission; errors then land in
+            ``cluster.last_error``.
+
+        Returns
+        -------
+        list of str
+            The new worker names, ``<tag>-<number>``.
+
+        Examples
+        --------
+        >>> cluster.add_workers(n=3, tag="gcam")  # doctest: +SKIP
+        ['gcam-0', 'gcam-1', 'gcam-2']
+        """
+        tag = self._check_tag(tag)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=2.")
+        k = self.workers_per_spec
+        new = {}
+        for _ in range(math.ceil(n / k)):
+            name = f"{tag}-{next(self._counters[tag])}"
+            new[name] = self._worker_spec(tag, name)
+        if not new:
+            return []
+        self.worker_spec.update(new)
+        if not wait:
+            self.loop.add_callback(self._start_new, list(new))
+            return list(new)
+        return self.sync(self._start_new, list(new), True)
+
+    add_worker = add_workers  # the spelling of the original README
+
+    async def _start_new(self, names, raise_errors=False):
+        try:
+            await self._correct_state()
+        except Exception as exc:
+            failed = [n for n in names if n in self.workers and getattr(self.workers[n], "start_error", None)]
+            failed = failed or [n for n in names if n in self.worker_spec]
+            errors = [getattr(self.workers.get(n), "start_error", None) for n in failed]
+            for name in failed:
+                self.worker_spec.pop(name, None)
+                self.workers.pop(name, None)
+            error = next((e for e in errors if e is not None), exc)
+            self.last_error = str(error)
+            if raise_errors:
+                raise error from None
+            logger.error("could not start workers %s: %s", failed, error)
+        return names
+
+    def remove_workers(self, n=1, tag=None):
+        """Stop ``n`` workers of ``tag``: jobs not started yet first, then idle workers,
+        then busy ones (their tasks move elsewhere). Their jobs are cancelled.
+
+        Examples
+        --------
+        >>> cluster.remove_workers(n=2, tag="gcam")  # doctest: +SKIP
+        """
+        tag = self._check_tag(tag)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=1.")
+        return self.sync(self._remove, tag, n)
+
+    async def _remove(self, tag, n):
+        names = self._names(tag)
+        n_specs = min(len(names), math.ceil(n / self.workers_per_spec))
+        if not n_specs:
+            return []
+        connected = {}  # spec name -> (busy, [addresses])
+        for ws in self.scheduler.workers.values():
+            spec_name = self._spec_name(ws.name)
+            if spec_name in names:
+                busy, addrs = connected.get(spec_name, (False, []))
+                connected[spec_name] = (busy or bool(ws.processing), addrs + [ws.address])
+        order = sorted(
+            names, key=lambda s: (s in connected, connected.get(s, (False,))[0], -names.index(s))
+        )
+        chosen = order[:n_specs]
+        addresses = [a for s in chosen if s in connected for a in connected[s][1]]
+        if addresses:
+            # graceful: data held only by these workers moves before they close
+            await self.scheduler.retire_workers(workers=addresses, close_workers=True, remove=True)
+        for name in chosen:
+            self.worker_spec.pop(name, None)
+        await self._correct_state()
+        return chosen
+
+    def _spec_name(self, worker_name) -> str:
+        """Spec entry a worker belongs to (a packed job's workers are ``<spec>-<i>``)."""
+        name = str(worker_name)
+        if name in self.worker_spec or self.workers_per_spec == 1:
+            return name
+        return name.rsplit("-", 1)[0]
+
+    def scale_tag(self, tag, n, wait=True):
+        """Set the number of workers of ``tag`` to ``n``."""
+        tag = self._check_tag(tag)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=4.")
+        have = self.targets[tag]
+        if n > have:
+            return self.add_workers(n - have, tag, wait=wait)
+        if n < have:
+            return self.remove_workers(have - n, tag)
+        return []
+
+    def scale(self, n=0, memory=None, cores=None, tag=None, **kwargs):
+        """``scale(n, tag=...)`` sets one tag's pool; ``scale(0)`` stops every worker."""
+        if tag is not None or (n and len(self.containers) == 1):
+            return self.scale_tag(tag, n)
+        if n:
+            raise ValueError(
+                f"this cluster has several tags ({self._known_tags()}): say which one, e.g. "
+                f"cluster.scale({n}, tag={next(iter(self.containers), 'gcam')!r})."
+            )
+        self.worker_spec.clear()
+        self.loop.add_callback(self._correct_state)
+
+    # -- status -----------------------------------------------------------------------------
+    async def _jobs_async(self) -> list:
+        """This cluster's jobs: dicts with job_id, name, tag, state, reason, node."""
+        raise NotImplementedError
+
+    def jobs(self) -> list:
+        """This cluster's jobs (one status query for all of them)."""
+        return self.sync(self._jobs_async)
+
+    async def _tag_status(self) -> dict:
+        jobs = await self._jobs_async()
+        s = self.scheduler
+        out = {}
+        for tag, spec in self.containers.items():
+            ws_list = [ws for ws in s.workers.values() if tag in (ws.resources or {})]
+            busy = sum(1 for ws in ws_list if ws.processing)
+            waiting = sum(
+                1 for ts in s.unrunnable if (ts.resource_restrictions or {}).get(tag)
+            ) + sum(max(0, len(ws.processing) - ws.nthreads) for ws in ws_list)
+            out[tag] = {
+                "target": len(self._names(tag)) * self.workers_per_spec,
+                "pending": sum(
+                    self.workers_per_spec for j in jobs
+                    if j["tag"] == tag and j["state"] in PENDING_STATES
+                ),
+                "running": len(ws_list),
+                "busy": busy,
+                "idle": len(ws_list) - busy,
+                "waiting_tasks": waiting,
+                **spec.describe(),
+            }
+        return out
+
+    def tag_status(self) -> dict:
+        """Per tag: target, pending jobs, running/busy/idle workers, tasks waiting.
+
+        Costs one job-status query (one ``squeue`` on Slurm) and no scheduler round trip.
+
+        Examples
+        --------
+        >>> cluster.tag_status()["gcam"]["running"]  # doctest: +SKIP
+        3
+        """
+        return self.sync(self._tag_status)
+
+    # -- scheduler handlers: how the JupyterLab sidebar reaches this cluster -----------------
+    def _install_handlers(self):
+        self.scheduler.handlers["scalable_status"] = self._handle_status
+        self.scheduler.handlers["scalable_scale"] = self._handle_scale
+
+    async def _handle_status(self):
+        return {
+            "cluster_id": self.cluster_id,
+            "name": self._name,
+            "kind": self.kind,
+            "tags": await self._tag_status(),
+            "walltime": getattr(self, "walltime", None),
+            "dashboard_port": self.dashboard_port,
+            "last_error": self.last_error,
+        }
+
+    async def _handle_scale(self, tag=None, n=None):
+        try:
+            tag = self._check_tag(tag)
+            n = int(n)
+            if n < 0:
+                raise ValueError("n must be 0 or more")
+        except (KeyError, ValueError, TypeError) as e:
+            return {"status": "error", "message": str(e)}
+        have = len(self._names(tag)) * self.workers_per_spec
+        if n > have:
+            k = self.workers_per_spec
+            new = [f"{tag}-{next(self._counters[tag])}" for _ in range(math.ceil((n - have) / k))]
+            self.worker_spec.update({name: self._worker_spec(tag, name) for name in new})
+            await self._start_new(new)
+        elif n < have:
+            await self._remove(tag, have - n)
+        return {"status": "OK", "target": len(self._names(tag)) * self.workers_per_spec}
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def dashboard_port(self):
+        try:
+            return self.scheduler.http_server.port
+        except AttributeError:
+            return None
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.scheduler.address
+
+    def _registry_entry(self) -> dict:
+        return {
+            "id": self.cluster_id,
+            "name": self._name,
+            "kind": self.kind,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "scheduler_address": self.scheduler.address,
+            "dashboard_port": self.dashboard_port,
+            "tags": list(self.containers),
+            "walltime": getattr(self, "walltime", None),
+            "work_dir": self.work_dir,
+            "created": getattr(self, "_created_at", time.time()),
+        }
+
+    def _registry_update(self):
+        if getattr(self, "scheduler", None) is None or self.scheduler.status.name != "running":
+            return
+        try:
+            from .jupyter import registry
+        except ImportError:
+            return
+        try:
+            registry.register(self._registry_entry())
+        except Exception as e:  # the registry is a convenience: never break the cluster for it
+            logger.debug("cluster registry not updated: %s", e)
+
+    def _registry_remove(self):
+        try:
+            from .jupyter import registry
+
+            registry.unregister(self.cluster_id)
+        except Exception as e:
+            logger.debug("cluster registry entry not removed: %s", e)
+
+    async def _after_start(self):
+        self._created_at = time.time()
+        self._install_handlers()
+        self._registry_update()
+
+    def warn_if_no_workers(self, tag):
+        """Warn once per tag when tasks are sent to a tag with no workers requested."""
+        if tag not in self._warned_no_workers and not self._names(tag):
+            self._warned_no_workers.add(tag)
+            warnings.warn(
+                f"tag {tag!r} has no workers yet: its tasks wait until you call "
+                f"cluster.add_workers(n=1, tag={tag!r}).",
+                stacklevel=3,
+            )
