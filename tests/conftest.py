@@ -1,0 +1,71 @@
+"""Shared fixtures for scalable's tests: a real Slurm cluster, the apptainer stand-in.
+
+- ``slurm`` (session): a :class:`slurm_harness.SlurmTestCluster` (3 nodes cn1..cn3, partitions
+  ``slurm`` (default) and ``debug``), started on first use; ``SLURM_CONF`` is set in
+  ``os.environ`` for the rest of the session. Tests that use it are marked ``slurm``, and tests
+  marked ``slurm`` get it.
+- ``apptainer`` (function): puts ``tests/bin`` (the bubblewrap stand-in for ``apptainer`` and
+  ``singularity``) first on ``PATH``; returns the stand-in's path.
+- ``make_image`` (function): ``make_image("gcam")`` creates ``<tmp>/gcam_container.sif``, a file
+  the stand-in accepts as an image; returns its path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from slurm_harness import SlurmTestCluster
+
+TESTS_BIN = Path(__file__).parent / "bin"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = getattr(item, "fixturenames", None)
+        if fixtures is None:
+            continue
+        if item.get_closest_marker("slurm") and "slurm" not in fixtures:
+            fixtures.append("slurm")
+        elif "slurm" in fixtures and not item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slurm)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real Slurm cluster for the whole session (started once, stopped at the end)."""
+    if os.geteuid() != 0:
+        pytest.fail("the slurm fixture runs Slurm's daemons and needs root")
+    cluster = SlurmTestCluster().start()
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.conf
+    try:
+        yield cluster
+    finally:
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
+        cluster.stop()
+
+
+@pytest.fixture
+def apptainer(monkeypatch) -> str:
+    """The apptainer stand-in, first on PATH (``singularity`` too) for this test."""
+    monkeypatch.setenv("PATH", f"{TESTS_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return str(TESTS_BIN / "apptainer")
+
+
+@pytest.fixture
+def make_image(tmp_path):
+    """Factory: ``make_image("gcam")`` -> path of a stand-in image ``gcam_container.sif``."""
+    def make(tag: str, directory: str | os.PathLike | None = None) -> str:
+        folder = Path(directory) if directory else tmp_path / "containers"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = folder / f"{tag}_container.sif"
+        image.write_text(f"stand-in image for tag {tag}\n")
+        return str(image)
+
+    return make

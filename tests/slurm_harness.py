@@ -1,0 +1,498 @@
+"""A real, private Slurm cluster on this machine, for tests and benchmarks.
+
+:class:`SlurmTestCluster` starts one ``slurmctld`` and several ``slurmd -N cnX`` on loopback, all
+configured from a ``slurm.conf`` written into one temporary directory (state, spool, logs, pid
+files). Ports are chosen free and the ``ClusterName`` is unique, so several test sessions can run
+side by side on one machine. ``munged`` is shared by all clusters: it is started once if it is
+not already running, and never stopped here.
+
+Runs as root (Slurm's daemons need it). Used by the ``slurm`` fixture of ``tests/conftest.py``;
+benchmarks reuse it through the command line::
+
+    SLURM_CONF=$(python tests/slurm_harness.py start --dir /tmp/bench-slurm)
+    ...
+    python tests/slurm_harness.py stop --dir /tmp/bench-slurm
+
+Examples
+--------
+>>> with SlurmTestCluster() as slurm:                                   # doctest: +SKIP
+...     out = subprocess.run(["sbatch", "--wrap", "true"], env={**os.environ, **slurm.env})
+...     slurm.squeue()
+[{'job_id': '1', 'name': 'wrap', 'state': 'PENDING', ...}]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+#: Prefix of every harness directory (the stale-cluster sweep looks for it).
+DIR_PREFIX = "scalable-slurm-"
+#: Environment marker put on every daemon we start, inherited by slurmstepd, to find leftovers.
+MARKER = "SCALABLE_SLURM_HARNESS"
+MUNGE_SOCKET = "/run/munge/munge.socket.2"
+SQUEUE_FIELDS = ("job_id", "state", "reason", "node", "partition", "comment", "name")
+SQUEUE_FORMAT = "%i|%T|%r|%N|%P|%k|%j"
+
+_CONF = """\
+# Written by tests/slurm_harness.py: a private test cluster, removed when it stops.
+ClusterName={cluster_name}
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+MailProg=/bin/true
+StateSaveLocation={dir}/state
+SlurmdSpoolDir={dir}/spool/%n
+SlurmctldPidFile={dir}/run/slurmctld.pid
+SlurmdPidFile={dir}/run/slurmd-%n.pid
+SlurmctldLogFile={dir}/log/slurmctld.log
+SlurmdLogFile={dir}/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+SlurmdParameters=config_overrides
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=100
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SwitchType=switch/none
+PropagateResourceLimits=NONE
+MaxArraySize=10001
+MaxJobCount=20000
+ReturnToService=2
+# A job on a failed node ends NODE_FAIL instead of coming back later: deterministic for tests.
+JobRequeue=0
+SlurmdTimeout=10
+SlurmctldTimeout=10
+MessageTimeout=10
+InactiveLimit=0
+KillWait=2
+MinJobAge=5
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=1,sched_min_interval=0
+{nodes}
+PartitionName=slurm Nodes={node_list} Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes={node_list} Default=NO MaxTime=INFINITE State=UP
+{extra}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _parent_death_signal():
+    # Daemons owned by a test session die with it, even when it is killed with SIGKILL.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _children() -> dict[int, list[int]]:
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                children.setdefault(int(stat.rsplit(") ", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return children
+
+
+def _with_descendants(roots) -> list[int]:
+    children, found, todo = _children(), set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def _processes_of(directory: str) -> list[int]:
+    """PIDs carrying our marker for ``directory`` in their environment, plus their descendants."""
+    needle = f"{MARKER}={directory}".encode()
+    marked = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    marked.append(int(entry))
+            except OSError:
+                continue
+    return _with_descendants(marked)
+
+
+def _kill_all(pids, sig=signal.SIGKILL, wait=5.0):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.05)
+
+
+def ensure_munge() -> None:
+    """Start the machine's shared ``munged`` unless one already answers.
+
+    A file lock serialises concurrent test sessions so only one of them starts it.
+    """
+    with open(os.path.join(tempfile.gettempdir(), "scalable-munge.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
+            return
+        if not os.path.exists("/etc/munge/munge.key"):
+            subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
+            shutil.chown("/etc/munge/munge.key", "munge", "munge")
+        for d in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
+            os.makedirs(d, exist_ok=True)
+            shutil.chown(d, "munge", "munge")
+        # munged refuses to run as root; it daemonises itself, outliving every test session.
+        subprocess.run(["runuser", "-u", "munge", "--", "munged", "--force"], check=True,
+                       capture_output=True, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("munged did not start: see /var/log/munge/munged.log")
+            time.sleep(0.1)
+
+
+def sweep_stale(parent: str | None = None) -> list[str]:
+    """Remove harness directories whose owning test session died without stopping them.
+
+    Returns the directories removed. Clusters started from the command line have no owner and
+    are left alone.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    for d in Path(parent).glob(DIR_PREFIX + "*"):
+        try:
+            owner = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if owner and not _pid_alive(owner):
+            _kill_all(_processes_of(str(d)))
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
+
+
+class SlurmTestCluster:
+    """A private Slurm cluster (one controller, ``n_nodes`` compute nodes) on loopback.
+
+    Parameters
+    ----------
+    n_nodes : int
+        Compute nodes ``cn1..cnN``, each a ``slurmd -N cnX`` on its own port.
+    cpus, memory : int
+        What every node claims (CPUs, RealMemory in MB); more than the machine has is fine.
+    directory : str, optional
+        Where to put everything; default a fresh temporary directory. Removed on :meth:`stop`.
+    extra_conf : str
+        Lines appended to ``slurm.conf`` (e.g. ``"JobRequeue=1"``; a later line wins).
+    owned : bool
+        True (default) ties the daemons to this process: they die with it, and :meth:`stop` runs
+        at exit. False (the command line) leaves them running until ``stop``.
+
+    Attributes
+    ----------
+    conf : str
+        Path of the ``slurm.conf``.
+    env : dict
+        ``{"SLURM_CONF": conf}``: merge into a subprocess environment to talk to this cluster.
+    cluster_name, nodes, partitions, directory
+
+    Examples
+    --------
+    >>> slurm = SlurmTestCluster(n_nodes=2).start()                      # doctest: +SKIP
+    >>> slurm.sinfo()                                                    # doctest: +SKIP
+    {'cn1': 'idle', 'cn2': 'idle'}
+    >>> slurm.stop()                                                     # doctest: +SKIP
+    """
+
+    partitions = ("slurm", "debug")
+
+    def __init__(self, n_nodes=3, cpus=16, memory=64000, directory=None, owned=True,
+                 extra_conf=""):
+        self.extra_conf = extra_conf
+        self.n_nodes, self.cpus, self.memory, self.owned = n_nodes, cpus, memory, owned
+        self.nodes = [f"cn{i}" for i in range(1, n_nodes + 1)]
+        self.directory = directory
+        self.cluster_name = "t" + uuid.uuid4().hex[:10]
+        self.host = socket.gethostname().split(".")[0]
+        self.conf = None
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._pids: dict[str, int] = {}
+        self.startup_seconds = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def env(self) -> dict:
+        return {"SLURM_CONF": self.conf}
+
+    def start(self, timeout=60.0) -> "SlurmTestCluster":
+        """Start munge (if needed), the controller and the nodes; return once all nodes are idle."""
+        t0 = time.monotonic()
+        sweep_stale()
+        ensure_munge()
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix=DIR_PREFIX)
+        else:
+            os.makedirs(self.directory, exist_ok=True)
+        self.directory = os.path.abspath(self.directory)
+        d = Path(self.directory)
+        for sub in ("state", "spool", "run", "log"):
+            (d / sub).mkdir(exist_ok=True)
+        (d / "owner.pid").write_text(str(os.getpid() if self.owned else 0))
+        if self.owned:
+            atexit.register(self.stop)
+        ports = {n: _free_port() for n in ["ctld", *self.nodes]}
+        nodes = "\n".join(
+            f"NodeName={n} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={ports[n]} "
+            f"CPUs={self.cpus} RealMemory={self.memory} State=UNKNOWN"
+            for n in self.nodes
+        )
+        self.conf = str(d / "slurm.conf")
+        Path(self.conf).write_text(_CONF.format(
+            cluster_name=self.cluster_name, host=self.host, ctld_port=ports["ctld"],
+            dir=self.directory, nodes=nodes, node_list=",".join(self.nodes),
+            extra=self.extra_conf))
+        self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
+        for n in self.nodes:
+            self._spawn(n, ["slurmd", "-D", "-N", n])
+        self._save()
+        try:
+            self.wait_idle(self.nodes, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        env = {**os.environ, "SLURM_CONF": self.conf, MARKER: self.directory}
+        log = open(os.path.join(self.directory, "log", f"{name}.out"), "ab")
+        # pdeathsig follows the forking *thread*; only tie the daemons to the main thread.
+        tie = self.owned and threading.current_thread() is threading.main_thread()
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True,
+                                preexec_fn=_parent_death_signal if tie else None)
+        log.close()
+        self._procs[name] = proc
+        self._pids[name] = proc.pid
+
+    def _save(self) -> None:
+        Path(self.directory, "harness.json").write_text(json.dumps({
+            "conf": self.conf, "cluster_name": self.cluster_name, "nodes": self.nodes,
+            "pids": self._pids}))
+
+    @classmethod
+    def attach(cls, directory: str) -> "SlurmTestCluster":
+        """The cluster already running in ``directory`` (started by the command line)."""
+        directory = os.path.abspath(directory)
+        state = json.loads(Path(directory, "harness.json").read_text())
+        self = cls(n_nodes=len(state["nodes"]), directory=directory, owned=False)
+        self.conf, self.cluster_name = state["conf"], state["cluster_name"]
+        self._pids = {k: int(v) for k, v in state["pids"].items()}
+        return self
+
+    def stop(self) -> None:
+        """Cancel every job, stop the daemons, kill leftovers, remove the directory."""
+        if self.directory is None or not os.path.isdir(self.directory):
+            return
+        if self._pid_alive_named("slurmctld"):
+            ids = [j["job_id"] for j in self._squeue_safe()]
+            if ids:
+                self.run(["scancel", *{i.split("_")[0] for i in ids}], check=False)
+                deadline = time.monotonic() + 5
+                while self._squeue_safe() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+        pids = [p for p in self._pids.values() if _pid_alive(p)]
+        _kill_all(pids, signal.SIGTERM, wait=5)
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_all(_processes_of(self.directory))  # SIGKILL: slurmstepd, job processes, stragglers
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.directory, ignore_errors=True)
+        try:
+            atexit.unregister(self.stop)
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self.start() if self.conf is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- commands ----------------------------------------------------------------------------
+    def run(self, argv, check=True, timeout=30, **kw) -> subprocess.CompletedProcess:
+        """Run a Slurm command (argv list) against this cluster; text output captured."""
+        return subprocess.run(argv, env={**os.environ, **self.env}, capture_output=True,
+                              text=True, check=check, timeout=timeout, **kw)
+
+    def squeue(self, *args: str) -> list[dict]:
+        """Jobs as dicts with keys ``job_id, state, reason, node, partition, comment, name``.
+
+        Extra ``args`` are passed to squeue, e.g. ``slurm.squeue("--states=all")``. Array tasks
+        appear as ``"<id>_<task>"`` (pending ones may be folded as ``"<id>_[0-3]"``; add
+        ``"--array"`` to unfold them).
+        """
+        out = self.run(["squeue", "--noheader", f"--format={SQUEUE_FORMAT}", *args]).stdout
+        return [dict(zip(SQUEUE_FIELDS, line.split("|", len(SQUEUE_FIELDS) - 1)))
+                for line in out.splitlines() if line.strip()]
+
+    def _squeue_safe(self):
+        try:
+            return self.squeue()
+        except (subprocess.SubprocessError, OSError):
+            return []
+
+    def sinfo(self) -> dict[str, str]:
+        """Node name -> state as sinfo shows it (``idle``, ``alloc``, ``mix``, ``down*``, ...)."""
+        out = self.run(["sinfo", "--noheader", "--Node", "--format=%N %t"], check=False).stdout
+        states = {}
+        for line in out.splitlines():
+            if line.split():
+                name, state = line.split()
+                states[name] = state
+        return states
+
+    def wait_idle(self, nodes=None, timeout=30.0) -> None:
+        """Wait until every one of ``nodes`` (default all) is idle (or allocated: usable)."""
+        nodes = nodes or self.nodes
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.sinfo()
+            if all(states.get(n, "").rstrip("*~#") in ("idle", "mix", "alloc") and
+                   not states[n].endswith("*") for n in nodes):
+                return
+            if time.monotonic() > deadline:
+                logs = Path(self.directory, "log", "slurmctld.log")
+                tail = logs.read_text()[-2000:] if logs.exists() else "(no log)"
+                raise TimeoutError(f"nodes not idle after {timeout}s: {states}\n{tail}")
+            time.sleep(0.1)
+
+    def _pid_alive_named(self, name: str) -> bool:
+        return name in self._pids and _pid_alive(self._pids[name])
+
+    # -- failures ----------------------------------------------------------------------------
+    def stop_node(self, node: str, kill_jobs=True, mark_down=True) -> None:
+        """Make ``node`` fail: SIGKILL its slurmd (and, by default, the jobs running on it).
+
+        ``mark_down`` tells the controller at once (as if ``SlurmdTimeout`` had passed), so jobs
+        on the node end NODE_FAIL and it takes no new work.
+        """
+        pid = self._pids.get(node)
+        victims = [pid] if pid and _pid_alive(pid) else []
+        if kill_jobs:
+            victims += self._node_steps(node)
+        _kill_all(victims)
+        if mark_down:
+            self.run(["scontrol", "update", f"NodeName={node}", "State=DOWN",
+                      "Reason=stopped_by_test_harness"], check=False)
+
+    def _node_steps(self, node: str) -> list[int]:
+        """slurmstepd processes of the jobs running on ``node``, and everything below them."""
+        ids = set(self.run(["squeue", "--noheader", "--format=%A", f"--nodelist={node}"],
+                           check=False).stdout.split())
+        tags = tuple(f"[{i}." for i in ids)
+        steps = []
+        for pid in _processes_of(self.directory):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if (cmdline.startswith("slurmstepd") and any(t in cmdline for t in tags)) or \
+                    f"SLURMD_NODENAME={node}".encode() in env:
+                steps.append(pid)
+        return _with_descendants(steps)
+
+    def start_node(self, node: str, timeout=30.0) -> None:
+        """Restart ``node``'s slurmd and wait until it is usable again."""
+        if self._pid_alive_named(node):
+            return
+        self._spawn(node, ["slurmd", "-D", "-N", node])
+        self._save()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.sinfo().get(node, "")
+            if state.startswith(("idle", "mix", "alloc")) and not state.endswith("*"):
+                return
+            if state.startswith(("down", "drain")) and not state.endswith("*"):
+                # Registered but set DOWN by hand: ReturnToService does not lift that.
+                self.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], check=False)
+            time.sleep(0.2)
+        raise TimeoutError(f"{node} did not come back: {self.sinfo()}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Start or stop a private test Slurm cluster.")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", required=True, help="directory holding the cluster")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--cpus", type=int, default=16)
+    parser.add_argument("--memory", type=int, default=64000, help="MB per node")
+    args = parser.parse_args(argv)
+    if args.action == "start":
+        slurm = SlurmTestCluster(args.nodes, args.cpus, args.memory, args.dir, owned=False)
+        slurm.start()
+        print(slurm.conf)
+        print(f"started in {slurm.startup_seconds:.1f}s", file=sys.stderr)
+    else:
+        if not os.path.exists(os.path.join(args.dir, "harness.json")):
+            print(f"no test cluster in {args.dir}", file=sys.stderr)
+            return 1
+        SlurmTestCluster.attach(args.dir).stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The apptainer stand-in (tests/bin/apptainer) behaves like Apptainer where scalable relies on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scalable.runtimes import ContainerRuntime
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_version(apptainer):
+    assert shutil.which("apptainer") == apptainer
+    assert run(["apptainer", "--version"]).stdout.startswith("apptainer version ")
+    assert run(["singularity", "--version"]).stdout.startswith("singularity version ")
+
+
+def test_binds_env_home_cwd_and_name(apptainer, make_image, tmp_path):
+    image = make_image("gcam")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "input.txt").write_text("from the host")
+    home = tmp_path / "home"
+    home.mkdir()
+    script = ("import os; print(open('input.txt').read()); print(os.getcwd()); "
+              "print(os.environ['HOME']); print(os.environ['MODEL']); "
+              "print(os.environ['APPTAINER_NAME']); print(os.environ['APPTAINER_CONTAINER']); "
+              "open('written.txt', 'w').write('from the container')")
+    out = run(["apptainer", "exec", "--bind", f"{data}:/model", "--env", "MODEL=gcam",
+               "--home", str(home), "--pwd", "/model", image, sys.executable, "-c", script])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["from the host", "/model", str(home), "gcam",
+                                       "gcam_container.sif", image]
+    assert (data / "written.txt").read_text() == "from the container"  # the bind is read-write
+
+
+def test_exec_argv_of_the_product_runs(apptainer, make_image, tmp_path):
+    # scalable.runtimes builds the argv; the stand-in must accept exactly that.
+    image = make_image("stitches")
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = ContainerRuntime().exec_argv(
+        image, ["sh", "-c", "pwd; echo $TAG; ls /work/x"], binds={str(work): "/work/x"},
+        env={"TAG": "stitches"}, home=str(work), cwd="/work/x")
+    (work / "marker").touch()
+    out = run(argv)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["/work/x", "stitches", "marker"]
+
+
+def test_private_tmp_hides_unbound_paths(apptainer, make_image, tmp_path):
+    image = make_image("osiris")
+    (tmp_path / "secret.txt").write_text("host only")
+    out = run(["apptainer", "exec", image, "sh", "-c",
+               f"ls {tmp_path}/secret.txt; touch /tmp/inside; ls /tmp"])
+    assert "No such file" in out.stderr
+    assert out.stdout.split() == ["inside"]
+    assert not os.path.exists("/tmp/inside")
+
+
+def test_caller_environment_kept_unless_cleanenv(apptainer, make_image, monkeypatch):
+    image = make_image("hector")
+    monkeypatch.setenv("SCALABLE_TEST_VAR", "kept")
+    monkeypatch.setenv("APPTAINERENV_INJECTED", "yes")
+    cmd = ["sh", "-c", 'echo "${SCALABLE_TEST_VAR:-unset} ${INJECTED:-unset}"']
+    assert run(["apptainer", "exec", image, *cmd]).stdout.split() == ["kept", "yes"]
+    assert run(["apptainer", "exec", "--cleanenv", image, *cmd]).stdout.split() == ["unset", "yes"]
+
+
+def test_hidden_host_paths(apptainer, make_image, tmp_path):
+    image = make_image("scalable")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sbatch = shutil.which("sbatch")
+    assert sbatch, "slurm-wlm is installed on test machines"
+    out = run(["apptainer", "exec", "--bind", f"/dev/null:{sbatch}", "--bind", f"{empty}:/run/munge",
+               image, "sh", "-c", "command -v sbatch || echo no-sbatch; ls -A /run/munge | wc -l"])
+    assert out.stdout.split() == ["no-sbatch", "0"], out.stderr
+
+
+def test_missing_image_is_refused(apptainer, tmp_path):
+    out = run(["apptainer", "exec", str(tmp_path / "nope.sif"), "true"])
+    assert out.returncode == 255
+    assert out.stderr.startswith("FATAL:") and "could not open image" in out.stderr
+    assert "no such file" in out.stderr
+
+
+def test_missing_bind_source_is_refused(apptainer, make_image, tmp_path):
+    out = run(["apptainer", "exec", "--bind", f"{tmp_path}/absent:/data", make_image("x"), "true"])
+    assert out.returncode == 255
+    assert "container creation failed" in out.stderr and "no such file or directory" in out.stderr
+
+
+def test_exit_code_and_signals_reach_the_command(apptainer, make_image):
+    image = make_image("basd")
+    assert run(["apptainer", "exec", image, "sh", "-c", "exit 7"]).returncode == 7
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+            "print('up', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen(["apptainer", "exec", image, sys.executable, "-c", code],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 3  # the command handled SIGTERM itself
+
+
+@pytest.mark.parametrize("flag", ["--cwd", "--pwd"])
+def test_cwd_alias_and_default_cwd(apptainer, make_image, tmp_path, flag):
+    image = make_image("tethys")
+    assert run(["apptainer", "exec", flag, "/usr", image, "pwd"]).stdout.strip() == "/usr"
+    # An unbound current directory under /tmp does not exist inside: start in $HOME instead.
+    start = time.monotonic()
+    out = run(["apptainer", "exec", image, "pwd"], cwd=tmp_path)
+    assert out.stdout.strip() == os.environ["HOME"]
+    assert time.monotonic() - start < 5
