@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,10 @@ def slurm():
     """A real Slurm cluster for the whole session (started once, stopped at the end)."""
     if os.geteuid() != 0:
         pytest.fail("the slurm fixture runs Slurm's daemons and needs root")
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        # A terminated session still tears the cluster down (pytest handles KeyboardInterrupt).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     cluster = SlurmTestCluster().start()
     before = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = cluster.conf

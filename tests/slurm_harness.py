@@ -135,25 +135,41 @@ def _children() -> dict[int, list[int]]:
     return children
 
 
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
 def _with_descendants(roots) -> list[int]:
-    children, found, todo = _children(), set(), list(roots)
+    # Never ourselves or a shell above us (it may have exported SLURM_CONF).
+    children, found, todo, mine = _children(), set(), list(roots), _ancestors()
     while todo:
         pid = todo.pop()
-        if pid not in found:
+        if pid not in found and pid not in mine:
             found.add(pid)
             todo.extend(children.get(pid, []))
-    found.discard(os.getpid())
     return sorted(found)
 
 
 def _processes_of(directory: str) -> list[int]:
-    """PIDs carrying our marker for ``directory`` in their environment, plus their descendants."""
-    needle = f"{MARKER}={directory}".encode()
+    """Processes of the cluster in ``directory``, with their descendants.
+
+    That is: the daemons and slurmstepd (they carry our marker) and job processes submitted
+    with this cluster's ``SLURM_CONF`` in their environment, even if they left the job's tree.
+    """
+    needles = {f"{MARKER}={directory}".encode(),
+               f"SLURM_CONF={os.path.join(directory, 'slurm.conf')}".encode()}
     marked = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
+        if entry.isdigit():
             try:
-                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                if needles & set(Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")):
                     marked.append(int(entry))
             except OSError:
                 continue
@@ -251,7 +267,7 @@ class SlurmTestCluster:
 
     partitions = ("slurm", "debug")
 
-    def __init__(self, n_nodes=3, cpus=16, memory=64000, directory=None, owned=True,
+    def __init__(self, n_nodes=3, cpus=20, memory=64000, directory=None, owned=True,
                  extra_conf=""):
         self.extra_conf = extra_conf
         self.n_nodes, self.cpus, self.memory, self.owned = n_nodes, cpus, memory, owned
@@ -285,6 +301,7 @@ class SlurmTestCluster:
         (d / "owner.pid").write_text(str(os.getpid() if self.owned else 0))
         if self.owned:
             atexit.register(self.stop)
+            self._start_reaper()
         ports = {n: _free_port() for n in ["ctld", *self.nodes]}
         nodes = "\n".join(
             f"NodeName={n} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={ports[n]} "
@@ -307,6 +324,15 @@ class SlurmTestCluster:
             raise
         self.startup_seconds = time.monotonic() - t0
         return self
+
+    def _start_reaper(self) -> None:
+        # atexit and the daemons' parent-death signal do not cover slurmstepd and the jobs when
+        # the session is killed outright: a small detached process cleans up after it.
+        env = {k: v for k, v in os.environ.items() if k not in (MARKER, "SLURM_CONF")}
+        subprocess.Popen([sys.executable, os.path.abspath(__file__), "_reap", "--dir",
+                          self.directory, "--owner", str(os.getpid())], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         env = {**os.environ, "SLURM_CONF": self.conf, MARKER: self.directory}
@@ -473,14 +499,30 @@ class SlurmTestCluster:
         raise TimeoutError(f"{node} did not come back: {self.sinfo()}")
 
 
+def _reap(directory: str, owner: int) -> int:
+    """Wait for the owning session to end; if it left its cluster behind, remove it."""
+    while os.path.isdir(directory):
+        if not _pid_alive(owner):
+            time.sleep(0.5)  # let a normal stop in progress finish first
+            if os.path.isdir(directory):
+                _kill_all(_processes_of(directory))
+                shutil.rmtree(directory, ignore_errors=True)
+            break
+        time.sleep(0.5)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Start or stop a private test Slurm cluster.")
-    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("action", choices=["start", "stop", "_reap"])
     parser.add_argument("--dir", required=True, help="directory holding the cluster")
     parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--cpus", type=int, default=16)
+    parser.add_argument("--cpus", type=int, default=20)
     parser.add_argument("--memory", type=int, default=64000, help="MB per node")
+    parser.add_argument("--owner", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.action == "_reap":
+        return _reap(args.dir, args.owner)
     if args.action == "start":
         slurm = SlurmTestCluster(args.nodes, args.cpus, args.memory, args.dir, owned=False)
         slurm.start()
