@@ -1,0 +1,122 @@
+"""What bootstrap does on the HPC login host, through the shared SSH connection.
+
+The work directory gets ``containers/`` (the SIF images workers run), ``logs/`` (worker and
+JupyterLab logs) and ``.scalable/`` (bootstrap's records there, e.g. the JupyterLab it started).
+A host-side Python environment holds JupyterLab and scalable; the "Scalable" kernelspec is
+installed under ``<work_dir>/.scalable/jupyter`` and points at ``containers/scalable_container.sif``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from ..runner import CommandError
+from .images import sif_name, stream
+from .ssh import SSHSession
+
+#: the layout bootstrap creates in the work directory
+LAYOUT = ("containers", "logs", ".scalable")
+
+
+def jupyter_prefix(work_dir: str) -> str:
+    """The ``--prefix`` the Scalable kernelspec is installed under on the host.
+
+    Examples
+    --------
+    >>> jupyter_prefix("/scratch/me/work")
+    '/scratch/me/work/.scalable/jupyter'
+    """
+    return posixpath.join(work_dir, ".scalable", "jupyter")
+
+
+def check_host(session: SSHSession, module_load: str = "") -> dict:
+    """Look for apptainer (after the site's ``module load`` line) and Slurm's ``sinfo``.
+
+    One round trip; the host's login shell runs the site's line, which is shell text by nature
+    (``module`` is a shell function on most sites).
+
+    Returns
+    -------
+    dict
+        ``{"apptainer": path or "", "sinfo": version or "", "python3": path or ""}``
+    """
+    script = "\n".join([
+        module_load or ":",
+        'printf "apptainer=%s\\n" "$(command -v apptainer || command -v singularity)"',
+        'printf "sinfo=%s\\n" "$(sinfo --version 2>/dev/null)"',
+        'printf "python3=%s\\n" "$(command -v python3)"',
+    ])
+    out = session.run(["sh", "-c", script], timeout=120).stdout
+    found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {k: found.get(k, "").strip() for k in ("apptainer", "sinfo", "python3")}
+
+
+def make_layout(session: SSHSession, work_dir: str) -> None:
+    """``mkdir -p`` the work directory's layout (idempotent)."""
+    if not posixpath.isabs(work_dir):
+        raise ValueError(f"the work directory must be an absolute path on the host, not {work_dir!r}")
+    session.run(["mkdir", "-p", *[posixpath.join(work_dir, d) for d in LAYOUT]], timeout=60)
+
+
+def copy_images(session: SSHSession, images: list[Path], work_dir: str,
+                say: Callable[[str], None]) -> str:
+    """Copy SIF images to ``<work_dir>/containers/``; unchanged ones are skipped.
+
+    rsync (with progress) skips files whose size and modification time match; without rsync
+    (Windows) scp copies them all. Returns the tool used.
+    """
+    dest = f"{session.host}:{posixpath.join(work_dir, 'containers')}/"
+    if shutil.which("rsync"):
+        stream(["rsync", "--archive", "--partial", "--info=progress2,name1", "--human-readable",
+                "--rsh", session.rsh(), *map(str, images), dest])
+        return "rsync"
+    say("rsync not found on this machine; copying with scp (every image is sent again)")
+    stream(["scp", *session.client_options(), *map(str, images), dest])
+    return "scp"
+
+
+def python_env(session: SSHSession, work_dir: str, remote_python: str, pip_spec: str,
+               say: Callable[[str], None]) -> str:
+    """Make sure the host has a Python with JupyterLab and scalable; return its interpreter.
+
+    With ``remote_python`` given, that interpreter is checked and used as it is; otherwise
+    ``<work_dir>/.venv`` is created (once) and ``pip`` installs ``pip_spec`` into it.
+    """
+    if remote_python:
+        python = remote_python
+    else:
+        venv = posixpath.join(work_dir, ".venv")
+        python = posixpath.join(venv, "bin", "python")
+        if session.run(["test", "-x", python], check=False).returncode != 0:
+            say(f"creating {venv}")
+            session.run(["python3", "-m", "venv", venv], timeout=600)
+        spec = pip_spec or f"scalable[jupyter]=={__version__}"
+        say(f"installing {spec} into {venv}")
+        session.run([python, "-m", "pip", "install", "--upgrade", "--quiet", spec], timeout=3600)
+    probe = session.run([python, "-c", "import scalable, jupyterlab; print(scalable.__file__)"],
+                        check=False, timeout=120)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise CommandError([python, "-c", "import scalable, jupyterlab"], probe.returncode, "",
+                           f"{last}; install scalable[jupyter] into {python}'s environment, or drop "
+                           "--remote-python to let bootstrap create <work_dir>/.venv")
+    return python
+
+
+def install_kernel(session: SSHSession, python: str, work_dir: str) -> str:
+    """Install the "Scalable" kernelspec on the host, running the kernel in the scalable image."""
+    image = posixpath.join(work_dir, "containers", sif_name("scalable"))
+    prefix = jupyter_prefix(work_dir)
+    session.run([python, "-m", "scalable.cli", "kernel", "install", "--name", "scalable",
+                 "--display-name", "Scalable", "--image", image, "--prefix", prefix], timeout=300)
+    return prefix
+
+
+def helper_source() -> str:
+    """Text of the host-side JupyterLab helper, sent to the host's Python on stdin."""
+    return (Path(__file__).with_name("remote_jupyter.py")).read_text()
+
