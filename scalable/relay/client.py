@@ -1,0 +1,127 @@
+"""The container side of the relay, behind :func:`scalable.runner.run`.
+
+:func:`scalable.runner.run` calls :func:`relay_run` when a program is missing locally and
+``SCALABLE_RELAY`` names the relay's socket, so code inside the image issues Slurm commands
+exactly as on the host. A non-zero exit comes back as a :class:`~scalable.runner.CommandResult`
+(the runner decides whether to raise); a relay that cannot be reached, a refused request or a
+timeout raise :class:`~scalable.runner.CommandError`, as a local failure would.
+
+Job scripts: dask-jobqueue writes its job script to the container's private ``/tmp``, which the
+host cannot see. When ``sbatch`` is given a script path that exists here, the client sends the
+script's content on stdin instead (``sbatch`` reads a script from there), whatever the image binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Sequence
+
+from ..runner import RELAY_ENV, CommandError, CommandResult
+from . import protocol
+from .shim import sbatch_stdin
+
+
+class RelayUnavailable(CommandError):
+    """The relay's socket cannot be reached."""
+
+
+def _socket_path(argv) -> str:
+    path = os.environ.get(RELAY_ENV)
+    if not path:
+        raise RelayUnavailable(argv, 127, "", f"{RELAY_ENV} is not set, so {argv[0]!r} cannot reach the host")
+    return path
+
+
+def _prepare(argv, input, cwd):
+    argv = [str(a) for a in argv]
+    stdin = input.encode() if isinstance(input, str) else (input or b"")
+    if argv[0] == "sbatch" and not stdin:
+        argv, stdin = sbatch_stdin(argv)
+    return argv, stdin, os.path.abspath(cwd or os.getcwd())
+
+
+def _result(argv, timeout, header, out: bytes, err: bytes) -> CommandResult:
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    if header.get("error"):
+        raise CommandError(argv, header.get("returncode", 126), "", f"refused by the host relay: {header['error']}")
+    if header.get("timed_out"):
+        raise CommandError(argv, -9, stdout, f"timed out after {timeout} s on the host")
+    return CommandResult(tuple(argv), int(header["returncode"]), stdout, stderr)
+
+
+def _unreachable(argv, path, e) -> RelayUnavailable:
+    return RelayUnavailable(
+        argv, 127, "",
+        f"cannot reach the host relay at {path} ({e.strerror or e}); restart the kernel so its launcher "
+        f"starts a new relay, or start one on the host with `scalable relay --socket {path}`",
+    )
+
+
+def relay_run(
+    argv: Sequence[str],
+    input: str | bytes | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
+) -> CommandResult:
+    """Run ``argv`` on the host through the relay named by ``SCALABLE_RELAY``.
+
+    Parameters
+    ----------
+    argv : list of str
+        An allowlisted program (by bare name) and its arguments.
+    input : str or bytes, optional
+        Sent to the command's stdin.
+    cwd : str, optional
+        Directory the host runs the command in (default: the current one); it must exist at
+        the same path on the host.
+    timeout : float, optional
+        Seconds before the host kills the command.
+
+    Examples
+    --------
+    >>> relay_run(["squeue", "--me", "-h"]).returncode   # doctest: +SKIP
+    0
+    """
+    path = _socket_path(argv)
+    original = list(argv)
+    argv, stdin, cwd = _prepare(argv, input, cwd)
+    try:
+        header, out, err = protocol.call(path, argv, stdin=stdin, cwd=cwd, timeout=timeout)
+    except OSError as e:
+        raise _unreachable(original, path, e) from None
+    except protocol.ProtocolError as e:
+        raise CommandError(original, 126, "", f"the host relay answered badly: {e}") from None
+    return _result(original, timeout, header, out, err)
+
+
+async def relay_arun(
+    argv: Sequence[str],
+    input: str | bytes | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
+) -> CommandResult:
+    """Coroutine twin of :func:`relay_run`, for the cluster's event loop."""
+    path = _socket_path(argv)
+    original = list(argv)
+    argv, stdin, cwd = _prepare(argv, input, cwd)
+    try:
+        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
+    except OSError as e:
+        raise _unreachable(original, path, e) from None
+    try:
+        writer.write(protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin)
+        await writer.drain()
+        (size,) = protocol._LEN.unpack(await reader.readexactly(4))
+        if size > protocol.MAX_HEADER:
+            raise protocol.ProtocolError(f"reply header of {size} bytes is too large")
+        header = protocol.decode_header(await reader.readexactly(size))
+        out = await reader.readexactly(int(header["stdout"]))
+        err = await reader.readexactly(int(header["stderr"]))
+    except (asyncio.IncompleteReadError, protocol.ProtocolError, KeyError, ValueError) as e:
+        raise CommandError(original, 126, "", f"the host relay answered badly: {e}") from None
+    except OSError as e:
+        raise _unreachable(original, path, e) from None
+    finally:
+        writer.close()
+    return _result(original, timeout, header, out, err)

@@ -1,0 +1,369 @@
+"""The host command relay on a real Unix socket, with real processes: no mocks.
+
+The relays here allow harmless programs (echo, cat, ls...) in place of Slurm's, so these tests
+need no Slurm; tests/test_relay_slurm.py drives the real test Slurm through the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scalable.relay import protocol
+from scalable.relay.client import relay_arun, relay_run
+from scalable.relay.server import RelayError, clear_stale_socket
+from scalable.relay.shim import sbatch_stdin, write_shims
+from scalable.runner import CommandError, run
+
+ALLOW = ("echo", "cat", "ls", "sleep", "head", "pwd", "true")
+
+
+def start_relay(directory, *allow, extra=()):
+    """Start ``scalable relay`` as its own process; return (process, socket path)."""
+    sock = os.path.join(directory, "relay", "relay.sock")
+    argv = [sys.executable, "-m", "scalable.cli", "relay", "--socket", sock, *extra]
+    for name in allow:
+        argv += ["--allow", name]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not _answers(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"relay did not start: {proc.communicate()}")
+        time.sleep(0.02)
+    return proc, sock
+
+
+def _answers(sock) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(sock)
+            return True
+        except OSError:
+            return False
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory):
+    proc, sock = start_relay(tmp_path_factory.mktemp("relay"), *ALLOW)
+    yield sock
+    stop(proc)
+    assert proc.returncode == 0
+    assert not os.path.exists(sock), "the relay must remove its socket when stopped"
+
+
+@pytest.fixture
+def use_relay(relay, monkeypatch):
+    monkeypatch.setenv("SCALABLE_RELAY", relay)
+    return relay
+
+
+def log_of(sock) -> str:
+    return Path(sock).with_name("relay.log").read_text()
+
+
+def test_socket_is_private(relay):
+    d = os.path.dirname(relay)
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(relay).st_mode) == 0o600
+    assert stat.S_ISSOCK(os.stat(relay).st_mode)
+    assert stat.S_IMODE(os.stat(os.path.join(d, "relay.log")).st_mode) == 0o600
+
+
+def test_relay_listens_on_no_network_address(relay):
+    pid = int(subprocess.check_output(["fuser", relay], stderr=subprocess.DEVNULL).split()[0]) \
+        if shutil.which("fuser") else None
+    if pid is None:
+        pytest.skip("fuser is not installed")
+    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    inodes = {i[8:-1] for i in inodes if i.startswith("socket:[")}
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        rows = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        assert not inodes & {r.split()[9] for r in rows}, f"relay has a {table} socket"
+
+
+def test_round_trip_stdout_stderr_exit_code(use_relay):
+    r = relay_run(["echo", "hello", "a|b", "$(id)"])
+    assert (r.returncode, r.stdout, r.stderr) == (0, "hello a|b $(id)\n", "")
+    r = relay_run(["ls", "/no/such/dir"])
+    assert r.returncode == 2 and "/no/such/dir" in r.stderr and r.stdout == ""
+    assert r.argv == ("ls", "/no/such/dir")
+    assert relay_run(["cat"], input="piped text").stdout == "piped text"
+
+
+def test_runner_uses_the_relay_for_missing_programs(use_relay, monkeypatch, tmp_path):
+    # With an empty PATH nothing is local, so the one door to the command line must relay.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert run(["echo", "via", "relay"]).stdout == "via relay\n"
+    with pytest.raises(CommandError) as e:
+        run(["ls", "/no/such/dir"])
+    assert e.value.returncode == 2 and "/no/such/dir" in str(e.value)
+    assert run(["ls", "/no/such/dir"], check=False).returncode == 2
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["rm", "-rf", "/"], "not allowed through the relay"),
+    (["/bin/echo", "x"], "bare name"),
+    (["../bin/echo", "x"], "bare name"),
+    (["echo;id"], "shell syntax"),
+    (["echo hi"], "shell syntax"),
+    (["$(id)"], "shell syntax"),
+    (["echo|cat"], "shell syntax"),
+])
+def test_refusals_are_clear(use_relay, argv, words):
+    with pytest.raises(CommandError) as e:
+        relay_run(argv)
+    assert words in str(e.value) and "refused by the host relay" in str(e.value)
+    assert "REFUSED" in log_of(use_relay)
+
+
+def test_runs_in_callers_directory(use_relay, tmp_path):
+    assert relay_run(["pwd"], cwd=str(tmp_path)).stdout.strip() == str(tmp_path)
+    with pytest.raises(CommandError, match="does not exist on the host"):
+        relay_run(["pwd"], cwd=str(tmp_path / "missing"))
+
+
+def test_megabytes_of_output_and_input_arrive_intact(use_relay, tmp_path):
+    data = os.urandom(6 << 20)
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    header, out, err = protocol.call(use_relay, ["cat", str(blob)])
+    assert header["returncode"] == 0 and out == data and err == b""
+    text = data.hex()[: 5 << 20]
+    assert relay_run(["cat"], input=text).stdout == text
+
+
+def test_fifty_concurrent_requests_all_answer_unmixed(use_relay):
+    async def burst():
+        return await asyncio.gather(*(relay_arun(["echo", f"request-{i}"]) for i in range(50)))
+
+    results = asyncio.run(burst())
+    assert [r.stdout for r in results] == [f"request-{i}\n" for i in range(50)]
+
+
+def test_slow_command_does_not_delay_a_fast_one(use_relay):
+    slow = threading.Thread(target=relay_run, args=(["sleep", "3"],))
+    t0 = time.monotonic()
+    slow.start()
+    time.sleep(0.2)
+    fast_start = time.monotonic()
+    assert relay_run(["echo", "fast"]).stdout == "fast\n"
+    assert time.monotonic() - fast_start < 1.0
+    slow.join()
+    assert time.monotonic() - t0 >= 3
+
+
+def test_timeout_kills_the_command(use_relay):
+    t0 = time.monotonic()
+    with pytest.raises(CommandError, match="timed out"):
+        relay_run(["sleep", "30"], timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    assert "TIMEOUT" in log_of(use_relay)
+
+
+def _procs_with(needle: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip() == needle.encode():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_killed_client_leaves_the_server_serving(use_relay):
+    code = ("import sys; from scalable.relay.client import relay_run; "
+            "relay_run(['sleep', '41.5'])")
+    client = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SCALABLE_RELAY": use_relay})
+    deadline = time.monotonic() + 20
+    while not _procs_with("sleep 41.5"):
+        assert time.monotonic() < deadline, "the relayed command never started"
+        time.sleep(0.05)
+    client.kill()
+    client.wait()
+    assert relay_run(["echo", "still", "here"]).stdout == "still here\n"
+    deadline = time.monotonic() + 5
+    while _procs_with("sleep 41.5"):  # a command whose caller is gone is stopped
+        assert time.monotonic() < deadline, "the relay left the orphaned command running"
+        time.sleep(0.05)
+    assert "client gone" in log_of(use_relay)
+
+
+def _raw(sock_path, payload: bytes, close_write=True) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(sock_path)
+        s.sendall(payload)
+        if close_write:
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_of(reply: bytes) -> str:
+    (n,) = struct.unpack(">I", reply[:4])
+    return protocol.decode_header(reply[4:4 + n])["error"]
+
+
+def test_bad_requests_never_break_the_server(use_relay):
+    good = protocol.request_header(["echo"], "/", None, 0)
+    assert "not UTF-8 JSON" in _error_of(_raw(use_relay, struct.pack(">I", 5) + b"\xff{{{{"))
+    assert "exceeds" in _error_of(_raw(use_relay, struct.pack(">I", 1 << 30)))
+    assert "unknown request field" in _error_of(_raw(use_relay, protocol.encode_header({**good, "shell": True})))
+    assert "missing" in _error_of(_raw(use_relay, protocol.encode_header({"v": 1, "argv": ["echo"]})))
+    assert "wrong type" in _error_of(_raw(use_relay, protocol.encode_header({**good, "argv": "echo hi"})))
+    assert "stdin of" in _error_of(_raw(use_relay, protocol.encode_header({**good, "stdin": 1 << 40})))
+    # A truncated request (promises 100 bytes of stdin, sends 3, hangs up) gets no reply.
+    assert _raw(use_relay, protocol.encode_header({**good, "stdin": 100}) + b"abc") == b""
+    # A client that connects and says nothing does not hold anything up.
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(use_relay)
+    idle.sendall(b"\x00\x00")
+    try:
+        assert relay_run(["echo", "ok"]).stdout == "ok\n"
+    finally:
+        idle.close()
+    assert relay_run(["echo", "ok"]).stdout == "ok\n"
+
+
+def _nobody_can_run(python_dir: str, sock: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+         "/usr/bin/python3", os.path.join(python_dir, "echo"), "from", "nobody"],
+        env={"SCALABLE_RELAY": sock, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30, cwd="/",
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_other_uid_is_refused():
+    top = tempfile.mkdtemp(prefix="scalable-relay-uid-")
+    try:
+        os.chmod(top, 0o755)
+        shims = os.path.join(top, "shims")
+        write_shims(shims, names=["echo"], python="/usr/bin/python3")
+        for dirpath, dirs, files in os.walk(shims):
+            os.chmod(dirpath, 0o755)
+        proc, sock = start_relay(top, "echo")
+        try:
+            # The 0700 directory alone keeps other users out...
+            r = _nobody_can_run(shims, sock)
+            assert r.returncode == 127 and "Permission denied" in r.stderr
+            # ...and should it be opened up by mistake, the SO_PEERCRED check still refuses.
+            os.chmod(os.path.dirname(sock), 0o711)
+            os.chmod(sock, 0o666)
+            r = _nobody_can_run(shims, sock)
+            assert r.returncode == 126, r
+            assert "serves only uid 0; uid 65534 is refused" in r.stderr
+            assert "from nobody" not in r.stdout
+        finally:
+            stop(proc)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_shims_forward_argv_stdout_stderr_exit_code_cwd(use_relay, tmp_path):
+    shims = tmp_path / "shims"
+    write_shims(str(shims), names=["echo", "ls", "pwd"], python=sys.executable)
+    env = {**os.environ, "PATH": f"{shims}:/usr/bin:/bin"}
+    r = subprocess.run([str(shims / "echo"), "a b", "c|d"], env=env, capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "a b c|d\n")
+    r = subprocess.run([str(shims / "ls"), "/no/such"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "/no/such" in r.stderr
+    r = subprocess.run([str(shims / "pwd")], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.stdout.strip() == str(tmp_path)
+    del env["SCALABLE_RELAY"]
+    r = subprocess.run([str(shims / "echo")], env=env, capture_output=True, text=True)
+    assert r.returncode == 127 and "SCALABLE_RELAY is not set" in r.stderr
+
+
+def test_shims_start_without_importing_dask(tmp_path):
+    shims = tmp_path / "shims"
+    write_shims(str(shims), python=sys.executable)
+    code = (f"import sys, runpy; sys.argv = ['{shims}/squeue']; "
+            f"sys.path.insert(0, '{shims}')\n"
+            "try:\n runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'scalable', 'distributed')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "SCALABLE_RELAY"})
+    assert r.stdout.strip() == "[]", r
+
+
+def test_sbatch_script_goes_on_stdin(tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\n#SBATCH -J x\nhostname\n")
+    s = str(script)
+    body = script.read_bytes()
+    assert sbatch_stdin(["sbatch", s]) == (["sbatch"], body)
+    assert sbatch_stdin(["sbatch", "--parsable", "-p", "debug", "-Q", s]) == \
+        (["sbatch", "--parsable", "-p", "debug", "-Q"], body)
+    assert sbatch_stdin(["sbatch", "--array=0-3", "-pdebug", s]) == (["sbatch", "--array=0-3", "-pdebug"], body)
+    # An option's value that happens to be a file is not the script; nor is a missing file.
+    assert sbatch_stdin(["sbatch", "-o", s]) == (["sbatch", "-o", s], b"")
+    assert sbatch_stdin(["sbatch", str(tmp_path / "nope.sh")])[1] == b""
+    # Script arguments cannot travel with a script on stdin: leave the command alone.
+    assert sbatch_stdin(["sbatch", s, "arg"]) == (["sbatch", s, "arg"], b"")
+    assert sbatch_stdin(["sbatch", "--wrap", "hostname"]) == (["sbatch", "--wrap", "hostname"], b"")
+
+
+def test_stale_socket_is_replaced_and_live_one_refused(tmp_path):
+    d = tmp_path / "relay"
+    d.mkdir(mode=0o700)
+    sock = str(d / "relay.sock")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(sock)  # a crashed server leaves its socket file behind
+    dead.close()
+    proc, sock2 = start_relay(str(tmp_path), "echo")
+    try:
+        assert sock2 == sock
+        assert subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "run", "--socket", sock,
+                               "--", "echo", "hi"], capture_output=True, text=True).stdout == "hi\n"
+        with pytest.raises(RelayError, match="already serving"):
+            clear_stale_socket(sock)
+        second = subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "--socket", sock],
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1 and "already serving" in second.stderr
+    finally:
+        stop(proc)
+    (d / "file").write_text("x")
+    with pytest.raises(RelayError, match="is not a socket"):
+        clear_stale_socket(str(d / "file"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_relay_and_removes_socket(tmp_path, sig):
+    proc, sock = start_relay(str(tmp_path), "echo")
+    proc.send_signal(sig)
+    assert proc.wait(10) == 0
+    assert not os.path.exists(sock)
+
+
+def test_unreachable_relay_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALABLE_RELAY", str(tmp_path / "none.sock"))
+    with pytest.raises(CommandError, match="cannot reach the host relay"):
+        relay_run(["squeue"])
+    with pytest.raises(CommandError, match="cannot reach the host relay"):
+        asyncio.run(relay_arun(["squeue"]))
