@@ -1,0 +1,161 @@
+import { showErrorMessage } from '@jupyterlab/apputils';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { clusterCard } from './clusterCard';
+import { requestAPI } from './handler';
+import { scalableIcon } from './icons';
+import { IPlot } from './plots';
+import { ICluster, IClusterList, IScaleRequest } from './types';
+
+export interface ISidebarOptions {
+  openPlot: (cluster: ICluster, plot: IPlot) => void;
+  plots: IPlot[];
+  refreshInterval: number;
+}
+
+/**
+ * The Scalable left-sidebar panel: every cluster registered on this host, refreshed
+ * periodically while the panel is visible.
+ */
+export class ScalableSidebar extends Widget {
+  constructor(options: ISidebarOptions) {
+    super();
+    this.id = 'scalable-sidebar';
+    this.addClass('jp-ScalableSidebar');
+    this.title.icon = scalableIcon;
+    this.title.caption = 'Scalable clusters';
+    this._openPlot = options.openPlot;
+    this._plots = options.plots;
+    this._interval = options.refreshInterval;
+
+    const header = document.createElement('div');
+    header.className = 'jp-ScalableSidebar-header';
+    const title = document.createElement('h2');
+    title.textContent = 'Scalable clusters';
+    const refresh = document.createElement('button');
+    refresh.className = 'jp-Button jp-mod-minimal jp-ScalableSidebar-refresh';
+    refresh.textContent = '⟳';
+    refresh.title = 'Refresh the list of clusters';
+    refresh.addEventListener('click', () => void this.refresh());
+    header.append(title, refresh);
+    this._list = document.createElement('div');
+    this._list.className = 'jp-ScalableSidebar-list';
+    this.node.append(header, this._list);
+  }
+
+  /** Milliseconds between refreshes while visible (0 stops refreshing). */
+  set refreshInterval(ms: number) {
+    this._interval = ms;
+    this._schedule();
+  }
+
+  set plots(plots: IPlot[]) {
+    this._plots = plots;
+    this._render();
+  }
+
+  /** The clusters shown at the last refresh. */
+  get clusters(): ICluster[] {
+    return this._clusters;
+  }
+
+  /** Fetch the clusters from the server and redraw. */
+  async refresh(): Promise<void> {
+    try {
+      const reply = await requestAPI<IClusterList>('clusters');
+      this._clusters = reply.clusters;
+      this._error = null;
+    } catch (error) {
+      this._error = `Cannot list clusters: ${(error as Error).message}`;
+    }
+    this._render();
+  }
+
+  /** Set one tag's target number of workers, then redraw with the cluster's new state. */
+  async scale(cluster: ICluster, tag: string, n: number): Promise<void> {
+    const body: IScaleRequest = { tag, n };
+    try {
+      const updated = await requestAPI<ICluster>(`clusters/${encodeURIComponent(cluster.id)}/scale`, {
+        method: 'POST',
+        body: JSON.stringify(body)
+      });
+      this._clusters = this._clusters.map(c => (c.id === updated.id ? updated : c));
+      this._render();
+    } catch (error) {
+      await showErrorMessage(`Cannot scale ${tag} of ${cluster.name}`, (error as Error).message);
+    }
+  }
+
+  dispose(): void {
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+      this._timer = null;
+    }
+    super.dispose();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    void this.refresh();
+    this._schedule();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    void this.refresh();
+    this._schedule();
+  }
+
+  private _schedule(): void {
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+      this._timer = null;
+    }
+    if (this._interval <= 0 || this.isDisposed) {
+      return;
+    }
+    this._timer = window.setTimeout(async () => {
+      this._timer = null;
+      // A hidden panel costs the schedulers nothing: refresh again once it is shown.
+      if (this.isVisible) {
+        await this.refresh();
+        this._schedule();
+      }
+    }, this._interval);
+  }
+
+  private _render(): void {
+    const list = this._list;
+    list.replaceChildren();
+    if (this._error) {
+      const err = document.createElement('div');
+      err.className = 'jp-ScalableSidebar-error';
+      err.textContent = this._error;
+      list.appendChild(err);
+    }
+    if (this._clusters.length === 0 && !this._error) {
+      const empty = document.createElement('div');
+      empty.className = 'jp-ScalableSidebar-empty';
+      empty.textContent =
+        'No cluster is running. Create one in a notebook, e.g. cluster = LocalCluster() or SlurmCluster(...).';
+      list.appendChild(empty);
+    }
+    for (const cluster of this._clusters) {
+      list.appendChild(
+        clusterCard(cluster, this._plots, {
+          scale: (c, tag, n) => void this.scale(c, tag, n),
+          openPlot: this._openPlot
+        })
+      );
+    }
+  }
+
+  private _clusters: ICluster[] = [];
+  private _error: string | null = null;
+  private _interval: number;
+  private _list: HTMLElement;
+  private _openPlot: (cluster: ICluster, plot: IPlot) => void;
+  private _plots: IPlot[];
+  private _timer: number | null = null;
+}

@@ -1,0 +1,46 @@
+/**
+ * The JSON models of the server extension; they mirror `cluster_model()` and
+ * `tag_model()` in scalable/jupyter/handlers.py.
+ */
+
+/** One container tag of a cluster: its worker pool's target and live counts. */
+export interface ITagStatus {
+  tag: string;
+  target: number | null;
+  pending: number | null;
+  running: number | null;
+  idle: number | null;
+  busy: number | null;
+  waiting_tasks: number | null;
+}
+
+/** One registered cluster, with its scheduler's answer when it gave one. */
+export interface ICluster {
+  id: string;
+  name: string;
+  kind: string;
+  host: string | null;
+  pid: number | null;
+  kernel_id: string | null;
+  notebook: string | null;
+  scheduler_address: string;
+  dashboard_port: number | null;
+  /** Dashboard root through jupyter-server-proxy, absolute path ending in '/', or null. */
+  dashboard_url: string | null;
+  walltime: string | null;
+  created: number | null;
+  reachable: boolean;
+  error: string | null;
+  tags: ITagStatus[];
+}
+
+/** GET scalable/clusters */
+export interface IClusterList {
+  clusters: ICluster[];
+}
+
+/** POST scalable/clusters/{id}/scale */
+export interface IScaleRequest {
+  tag: string;
+  n: number;
+}

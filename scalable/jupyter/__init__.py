@@ -1,0 +1,1 @@
+"""Jupyter side of scalable: magics and widgets (kernel), server extension and registry."""

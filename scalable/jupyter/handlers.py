@@ -1,0 +1,191 @@
+"""REST routes of the Jupyter server extension, all under ``{base_url}scalable/``.
+
+``GET clusters``                 every registered cluster with its scheduler's live counts
+``GET clusters/{id}``            one of them
+``POST clusters/{id}/scale``     ``{"tag": "gcam", "n": 3}`` sets that tag's target
+
+The server never runs Slurm commands: counts and scaling go through the handlers
+(``scalable_status``, ``scalable_scale``) that each cluster registers on its own scheduler, so
+the cluster object in the kernel stays the only owner of its jobs. ``cluster_model`` builds the
+JSON that ``labextension/src/types.ts`` mirrors.
+
+Examples
+--------
+>>> cluster_model({"id": "c1", "name": "demo", "scheduler_address": "tcp://127.0.0.1:1",
+...                "dashboard_port": 8787, "tags": ["gcam"]}, None, "/")["dashboard_url"]
+'/proxy/8787/'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..containers import ContainerError, check_tag
+from . import registry
+
+# Upper bound on a scale request: a typo ("1000000") must not reach a scheduler.
+MAX_WORKERS = 10_000
+_TAG_FIELDS = ("target", "pending", "running", "idle", "busy", "waiting_tasks")
+
+
+def dashboard_url(base_url: str, port) -> str | None:
+    """The dashboard root through jupyter-server-proxy (``{base_url}proxy/{port}/``).
+
+    Built from the port, never from ``cluster.dashboard_link``, which names the machine's
+    address rather than the loopback one the proxy reaches.
+
+    Examples
+    --------
+    >>> dashboard_url("/user/ada/", 8787)
+    '/user/ada/proxy/8787/'
+    >>> dashboard_url("/", None) is None
+    True
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return None
+    return url_path_join(base_url, "proxy", str(port)) + "/"
+
+
+def tag_model(tag: str, status: dict | None) -> dict:
+    """One tag's counts (``None`` where the scheduler did not say)."""
+    status = status or {}
+    return {"tag": tag, **{k: status.get(k) for k in _TAG_FIELDS}}
+
+
+def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | None = None,
+                  notebook: str | None = None) -> dict:
+    """The JSON model of one cluster: its registry entry merged with its scheduler's status.
+
+    ``status`` is the reply of the scheduler's ``scalable_status`` handler, ``None`` when the
+    scheduler did not answer (then ``error`` says why).
+    """
+    status = status or {}
+    tags = dict.fromkeys(entry.get("tags") or [])
+    tags.update(status.get("tags") or {})
+    port = status.get("dashboard_port", entry.get("dashboard_port"))
+    return {
+        "id": entry["id"],
+        "name": status.get("name") or entry.get("name") or entry["id"],
+        "kind": entry.get("kind") or "cluster",
+        "host": entry.get("host"),
+        "pid": entry.get("pid"),
+        "kernel_id": entry.get("kernel_id"),
+        "notebook": notebook,
+        "scheduler_address": entry.get("scheduler_address"),
+        "dashboard_port": port,
+        "dashboard_url": dashboard_url(base_url, port),
+        "walltime": status.get("walltime", entry.get("walltime")),
+        "created": entry.get("created"),
+        "reachable": error is None,
+        "error": error,
+        "tags": [tag_model(tag, tags[tag]) for tag in sorted(tags)],
+    }
+
+
+async def call_scheduler(entry: dict, method: str, timeout: float, **kwargs):
+    """Call one of the cluster's scheduler handlers; raise ``OSError`` if it cannot be reached."""
+    from distributed.core import rpc
+
+    conn = rpc(entry["scheduler_address"], timeout=timeout)
+    try:
+        return await asyncio.wait_for(getattr(conn, method)(**kwargs), timeout)
+    except asyncio.TimeoutError as e:
+        raise OSError(f"the scheduler at {entry['scheduler_address']} did not answer within {timeout:g} s") from e
+    finally:
+        await conn.close_rpc()
+
+
+class ScalableHandler(APIHandler):
+    """Base of the extension's handlers: access to its settings and the registry."""
+
+    @property
+    def config_obj(self):
+        return self.settings["scalable_config"]
+
+    async def notebooks_by_kernel(self) -> dict:
+        """Map kernel id -> notebook path, for the sidebar's "kernel" line."""
+        try:
+            sessions = await self.session_manager.list_sessions()
+        except Exception:  # no session manager (bare server): the kernel id still shows
+            return {}
+        return {s["kernel"]["id"]: s.get("path") for s in sessions if s.get("kernel")}
+
+    async def model_of(self, entry: dict, notebooks: dict) -> dict:
+        """Ask the cluster's scheduler for its status and build the cluster's model."""
+        try:
+            status = await call_scheduler(entry, "scalable_status", self.config_obj.status_timeout)
+            error = None
+        except Exception as e:  # an unreachable or old cluster must not hide the others
+            status, error = None, f"Cannot reach the scheduler: {e}"
+        return cluster_model(entry, status, self.base_url, error, notebooks.get(entry.get("kernel_id")))
+
+    def entry_or_404(self, cluster_id: str) -> dict:
+        entry = registry.read_entry(cluster_id, self.config_obj.registry_dir)
+        if entry is None:
+            raise tornado.web.HTTPError(404, f"No cluster {cluster_id!r} is registered; refresh the list.")
+        return entry
+
+
+class ClustersHandler(ScalableHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        """List the live clusters (dead entries are pruned on the way)."""
+        directory = self.config_obj.registry_dir
+        entries = await asyncio.to_thread(registry.list_clusters, True, directory)
+        notebooks = await self.notebooks_by_kernel()
+        models = await asyncio.gather(*(self.model_of(e, notebooks) for e in entries))
+        self.finish(json.dumps({"clusters": list(models)}))
+
+
+class ClusterHandler(ScalableHandler):
+    @tornado.web.authenticated
+    async def get(self, cluster_id):
+        """One cluster's model."""
+        entry = self.entry_or_404(cluster_id)
+        self.finish(json.dumps(await self.model_of(entry, await self.notebooks_by_kernel())))
+
+
+class ScaleHandler(ScalableHandler):
+    @tornado.web.authenticated
+    async def post(self, cluster_id):
+        """Set a tag's target number of workers: body ``{"tag": str, "n": int}``."""
+        entry = self.entry_or_404(cluster_id)
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise tornado.web.HTTPError(400, 'Send a JSON body such as {"tag": "gcam", "n": 2}.')
+        if not isinstance(body, dict):
+            raise tornado.web.HTTPError(400, 'Send a JSON body such as {"tag": "gcam", "n": 2}.')
+        tag, n = body.get("tag"), body.get("n")
+        try:
+            check_tag(tag)
+        except (ContainerError, TypeError, ValueError) as e:
+            raise tornado.web.HTTPError(400, str(e))
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_WORKERS:
+            raise tornado.web.HTTPError(400, f"n must be a whole number of workers from 0 to {MAX_WORKERS}, not {n!r}.")
+        try:
+            reply = await call_scheduler(entry, "scalable_scale", self.config_obj.status_timeout, tag=tag, n=n)
+        except OSError as e:
+            raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}")
+        except Exception as e:  # the cluster refused (e.g. an unknown tag): its sentence, as is
+            raise tornado.web.HTTPError(400, str(e))
+        if isinstance(reply, dict) and reply.get("status") == "error":
+            raise tornado.web.HTTPError(400, str(reply.get("message") or "The cluster refused to scale."))
+        self.finish(json.dumps(await self.model_of(entry, await self.notebooks_by_kernel())))
+
+
+_ID = r"(?P<cluster_id>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127})"
+
+
+def routes(base_url: str) -> list[tuple]:
+    """The extension's ``(pattern, handler)`` list, each under ``{base_url}scalable/``."""
+    return [
+        (url_path_join(base_url, "scalable", "clusters") + "/?", ClustersHandler),
+        (url_path_join(base_url, "scalable", "clusters", _ID) + "/?", ClusterHandler),
+        (url_path_join(base_url, "scalable", "clusters", _ID, "scale") + "/?", ScaleHandler),
+    ]
