@@ -221,6 +221,13 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     finally:
         run3.stop()
     assert host.logins() == 3
+
+    # --stop ends the JupyterLab bootstrap started there.
+    pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
+    r = run_bootstrap(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--stop"])
+    assert r.returncode == 0 and f"stopped JupyterLab pid {pid}" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
     print(f"\nbootstrap first run {run1.elapsed:.1f} s, re-run {run2.elapsed:.1f} s, "
           f"connect {run3.elapsed:.1f} s")
     if not KERNEL_READY:
@@ -280,3 +287,67 @@ def test_interrupted_build_resumes_with_the_next_image(host, laptop):
     builds = [c[c.index("--target") + 1] for c in calls if c[1] == "build"]
     # stitches was interrupted and built again; scalable was not.
     assert builds == ["scalable", "stitches", "stitches", "apptainer"]
+
+
+def test_first_run_asks_once_in_a_terminal_then_remembers(host, laptop):
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    args = [sys.executable, "-m", "scalable.cli", "bootstrap", "--ssh-config", str(host.ssh_config),
+            "--dockerfile", str(REPO / "Dockerfile"), "--remote-python", sys.executable,
+            "--module-load", f"PATH={HERE / 'fake_docker'}:$PATH", "--until", "layout"]
+    proc = subprocess.Popen(args, env=laptop, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    answers = {"HPC login host": "hpc-test", "User name": "", "Work directory": str(host.work_dir),
+               "identity file": "", "Container targets": "hector"}
+    screen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+            for prompt, answer in list(answers.items()):
+                if prompt.encode() in screen.split(b"\n")[-1]:
+                    os.write(master, answer.encode() + b"\r")
+                    del answers[prompt]
+        elif proc.poll() is not None:
+            break
+    proc.wait(30)
+    os.close(master)
+    text = screen.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert answers == {}, f"not asked: {list(answers)}\n{text}"
+    # The targets prompt offers the Dockerfile's model targets.
+    assert "gcam, stitches" in text and "[4/9] layout" in text
+    # The host check ran the module line there, which found the (stand-in) apptainer.
+    assert f"apptainer on host: {HERE / 'fake_docker' / 'apptainer'}" in text
+
+    # Asked once: the next run, without a terminal and without flags, knows everything.
+    r = run_bootstrap(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--until", "layout"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("done already") == 4
+    saved = json.loads(Path(laptop["XDG_CONFIG_HOME"], "scalable", "bootstrap.json").read_text())
+    assert (saved["host"], saved["targets"], saved["work_dir"]) == ("hpc-test", ["hector"], str(host.work_dir))
+
+
+def test_without_rsync_images_are_copied_with_scp(host, laptop, tmp_path):
+    # A PATH with ssh and scp but no rsync, as on Windows' Git Bash.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ssh", "scp"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    os.symlink(sys.executable, bin_dir / "python3")  # the docker stand-in's interpreter
+    env = dict(laptop, PATH=f"{HERE / 'fake_docker'}{os.pathsep}{bin_dir}")
+    r = run_bootstrap(env, bootstrap_args(host, "--until", "copy", "--user", "root"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "copying with scp" in r.stdout and "copied with scp" in r.stdout
+    sent = host.work_dir / "containers" / "stitches_container.sif"
+    assert sent.read_text().startswith("fake SIF of scalable-stitches:bootstrap")
+    assert host.logins() == 1

@@ -69,7 +69,7 @@ class SSHSession:
         if self.config_file:
             opts += ["-F", os.path.expanduser(self.config_file)]
         if self.user:
-            opts += ["-l", self.user]
+            opts += ["-o", f"User={self.user}"]  # not -l: scp reads -l as a bandwidth limit
         if self.identity_file:
             opts += ["-i", os.path.expanduser(self.identity_file)]
         return opts
