@@ -181,7 +181,7 @@ def get_json(url: str):
 
 
 def test_bootstrap_end_to_end_then_reconnect(host, laptop):
-    run1 = Running(laptop, bootstrap_args(host))
+    run1 = Running(laptop, bootstrap_args(host, "--module-load", f"export PATH={HERE / 'fake_docker'}:$PATH"))
     try:
         assert host.logins() == 1, "the whole bootstrap must authenticate once (ControlMaster)"
         base, token = run1.url.split("/lab?token=")
@@ -191,6 +191,13 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
         specs = get_json(f"{base}/api/kernelspecs?token={token}")["kernelspecs"]
     finally:
         assert run1.stop() == 0, run1.text
+    # JupyterLab (and so its kernels) runs with the site's module line applied.
+    pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    path = next(v for v in environ if v.startswith(b"PATH=")).decode()
+    assert str(HERE / "fake_docker") in path
+    # The token is not on a command line other users could read with ps.
+    assert token not in Path(f"/proc/{pid}/cmdline").read_text()
     # Images were copied into the layout on the "host".
     sifs = sorted(p.name for p in (host.work_dir / "containers").iterdir())
     assert sifs == ["scalable_container.sif", "stitches_container.sif"]

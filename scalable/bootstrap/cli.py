@@ -31,7 +31,9 @@ def register(subparsers) -> None:
     """Add ``scalable bootstrap`` to the ``scalable`` command."""
     p = subparsers.add_parser(
         "bootstrap", help="build images, set up the HPC work directory, open JupyterLab there",
-        description=__doc__.split("\n\n")[0],
+        description="From this machine to JupyterLab on the HPC login host in one command: build "
+                    "and convert the container images, copy them, set the work directory up, start "
+                    "JupyterLab there and forward a local port to it. Re-runs resume.",
         epilog="steps: " + ", ".join(STEPS) + ". Settings are saved in " + str(config_dir()),
     )
     g = p.add_argument_group("where (asked once, then remembered)")
@@ -124,7 +126,8 @@ def main(args) -> int:
                 return 0
             t0 = time.monotonic()
             url = boot.run(until=args.until, connect=args.connect, redo=tuple(args.redo))
-            say(f"ready in {time.monotonic() - t0:.1f} s")
+            took = ", ".join(f"{k} {v:.1f} s" for k, v in boot.timings.items())
+            say(f"ready in {time.monotonic() - t0:.1f} s" + (f" ({took})" if took else ""))
             if boot.failed:
                 say(f"finished with failed steps: {', '.join(boot.failed)} (a re-run retries them)")
             if url is None:

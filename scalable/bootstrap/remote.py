@@ -96,7 +96,9 @@ def python_env(session: SSHSession, work_dir: str, remote_python: str, pip_spec:
             session.run(["python3", "-m", "venv", venv], timeout=600)
         spec = pip_spec or f"scalable[jupyter]=={__version__}"
         say(f"installing {spec} into {venv}")
-        session.run([python, "-m", "pip", "install", "--upgrade", "--quiet", spec], timeout=3600)
+        # Streamed: pip's progress is the only sign of life for the minutes this takes.
+        stream(session.remote_argv([python, "-m", "pip", "install", "--upgrade",
+                                    "--progress-bar", "off", spec]))
     probe = session.run([python, "-c", "import scalable, jupyterlab; print(scalable.__file__)"],
                         check=False, timeout=120)
     if probe.returncode != 0:

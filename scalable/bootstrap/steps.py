@@ -72,6 +72,7 @@ class Bootstrap:
         self.interactive = interactive
         self.session: SSHSession | None = None
         self.url: str | None = None
+        self.jupyter: dict | None = None   # the host's JupyterLab record (pid, port, token)
         self.failed: list[str] = []
         self.timings: dict[str, float] = {}
 
@@ -251,7 +252,16 @@ class Bootstrap:
         argv = [self.s.python(), "-", "start", self.s.work_dir]
         if self.s.jupyter_port:
             argv += ["--port", str(self.s.jupyter_port)]
-        out = self.ssh().run(argv, input=remote.helper_source(), timeout=300).stdout
+        if self.s.module_load:
+            # JupyterLab and the kernels it starts need the site's modules (apptainer) on PATH.
+            argv = ["sh", "-c", f'{self.s.module_load}\nexec "$0" "$@"', *argv]
+        try:
+            out = self.ssh().run(argv, input=remote.helper_source(), timeout=300).stdout
+        except CommandError as e:
+            if e.returncode == 127 or "No such file" in e.stderr:
+                raise BootstrapError(f"{self.s.python()} does not exist on {self.s.host}: run "
+                                     "`scalable bootstrap` without --connect to set the host up") from None
+            raise
         rec = json.loads(out.strip().splitlines()[-1])
         self.jupyter = rec
         self.say(f"  JupyterLab {'reused' if rec['reused'] else 'started'} on the host "
