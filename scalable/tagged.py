@@ -362,6 +362,17 @@ class TaggedCluster:
             await self._remove(tag, have - n)
         return {"status": "OK", "target": len(self._names(tag)) * self.workers_per_spec}
 
+    # -- notebook display: the panel lives in scalable.jupyter.widget ------------------------
+    def _widget(self):
+        from .jupyter.widget import cluster_widget
+
+        return cluster_widget(self)
+
+    def _repr_html_(self, cluster_status=None):
+        from .jupyter.widget import summary_html
+
+        return summary_html(self)
+
     # -- identity -----------------------------------------------------------------------------
     @property
     def dashboard_port(self):
