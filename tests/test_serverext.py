@@ -178,7 +178,8 @@ async def test_clusters_lists_a_kernel_cluster(jp_fetch, cluster, jp_base_url):
     assert model["dashboard_url"] == f"{jp_base_url}proxy/{port}/"
     assert [t["tag"] for t in model["tags"]] == ["alpha", "beta"]
     assert model["tags"][0] == {"tag": "alpha", "target": 0, "pending": 0, "running": 0,
-                                "idle": 0, "busy": 0, "waiting_tasks": 0}
+                                "idle": 0, "busy": 0, "waiting_tasks": 0,
+                                "image": None, "cpus": 1, "memory": "1G"}
     one = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id)
     assert one["id"] == cluster.id and one["tags"] == model["tags"]
 

@@ -11,6 +11,16 @@ function cell(text: string, className: string, title: string): HTMLElement {
   return td;
 }
 
+function describe(status: ITagStatus): string {
+  const size = [
+    status.cpus === null ? null : `${status.cpus} CPU${status.cpus === 1 ? '' : 's'}`,
+    status.memory
+  ].filter(Boolean);
+  const where = status.image ? `image ${status.image}` : 'no image (local processes)';
+  const waiting = status.waiting_tasks ? `, ${status.waiting_tasks} tasks waiting` : '';
+  return `container tag ${status.tag}: ${where}${size.length ? `, ${size.join(', ')} per worker` : ''}${waiting}`;
+}
+
 function count(value: number | null): string {
   return value === null || value === undefined ? '–' : String(value);
 }
@@ -36,7 +46,7 @@ export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallb
   const tr = document.createElement('tr');
   tr.className = 'jp-ScalableTag';
   tr.dataset.tag = status.tag;
-  tr.appendChild(cell(status.tag, 'jp-ScalableTag-name', `container tag ${status.tag}`));
+  tr.appendChild(cell(status.tag, 'jp-ScalableTag-name', describe(status)));
   tr.appendChild(cell(count(status.target), 'jp-ScalableTag-target', 'target number of workers'));
   tr.appendChild(cell(count(status.pending), 'jp-ScalableTag-pending', 'workers requested, not yet connected'));
   tr.appendChild(cell(count(status.running), 'jp-ScalableTag-running', 'workers connected to the scheduler'));

@@ -12,6 +12,10 @@ export interface ITagStatus {
   idle: number | null;
   busy: number | null;
   waiting_tasks: number | null;
+  /** The tag's container image (null: plain local processes), CPUs and memory per worker. */
+  image: string | null;
+  cpus: number | null;
+  memory: string | null;
 }
 
 /** One registered cluster, with its scheduler's answer when it gave one. */

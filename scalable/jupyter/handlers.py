@@ -31,6 +31,7 @@ from . import registry
 # Upper bound on a scale request: a typo ("1000000") must not reach a scheduler.
 MAX_WORKERS = 10_000
 _TAG_FIELDS = ("target", "pending", "running", "idle", "busy", "waiting_tasks")
+_SPEC_FIELDS = ("image", "cpus", "memory")  # what each worker of the tag gets, for the sidebar
 
 
 def dashboard_url(base_url: str, port) -> str | None:
@@ -52,9 +53,15 @@ def dashboard_url(base_url: str, port) -> str | None:
 
 
 def tag_model(tag: str, status: dict | None) -> dict:
-    """One tag's counts (``None`` where the scheduler did not say)."""
+    """One tag's counts (``None`` where the scheduler did not say) and its container's size.
+
+    Examples
+    --------
+    >>> tag_model("gcam", {"target": 2, "running": 1, "cpus": 10, "memory": "20G"})["memory"]
+    '20G'
+    """
     status = status or {}
-    return {"tag": tag, **{k: status.get(k) for k in _TAG_FIELDS}}
+    return {"tag": tag, **{k: status.get(k) for k in _TAG_FIELDS + _SPEC_FIELDS}}
 
 
 def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | None = None,

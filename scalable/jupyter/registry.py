@@ -8,10 +8,10 @@ and points ``SCALABLE_REGISTRY_DIR`` at it; both sides then read and write the s
 
 Examples
 --------
->>> from scalable.jupyter import registry                        # doctest: +SKIP
->>> registry.register({"id": "c1", "name": "demo", "scheduler_address": "tcp://127.0.0.1:8786",
-...                    "dashboard_port": 8787, "tags": ["gcam"], "kind": "local"})
->>> [e["id"] for e in registry.list_clusters()]
+>>> from scalable.jupyter import registry
+>>> path = registry.register({"id": "c1", "name": "demo", "scheduler_address": "tcp://127.0.0.1:8786",
+...                           "dashboard_port": 8787, "tags": ["gcam"], "kind": "local"})  # doctest: +SKIP
+>>> [e["id"] for e in registry.list_clusters()]                  # doctest: +SKIP
 ['c1']
 >>> registry.unregister("c1")
 """
