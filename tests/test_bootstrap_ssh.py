@@ -10,7 +10,6 @@ sshd's VERBOSE log: one per bootstrap run, thanks to the ControlMaster connectio
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,10 +31,6 @@ pytestmark = [pytest.mark.ssh,
 HERE = Path(__file__).parent
 REPO = HERE.parent
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-#: ``scalable kernel install`` (another part of scalable) exists; until it does, bootstrap's
-#: kernel step fails clearly and is retried by every run, which these tests allow for.
-KERNEL_READY = importlib.util.find_spec("scalable.kernel.cli") is not None
-RETRIED = set() if KERNEL_READY else {"kernel"}
 
 
 def free_port() -> int:
@@ -213,7 +208,7 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     run2 = Running(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--no-input"])
     try:
         assert "reused" in run2.text and run2.url.split("token=")[1] == token
-        assert run2.text.count("done already") == 7 - len(RETRIED), run2.text
+        assert run2.text.count("done already") == 7, run2.text
         get_json(run2.url.replace("/lab?", "/api/status?"))
     finally:
         run2.stop()
@@ -237,11 +232,11 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
         os.kill(pid, 0)
     print(f"\nbootstrap first run {run1.elapsed:.1f} s, re-run {run2.elapsed:.1f} s, "
           f"connect {run3.elapsed:.1f} s")
-    if not KERNEL_READY:
-        assert "FAILED to install the Scalable kernelspec" in run1.text
-        pytest.xfail("`scalable kernel install` is not written yet; everything else passed")
     assert "scalable" in specs, f"kernelspecs: {sorted(specs)}\n{run1.text}"
-    assert specs["scalable"]["spec"]["display_name"] == "Scalable"
+    spec = specs["scalable"]["spec"]
+    assert spec["display_name"] == "Scalable"
+    assert str(host.work_dir / "containers" / "scalable_container.sif") in spec["argv"]
+    assert (host.work_dir / ".scalable" / "jupyter" / "share" / "jupyter" / "kernels" / "scalable").is_dir()
 
 
 def test_stopping_after_each_step_resumes_without_redoing(host, laptop):
@@ -251,9 +246,9 @@ def test_stopping_after_each_step_resumes_without_redoing(host, laptop):
     for i, step in enumerate(STEPS[:-1]):
         r = run_bootstrap(laptop, bootstrap_args(host, "--until", step))
         out = r.stdout
-        assert r.returncode == (1 if "FAILED" in out else 0), out + r.stderr
+        assert r.returncode == 0, out + r.stderr
         for earlier in STEPS[:i]:
-            assert f"{earlier}: done already" in out or earlier in {"jupyter"} | RETRIED, out
+            assert f"{earlier}: done already" in out or earlier == "jupyter", out
         assert f"] {step}\n" in out + "\n" or f"] {step}:" not in out, out
         logins_now = host.logins()
         assert logins_now - logins <= 1, f"{step}: more than one login in a run"
@@ -268,7 +263,7 @@ def test_stopping_after_each_step_resumes_without_redoing(host, laptop):
     # The last run finishes: only the forward (and the JupyterLab check) is left.
     final = Running(laptop, bootstrap_args(host))
     try:
-        assert final.text.count("done already") == 7 - len(RETRIED), final.text
+        assert final.text.count("done already") == 7, final.text
         get_json(final.url.replace("/lab?", "/api/status?"))
     finally:
         final.stop()

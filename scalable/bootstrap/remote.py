@@ -109,12 +109,17 @@ def python_env(session: SSHSession, work_dir: str, remote_python: str, pip_spec:
     return python
 
 
-def install_kernel(session: SSHSession, python: str, work_dir: str) -> str:
+def install_kernel(session: SSHSession, python: str, work_dir: str,
+                   say: Callable[[str], None] = print) -> str:
     """Install the "Scalable" kernelspec on the host, running the kernel in the scalable image."""
     image = posixpath.join(work_dir, "containers", sif_name("scalable"))
     prefix = jupyter_prefix(work_dir)
-    session.run([python, "-m", "scalable.cli", "kernel", "install", "--name", "scalable",
-                 "--display-name", "Scalable", "--image", image, "--prefix", prefix], timeout=300)
+    r = session.run([python, "-m", "scalable.cli", "kernel", "install", "--name", "scalable",
+                     "--display-name", "Scalable", "--image", image, "--work-dir", work_dir,
+                     "--prefix", prefix], timeout=300)
+    for line in r.stderr.splitlines():
+        if line.startswith("warning:"):
+            say(f"  {line}")
     return prefix
 
 

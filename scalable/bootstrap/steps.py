@@ -240,7 +240,7 @@ class Bootstrap:
 
     def step_kernel(self):
         try:
-            prefix = remote.install_kernel(self.ssh(), self.s.python(), self.s.work_dir)
+            prefix = remote.install_kernel(self.ssh(), self.s.python(), self.s.work_dir, self.say)
         except CommandError as e:
             # The rest (JupyterLab, the forward) is still useful; the next run retries this.
             self.say(f"  FAILED to install the Scalable kernelspec: {e}")
