@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
+import scalable.kernel
 from scalable.kernel.install import install, kernel_spec, list_kernels, remove
 
 TESTS_BIN = Path(__file__).parent / "bin"
@@ -96,7 +97,8 @@ def launcher_pids(connection_file, watchdogs=False) -> list[int]:
             state = Path(f"/proc/{pid}/stat").read_text().split()[2]
         except OSError:
             continue
-        if b"scalable.kernel.launcher" in cmd and connection_file.encode() in cmd and state != "Z":
+        launcher = any(c.endswith(b"scalable/kernel/launcher.py") for c in cmd)
+        if launcher and connection_file.encode() in cmd and state != "Z":
             if (comm == "scalable-watch") == watchdogs:
                 pids.append(int(pid))
     return pids
@@ -121,7 +123,7 @@ def test_install_writes_a_launcher_kernelspec_with_logos(kernel_env):
     assert r.returncode == 0, r.stderr
     folder = prefix / "share" / "jupyter" / "kernels" / "scalable"
     spec = json.loads((folder / "kernel.json").read_text())
-    assert spec["argv"][:3] == [sys.executable, "-m", "scalable.kernel.launcher"]
+    assert spec["argv"][:2] == [sys.executable, str(Path(scalable.kernel.__file__).with_name("launcher.py"))]
     assert spec["argv"][-2:] == ["-f", "{connection_file}"]
     argv = spec["argv"]
     assert argv[argv.index("--work-dir") + 1] == str(work)  # the folder holding containers/

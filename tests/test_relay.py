@@ -362,8 +362,31 @@ def test_signal_stops_relay_and_removes_socket(tmp_path, sig):
 
 
 def test_unreachable_relay_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("SCALABLE_RELAY", str(tmp_path / "none.sock"))
-    with pytest.raises(CommandError, match="cannot reach the host relay"):
-        relay_run(["squeue"])
-    with pytest.raises(CommandError, match="cannot reach the host relay"):
-        asyncio.run(relay_arun(["squeue"]))
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(tmp_path / "dead.sock"))  # a crashed relay's socket: refused at once
+    dead.close()
+    for path in (tmp_path / "gone" / "relay.sock", tmp_path / "dead.sock"):
+        monkeypatch.setenv("SCALABLE_RELAY", str(path))
+        t0 = time.monotonic()
+        with pytest.raises(CommandError, match="cannot reach the host relay"):
+            relay_run(["squeue"])
+        with pytest.raises(CommandError, match="cannot reach the host relay"):
+            asyncio.run(relay_arun(["squeue"]))
+        assert time.monotonic() - t0 < 2
+
+
+def test_client_waits_for_a_relay_that_is_starting(tmp_path, monkeypatch):
+    # The kernel launcher spawns the kernel first and binds its relay's socket a moment later.
+    (tmp_path / "relay").mkdir(mode=0o700)
+    monkeypatch.setenv("SCALABLE_RELAY", str(tmp_path / "relay" / "relay.sock"))
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=relay_run(["echo", "waited"])))
+    t.start()
+    time.sleep(1.0)
+    proc, _ = start_relay(str(tmp_path), "echo")
+    try:
+        t.join(15)
+        assert result["r"].stdout == "waited\n"
+        assert asyncio.run(relay_arun(["echo", "async"])).stdout == "async\n"
+    finally:
+        stop(proc)

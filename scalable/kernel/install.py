@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .. import config
 
-LAUNCHER = "scalable.kernel.launcher"
+#: the launcher, run by its path so that the kernel spawns before scalable is imported
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.py")
 _NAME = re.compile(r"^[a-z0-9._-]+$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -82,8 +83,8 @@ def kernel_spec(
     Examples
     --------
     >>> spec = kernel_spec(image="/w/containers/scalable_container.sif")
-    >>> spec["argv"][1:3], spec["argv"][-2:]
-    (['-m', 'scalable.kernel.launcher'], ['-f', '{connection_file}'])
+    >>> spec["argv"][1].endswith("scalable/kernel/launcher.py"), spec["argv"][-2:]
+    (True, ['-f', '{connection_file}'])
     >>> spec["display_name"]
     'Scalable'
     """
@@ -128,7 +129,8 @@ def kernel_spec(
         spec = json.load(f)
     argv = []
     for item in spec["argv"]:
-        argv += {"{python}": [sys.executable], "{launcher_options}": options}.get(item, [item])
+        argv += {"{python}": [sys.executable], "{launcher}": [LAUNCHER],
+                 "{launcher_options}": options}.get(item, [item])
     spec["argv"] = argv
     spec["display_name"] = display_name or (f"{spec['display_name']} ({tag})" if tag else spec["display_name"])
     spec["metadata"]["scalable"] = {"image": image, "tag": tag, "work_dir": work}
@@ -177,7 +179,7 @@ def list_kernels(prefix: str | None = None) -> list[dict]:
     found = []
     for name, info in sorted(_manager(prefix).get_all_specs().items()):
         spec = info["spec"]
-        if LAUNCHER in spec.get("argv", []):
+        if any(str(a).endswith(os.path.join("scalable", "kernel", "launcher.py")) for a in spec.get("argv", [])):
             meta = spec.get("metadata", {}).get("scalable", {})
             found.append({"name": name, "display_name": spec.get("display_name"), "image": meta.get("image"),
                           "tag": meta.get("tag"), "resource_dir": info["resource_dir"]})

@@ -15,15 +15,17 @@ this launcher there, which
    exits with the kernel's status. A watchdog process does the same cleanup, and kills the
    kernel, if the launcher itself is killed (``kill -9``, or Jupyter's kill of a stuck kernel).
 
-The kernel is spawned before the relay (and scalable, and dask) are even imported, so the
-launcher adds little to the kernel's start-up time.
+The kernelspec runs this file by its path, not with ``-m``, so that nothing but the standard
+library is imported before the kernel is spawned: scalable (and dask, and the relay) load while
+the kernel boots, and the launcher adds little to the kernel's start-up time. Clients wait a
+moment for a relay socket that is still being set up.
 
 Examples
 --------
 The kernelspec's argv (see :mod:`scalable.kernel.install`)::
 
-    python -m scalable.kernel.launcher --image /work/containers/scalable_container.sif \\
-        --work-dir /work -f {connection_file}
+    /path/to/python /path/to/scalable/kernel/launcher.py \\
+        --image /work/containers/scalable_container.sif --work-dir /work -f {connection_file}
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class LaunchError(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scalable.kernel.launcher",
+    p = argparse.ArgumentParser(prog="scalable-kernel-launcher",
                                 description="Start an IPython kernel inside a container image, "
                                 "with a private Slurm command relay.")
     p.add_argument("-f", "--connection-file", required=True)
@@ -190,10 +192,6 @@ def launch(args) -> int:
     watchdog = _watchdog(relay_dir)
     try:
         argv, _facts = plan(args, relay_dir)
-        from ..relay.shim import write_shims  # stdlib only: cheap
-
-        python = args.python if "/" in args.python else f"/usr/bin/env {args.python}"
-        write_shims(os.path.join(relay_dir, "bin"), python=python)
         kernel = subprocess.Popen(argv, start_new_session=True)
     except BaseException:
         shutil.rmtree(relay_dir, ignore_errors=True)
@@ -204,6 +202,11 @@ def launch(args) -> int:
     for sig in FORWARDED:  # until the event loop takes over the signals
         signal.signal(sig, lambda signum, _frame: _forward(kernel, signum))
     try:
+        # From here on the kernel boots in parallel: importing scalable costs it nothing.
+        from scalable.relay.shim import write_shims
+
+        python = args.python if "/" in args.python else f"/usr/bin/env {args.python}"
+        write_shims(os.path.join(relay_dir, "bin"), python=python)
         import asyncio
 
         return asyncio.run(_serve_while(kernel, os.path.join(relay_dir, "relay.sock")))
@@ -223,7 +226,7 @@ async def _serve_while(kernel: subprocess.Popen, socket_path: str) -> int:
     for sig in FORWARDED:
         loop.add_signal_handler(sig, _forward, kernel, sig)
     exited = loop.run_in_executor(None, kernel.wait)
-    from ..relay.server import RelayServer  # imports scalable (and dask) while the kernel boots
+    from scalable.relay.server import RelayServer  # imports dask while the kernel boots
 
     relay = RelayServer(socket_path)
     try:
@@ -257,4 +260,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a file: our own folder (scalable/kernel) must not shadow top-level modules.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]
     sys.exit(main())

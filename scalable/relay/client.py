@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Sequence
 
 from ..runner import RELAY_ENV, CommandError, CommandResult
@@ -105,10 +106,15 @@ async def relay_arun(
     path = _socket_path(argv)
     original = list(argv)
     argv, stdin, cwd = _prepare(argv, input, cwd)
-    try:
-        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
-    except OSError as e:
-        raise _unreachable(original, path, e) from None
+    deadline = time.monotonic() + protocol.READY_WAIT
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
+            break
+        except OSError as e:
+            if not protocol.starting(path, e, deadline):
+                raise _unreachable(original, path, e) from None
+        await asyncio.sleep(0.05)
     try:
         writer.write(protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin)
         await writer.drain()

@@ -29,12 +29,16 @@ import json
 import os
 import socket
 import struct
+import time
 
 VERSION = 1
 #: the largest header accepted (argv, cwd...): far above any real Slurm command line
 MAX_HEADER = 1 << 20
 REQUEST_FIELDS = {"v": int, "argv": list, "cwd": str, "timeout": (int, float, type(None)), "stdin": int}
 _LEN = struct.Struct(">I")
+#: seconds a client waits for a relay whose directory exists but whose socket does not yet: the
+#: kernel launcher starts the kernel first and its relay a moment later
+READY_WAIT = 10.0
 
 
 class ProtocolError(Exception):
@@ -115,6 +119,27 @@ def recv_message(sock: socket.socket) -> tuple[dict, bytes, bytes]:
     return header, out, err
 
 
+def starting(socket_path: str, error: OSError, deadline: float) -> bool:
+    """Is ``error`` a relay still starting up (worth another try before ``deadline``)?"""
+    return (isinstance(error, FileNotFoundError) and time.monotonic() < deadline
+            and os.path.isdir(os.path.dirname(socket_path)))
+
+
+def connect(socket_path: str) -> socket.socket:
+    """Connect to the relay, waiting up to :data:`READY_WAIT` for one that is starting."""
+    deadline = time.monotonic() + READY_WAIT
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(socket_path)
+            return sock
+        except OSError as e:
+            sock.close()
+            if not starting(socket_path, e, deadline):
+                raise
+        time.sleep(0.05)
+
+
 def call(socket_path: str, argv, *, stdin: bytes = b"", cwd: str | None = None,
          timeout: float | None = None) -> tuple[dict, bytes, bytes]:
     """Send one request to the relay at ``socket_path`` and wait for its reply.
@@ -129,7 +154,6 @@ def call(socket_path: str, argv, *, stdin: bytes = b"", cwd: str | None = None,
     0
     """
     cwd = cwd or os.getcwd()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(socket_path)
+    with connect(socket_path) as sock:
         sock.sendall(encode_header(request_header(argv, cwd, timeout, len(stdin))) + stdin)
         return recv_message(sock)
