@@ -353,3 +353,24 @@ def test_without_rsync_images_are_copied_with_scp(host, laptop, tmp_path):
     sent = host.work_dir / "containers" / "stitches_container.sif"
     assert sent.read_text().startswith("fake SIF of scalable-stitches:bootstrap")
     assert host.logins() == 1
+
+
+def test_default_host_env_is_a_venv_in_the_work_dir(host, laptop):
+    args = bootstrap_args(host)
+    i = args.index("--remote-python")
+    del args[i:i + 2]
+    # The venv sees the base interpreter's packages, so pip finds scalable[jupyter] satisfied
+    # and the test needs no downloads; creating the venv, pip and the probe all run for real.
+    args += ["--remote-base-python", sys.executable, "--system-site-packages"]
+    run = Running(laptop, args)
+    try:
+        venv_python = str(host.work_dir / ".venv" / "bin" / "python")
+        assert f"creating {host.work_dir / '.venv'}" in run.text
+        assert f"installing scalable[jupyter]==" in run.text and f"host python: {venv_python}" in run.text
+        pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
+        assert Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0] == venv_python
+        base, token = run.url.split("/lab?token=")
+        spec = get_json(f"{base}/api/kernelspecs?token={token}")["kernelspecs"]["scalable"]["spec"]
+        assert spec["argv"][0] == venv_python
+    finally:
+        run.stop()

@@ -23,7 +23,8 @@ _SAVED = {
     "targets": "targets", "ssh_config": "ssh_config", "dockerfile": "dockerfile",
     "local_dir": "local_dir", "converter": "converter", "docker": "docker",
     "apptainer": "apptainer", "module_load": "module_load", "remote_python": "remote_python",
-    "remote_pip_spec": "remote_pip_spec", "jupyter_port": "jupyter_port", "local_port": "local_port",
+    "remote_pip_spec": "remote_pip_spec", "remote_base_python": "remote_base_python",
+    "system_site_packages": "system_site_packages", "jupyter_port": "jupyter_port", "local_port": "local_port",
 }
 
 
@@ -55,6 +56,10 @@ def register(subparsers) -> None:
     o.add_argument("--remote-python", help="use this existing interpreter on the host instead of "
                                            "creating <work_dir>/.venv")
     o.add_argument("--remote-pip-spec", help="what the host venv installs (default: scalable[jupyter]==VERSION)")
+    o.add_argument("--remote-base-python", help="interpreter on the host the venv is made from "
+                                                "(default: python3)")
+    o.add_argument("--system-site-packages", action="store_true", default=None,
+                   help="let the venv see the base interpreter's packages (e.g. a site's JupyterLab)")
     o.add_argument("--jupyter-port", type=int, help="JupyterLab's port on the host (default: a free one)")
     o.add_argument("--local-port", type=int, help="port of the forward here (default: a free one)")
     r = p.add_argument_group("what to do")

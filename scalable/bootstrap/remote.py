@@ -9,6 +9,7 @@ installed under ``<work_dir>/.scalable/jupyter`` and points at ``containers/scal
 from __future__ import annotations
 
 import posixpath
+import shlex
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -33,7 +34,7 @@ def jupyter_prefix(work_dir: str) -> str:
     return posixpath.join(work_dir, ".scalable", "jupyter")
 
 
-def check_host(session: SSHSession, module_load: str = "") -> dict:
+def check_host(session: SSHSession, module_load: str = "", base_python: str = "python3") -> dict:
     """Look for apptainer (after the site's ``module load`` line) and Slurm's ``sinfo``.
 
     One round trip; the host's login shell runs the site's line, which is shell text by nature
@@ -42,17 +43,18 @@ def check_host(session: SSHSession, module_load: str = "") -> dict:
     Returns
     -------
     dict
-        ``{"apptainer": path or "", "sinfo": version or "", "python3": path or ""}``
+        ``{"apptainer": path or "", "sinfo": version or "", "python": path or ""}``
+        (``python``: where ``base_python`` was found)
     """
     script = "\n".join([
         module_load or ":",
         'printf "apptainer=%s\\n" "$(command -v apptainer || command -v singularity)"',
         'printf "sinfo=%s\\n" "$(sinfo --version 2>/dev/null)"',
-        'printf "python3=%s\\n" "$(command -v python3)"',
+        f'printf "python=%s\\n" "$(command -v {shlex.quote(base_python)})"',
     ])
     out = session.run(["sh", "-c", script], timeout=120).stdout
     found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return {k: found.get(k, "").strip() for k in ("apptainer", "sinfo", "python3")}
+    return {k: found.get(k, "").strip() for k in ("apptainer", "sinfo", "python")}
 
 
 def make_layout(session: SSHSession, work_dir: str) -> None:
@@ -80,11 +82,13 @@ def copy_images(session: SSHSession, images: list[Path], work_dir: str,
 
 
 def python_env(session: SSHSession, work_dir: str, remote_python: str, pip_spec: str,
-               say: Callable[[str], None]) -> str:
+               say: Callable[[str], None], base_python: str = "python3",
+               system_site_packages: bool = False) -> str:
     """Make sure the host has a Python with JupyterLab and scalable; return its interpreter.
 
     With ``remote_python`` given, that interpreter is checked and used as it is; otherwise
-    ``<work_dir>/.venv`` is created (once) and ``pip`` installs ``pip_spec`` into it.
+    ``<work_dir>/.venv`` is created (once) from ``base_python`` (seeing its packages too with
+    ``system_site_packages``) and ``pip`` installs ``pip_spec`` into it.
     """
     if remote_python:
         python = remote_python
@@ -93,7 +97,8 @@ def python_env(session: SSHSession, work_dir: str, remote_python: str, pip_spec:
         python = posixpath.join(venv, "bin", "python")
         if session.run(["test", "-x", python], check=False).returncode != 0:
             say(f"creating {venv}")
-            session.run(["python3", "-m", "venv", venv], timeout=600)
+            session.run([base_python, "-m", "venv", venv,
+                         *(["--system-site-packages"] if system_site_packages else [])], timeout=600)
         spec = pip_spec or f"scalable[jupyter]=={__version__}"
         say(f"installing {spec} into {venv}")
         # Streamed: pip's progress is the only sign of life for the minutes this takes.

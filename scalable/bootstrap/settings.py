@@ -73,6 +73,8 @@ class Settings:
     module_load: str = ""         # shell line run on the host before apptainer, e.g. "module load apptainer"
     remote_python: str = ""       # existing interpreter on the host; empty: create <work_dir>/.venv
     remote_pip_spec: str = ""     # what the host env installs; empty: scalable[jupyter]==<this version>
+    remote_base_python: str = ""  # interpreter the venv is made from; empty: python3
+    system_site_packages: bool = False  # the venv also sees the base interpreter's packages
     jupyter_port: int = 0         # on the host; 0: a free one
     local_port: int = 0           # on this machine; 0: a free one
 
@@ -82,6 +84,9 @@ class Settings:
 
     def images_dir(self) -> Path:
         return Path(self.local_dir).expanduser() if self.local_dir else cache_dir() / "containers"
+
+    def base_python(self) -> str:
+        return self.remote_base_python or "python3"
 
     def python(self) -> str:
         """The host-side interpreter JupyterLab and the kernelspec install run with."""

@@ -124,7 +124,8 @@ class Bootstrap:
         if step == "copy":
             return fingerprint(where, [images.file_signature(p) for p in self.sif_paths() if p.exists()])
         if step == "python":
-            return fingerprint(where, s.remote_python, s.remote_pip_spec)
+            return fingerprint(where, s.remote_python, s.remote_pip_spec, s.remote_base_python,
+                               s.system_site_packages)
         if step == "kernel":
             return fingerprint(where, s.python())
         return ""
@@ -173,7 +174,7 @@ class Bootstrap:
             images.check_docker(self.s.docker)
         if not shutil.which("rsync"):
             self.say("  rsync not found here: images will be copied with scp, in full each time")
-        found = remote.check_host(self.ssh(), self.s.module_load)
+        found = remote.check_host(self.ssh(), self.s.module_load, self.s.base_python())
         self.say(f"  apptainer on host: {found['apptainer'] or 'NOT FOUND'}")
         self.say(f"  slurm on host: {found['sinfo'] or 'NOT FOUND'}")
         if not found["apptainer"]:
@@ -181,9 +182,10 @@ class Bootstrap:
                      "(your site's line) if it is provided as a module")
         if not found["sinfo"]:
             self.say("  sinfo not found on the host: scalable's SlurmCluster needs Slurm there")
-        if not self.s.remote_python and not found["python3"]:
-            raise BootstrapError("the host has no python3 to create the environment with: "
-                                 "give --remote-python PATH of an interpreter there")
+        if not self.s.remote_python and not found["python"]:
+            raise BootstrapError(f"the host has no {self.s.base_python()} to create the environment "
+                                 "with: give --remote-base-python PATH (or --module-load for a "
+                                 "Python module), or --remote-python of a ready environment")
 
     def step_build(self):
         available = dockerfile_targets(self.s.dockerfile)
@@ -235,7 +237,8 @@ class Bootstrap:
 
     def step_python(self):
         python = remote.python_env(self.ssh(), self.s.work_dir, self.s.remote_python,
-                                   self.s.remote_pip_spec, self.say)
+                                   self.s.remote_pip_spec, self.say, self.s.base_python(),
+                                   self.s.system_site_packages)
         self.say(f"  host python: {python}")
 
     def step_kernel(self):
