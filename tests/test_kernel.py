@@ -279,3 +279,24 @@ def test_missing_image_or_runtime_fails_with_one_line(kernel_env, monkeypatch, p
     assert lines[0].startswith("scalable kernel: ") and expected in lines[0]
     km.cleanup_resources()
     assert not relay_dirs(kernel_env)
+
+
+def test_launcher_spells_exec_as_the_runtime_does(kernel_env, tmp_path):
+    from scalable.kernel.launcher import parser, plan
+    from scalable.runtimes import ContainerRuntime
+
+    image = str(kernel_env["work"] / "containers" / "scalable_container.sif")
+    conn = tmp_path / "jupyter-runtime" / "kernel-x.json"
+    args = parser().parse_args(["--image", image, "--work-dir", str(kernel_env["work"]),
+                                "--exec-arg=--nv", "--env", "A=1", "-f", str(conn)])
+    relay_dir = str(tmp_path / "relay-x")
+    argv, facts = plan(args, relay_dir)
+    assert argv[-5:] == ["python", "-c", argv[-3], "-f", str(conn)]
+    expected = ContainerRuntime(str(TESTS_BIN / "apptainer"), exec_args=["--nv"]).exec_argv(
+        image, argv[-5:], binds=facts["binds"], env=facts["env"], cwd=os.getcwd())
+    assert argv == expected
+    assert facts["binds"] == {str(kernel_env["work"]): str(kernel_env["work"]),
+                              str(conn.parent): str(conn.parent), str(tmp_path / "registry"): str(tmp_path / "registry"),
+                              relay_dir: relay_dir}
+    assert facts["env"] == {"SCALABLE_RELAY": f"{relay_dir}/relay.sock", "SCALABLE_REGISTRY_DIR": str(tmp_path / "registry"),
+                            "DASK_SCALABLE__WORK_DIRECTORY": str(kernel_env["work"]), "A": "1"}

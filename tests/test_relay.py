@@ -63,12 +63,17 @@ def stop(proc):
 
 
 @pytest.fixture(scope="module")
-def relay(tmp_path_factory):
+def relay_proc(tmp_path_factory):
     proc, sock = start_relay(tmp_path_factory.mktemp("relay"), *ALLOW)
-    yield sock
+    yield proc, sock
     stop(proc)
     assert proc.returncode == 0
     assert not os.path.exists(sock), "the relay must remove its socket when stopped"
+
+
+@pytest.fixture
+def relay(relay_proc):
+    return relay_proc[1]
 
 
 @pytest.fixture
@@ -89,16 +94,15 @@ def test_socket_is_private(relay):
     assert stat.S_IMODE(os.stat(os.path.join(d, "relay.log")).st_mode) == 0o600
 
 
-def test_relay_listens_on_no_network_address(relay):
-    pid = int(subprocess.check_output(["fuser", relay], stderr=subprocess.DEVNULL).split()[0]) \
-        if shutil.which("fuser") else None
-    if pid is None:
-        pytest.skip("fuser is not installed")
+def test_relay_listens_on_no_network_address(relay_proc):
+    pid = relay_proc[0].pid
     inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     inodes = {i[8:-1] for i in inodes if i.startswith("socket:[")}
     for table in ("tcp", "tcp6", "udp", "udp6"):
         rows = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
         assert not inodes & {r.split()[9] for r in rows}, f"relay has a {table} socket"
+    unix = {r.split()[6] for r in Path("/proc/net/unix").read_text().splitlines()[1:]}
+    assert inodes & unix, "the relay's own Unix socket should have been found"
 
 
 def test_round_trip_stdout_stderr_exit_code(use_relay):
@@ -297,6 +301,15 @@ def test_shims_forward_argv_stdout_stderr_exit_code_cwd(use_relay, tmp_path):
     del env["SCALABLE_RELAY"]
     r = subprocess.run([str(shims / "echo")], env=env, capture_output=True, text=True)
     assert r.returncode == 127 and "SCALABLE_RELAY is not set" in r.stderr
+
+
+def test_shims_command_writes_every_slurm_shim(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "shims", str(tmp_path / "bin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name in ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct"):
+        assert os.access(tmp_path / "bin" / name, os.X_OK)
+    assert (tmp_path / "bin" / "sbatch").read_text().startswith("#!/usr/bin/env python3\n")
 
 
 def test_shims_start_without_importing_dask(tmp_path):

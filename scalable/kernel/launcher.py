@@ -92,12 +92,15 @@ def plan(args, relay_dir: str) -> tuple[list[str], dict]:
     conn = os.path.abspath(args.connection_file)
     cwd = os.getcwd()
     work = os.path.abspath(args.work_dir) if args.work_dir else cwd
+    if not os.path.isdir(work):
+        raise LaunchError(f"work directory {work} does not exist; create it or reinstall the kernel "
+                          f"with scalable kernel install --work-dir DIR")
     registry = registry_dir(args.registry_dir)
     os.makedirs(registry, exist_ok=True)
     binds: dict[str, str] = {}
 
     def same_path(path):
-        if not any(src == dst and _under(path, src) for src, dst in binds.items()):
+        if path != "/" and not any(src == dst and _under(path, src) for src, dst in binds.items()):
             binds[path] = path
 
     for path in (work, cwd, os.path.dirname(conn), registry):
@@ -121,6 +124,8 @@ def plan(args, relay_dir: str) -> tuple[list[str], dict]:
             raise LaunchError(f"--env {item!r} is not K=V; reinstall the kernel with e.g. --env OMP_NUM_THREADS=4")
         env[key] = value
     boot = BOOT.format(shims=os.path.join(relay_dir, "bin"))
+    # Spelled as scalable.runtimes.ContainerRuntime.exec_argv spells it (a test holds them
+    # equal); that module is not imported here because it loads scalable, and dask, first.
     from_rt = [runtime, "exec", *args.exec_arg]
     for src, dst in binds.items():
         from_rt += ["--bind", f"{src}:{dst}"]
