@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
-import fcntl
 import json
 import os
 import shutil
@@ -40,11 +38,8 @@ import time
 import uuid
 from pathlib import Path
 
-#: Prefix of every harness directory (the stale-cluster sweep looks for it).
-DIR_PREFIX = "scalable-slurm-"
-#: Environment marker put on every daemon we start, inherited by slurmstepd, to find leftovers.
-MARKER = "SCALABLE_SLURM_HARNESS"
-MUNGE_SOCKET = "/run/munge/munge.socket.2"
+from harness_procs import (DIR_PREFIX, MARKER, ensure_munge, kill_all, parent_death_signal,
+                           pid_alive, processes_of, reap, sweep_stale, with_descendants)
 SQUEUE_FIELDS = ("job_id", "state", "reason", "node", "partition", "comment", "name")
 SQUEUE_FORMAT = "%i|%T|%r|%N|%P|%k|%j"
 
@@ -101,135 +96,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _parent_death_signal():
-    # Daemons owned by a test session die with it, even when it is killed with SIGKILL.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _children() -> dict[int, list[int]]:
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                children.setdefault(int(stat.rsplit(") ", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return children
-
-
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-    return pids
-
-
-def _with_descendants(roots) -> list[int]:
-    # Never ourselves or a shell above us (it may have exported SLURM_CONF).
-    children, found, todo, mine = _children(), set(), list(roots), _ancestors()
-    while todo:
-        pid = todo.pop()
-        if pid not in found and pid not in mine:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
-    return sorted(found)
-
-
-def _processes_of(directory: str) -> list[int]:
-    """Processes of the cluster in ``directory``, with their descendants.
-
-    That is: the daemons and slurmstepd (they carry our marker) and job processes submitted
-    with this cluster's ``SLURM_CONF`` in their environment, even if they left the job's tree.
-    """
-    needles = {f"{MARKER}={directory}".encode(),
-               f"SLURM_CONF={os.path.join(directory, 'slurm.conf')}".encode()}
-    marked = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if needles & set(Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")):
-                    marked.append(int(entry))
-            except OSError:
-                continue
-    return _with_descendants(marked)
-
-
-def _kill_all(pids, sig=signal.SIGKILL, wait=5.0):
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-        time.sleep(0.05)
-
-
-def ensure_munge() -> None:
-    """Start the machine's shared ``munged`` unless one already answers.
-
-    A file lock serialises concurrent test sessions so only one of them starts it.
-    """
-    with open(os.path.join(tempfile.gettempdir(), "scalable-munge.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
-            return
-        if not os.path.exists("/etc/munge/munge.key"):
-            subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
-            shutil.chown("/etc/munge/munge.key", "munge", "munge")
-        for d in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
-            os.makedirs(d, exist_ok=True)
-            shutil.chown(d, "munge", "munge")
-        # munged refuses to run as root; it daemonises itself, outliving every test session.
-        subprocess.run(["runuser", "-u", "munge", "--", "munged", "--force"], check=True,
-                       capture_output=True, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("munged did not start: see /var/log/munge/munged.log")
-            time.sleep(0.1)
-
-
-def sweep_stale(parent: str | None = None) -> list[str]:
-    """Remove harness directories whose owning test session died without stopping them.
-
-    Returns the directories removed. Clusters started from the command line have no owner and
-    are left alone.
-    """
-    parent = parent or tempfile.gettempdir()
-    removed = []
-    for d in Path(parent).glob(DIR_PREFIX + "*"):
-        try:
-            owner = int((d / "owner.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if owner and not _pid_alive(owner):
-            _kill_all(_processes_of(str(d)))
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(str(d))
-    return removed
 
 
 class SlurmTestCluster:
@@ -341,7 +207,7 @@ class SlurmTestCluster:
         tie = self.owned and threading.current_thread() is threading.main_thread()
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True,
-                                preexec_fn=_parent_death_signal if tie else None)
+                                preexec_fn=parent_death_signal if tie else None)
         log.close()
         self._procs[name] = proc
         self._pids[name] = proc.pid
@@ -366,20 +232,18 @@ class SlurmTestCluster:
         if self.directory is None or not os.path.isdir(self.directory):
             return
         if self._pid_alive_named("slurmctld"):
-            ids = [j["job_id"] for j in self._squeue_safe()]
-            if ids:
-                self.run(["scancel", *{i.split("_")[0] for i in ids}], check=False)
-                deadline = time.monotonic() + 5
-                while self._squeue_safe() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-        pids = [p for p in self._pids.values() if _pid_alive(p)]
-        _kill_all(pids, signal.SIGTERM, wait=5)
+            try:
+                self.cancel_all(timeout=5)
+            except (subprocess.SubprocessError, OSError, TimeoutError):
+                pass  # the daemons are killed below anyway
+        pids = [p for p in self._pids.values() if pid_alive(p)]
+        kill_all(pids, signal.SIGTERM, wait=5)
         for proc in self._procs.values():
             try:
                 proc.wait(timeout=0.1)
             except subprocess.TimeoutExpired:
                 pass
-        _kill_all(_processes_of(self.directory))  # SIGKILL: slurmstepd, job processes, stragglers
+        kill_all(processes_of(self.directory))  # SIGKILL: slurmstepd, job processes, stragglers
         for proc in self._procs.values():
             try:
                 proc.wait(timeout=1)
@@ -414,11 +278,26 @@ class SlurmTestCluster:
         return [dict(zip(SQUEUE_FIELDS, line.split("|", len(SQUEUE_FIELDS) - 1)))
                 for line in out.splitlines() if line.strip()]
 
-    def _squeue_safe(self):
-        try:
-            return self.squeue()
-        except (subprocess.SubprocessError, OSError):
-            return []
+    def sbatch(self, *args: str) -> str:
+        """Submit with ``sbatch --parsable *args``; return the job id.
+
+        Examples
+        --------
+        >>> job = slurm.sbatch("--output=/dev/null", "--wrap", "sleep 1")      # doctest: +SKIP
+        """
+        return self.run(["sbatch", "--parsable", *args]).stdout.strip().split(";")[0]
+
+    def cancel_all(self, timeout=10.0) -> int:
+        """Cancel every job of this cluster and wait until the queue is empty; return how many."""
+        ids = {j["job_id"].split("_")[0] for j in self.squeue()}
+        if ids:
+            self.run(["scancel", *sorted(ids)], check=False)
+        deadline = time.monotonic() + timeout
+        while self.squeue():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jobs still queued {timeout}s after scancel: {self.squeue()}")
+            time.sleep(0.2)
+        return len(ids)
 
     def sinfo(self) -> dict[str, str]:
         """Node name -> state as sinfo shows it (``idle``, ``alloc``, ``mix``, ``down*``, ...)."""
@@ -446,7 +325,7 @@ class SlurmTestCluster:
             time.sleep(0.1)
 
     def _pid_alive_named(self, name: str) -> bool:
-        return name in self._pids and _pid_alive(self._pids[name])
+        return name in self._pids and pid_alive(self._pids[name])
 
     # -- failures ----------------------------------------------------------------------------
     def stop_node(self, node: str, kill_jobs=True, mark_down=True) -> None:
@@ -456,10 +335,10 @@ class SlurmTestCluster:
         on the node end NODE_FAIL and it takes no new work.
         """
         pid = self._pids.get(node)
-        victims = [pid] if pid and _pid_alive(pid) else []
+        victims = [pid] if pid and pid_alive(pid) else []
         if kill_jobs:
             victims += self._node_steps(node)
-        _kill_all(victims)
+        kill_all(victims)
         if mark_down:
             self.run(["scontrol", "update", f"NodeName={node}", "State=DOWN",
                       "Reason=stopped_by_test_harness"], check=False)
@@ -470,7 +349,7 @@ class SlurmTestCluster:
                            check=False).stdout.split())
         tags = tuple(f"[{i}." for i in ids)
         steps = []
-        for pid in _processes_of(self.directory):
+        for pid in processes_of(self.directory):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_text()
                 env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -479,7 +358,7 @@ class SlurmTestCluster:
             if (cmdline.startswith("slurmstepd") and any(t in cmdline for t in tags)) or \
                     f"SLURMD_NODENAME={node}".encode() in env:
                 steps.append(pid)
-        return _with_descendants(steps)
+        return with_descendants(steps)
 
     def start_node(self, node: str, timeout=30.0) -> None:
         """Restart ``node``'s slurmd and wait until it is usable again."""
@@ -499,19 +378,6 @@ class SlurmTestCluster:
         raise TimeoutError(f"{node} did not come back: {self.sinfo()}")
 
 
-def _reap(directory: str, owner: int) -> int:
-    """Wait for the owning session to end; if it left its cluster behind, remove it."""
-    while os.path.isdir(directory):
-        if not _pid_alive(owner):
-            time.sleep(0.5)  # let a normal stop in progress finish first
-            if os.path.isdir(directory):
-                _kill_all(_processes_of(directory))
-                shutil.rmtree(directory, ignore_errors=True)
-            break
-        time.sleep(0.5)
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Start or stop a private test Slurm cluster.")
     parser.add_argument("action", choices=["start", "stop", "_reap"])
@@ -522,7 +388,7 @@ def main(argv=None) -> int:
     parser.add_argument("--owner", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.action == "_reap":
-        return _reap(args.dir, args.owner)
+        return reap(args.dir, args.owner)
     if args.action == "start":
         slurm = SlurmTestCluster(args.nodes, args.cpus, args.memory, args.dir, owned=False)
         slurm.start()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_harness import SlurmTestCluster, _processes_of
+from slurm_harness import SlurmTestCluster, processes_of
 
 pytestmark = pytest.mark.slurm
 
@@ -70,7 +70,7 @@ def test_scancel_ends_a_running_job(slurm):
     slurm.run(["scancel", job])
     wait_for(lambda: not [j for j in slurm.squeue() if j["job_id"] == job])
     # The job's processes are gone too, not only its queue entry.
-    wait_for(lambda: not [p for p in _processes_of(slurm.directory)
+    wait_for(lambda: not [p for p in processes_of(slurm.directory)
                           if b"sleep\x00300" in Path(f"/proc/{p}/cmdline").read_bytes()])
 
 
@@ -97,7 +97,7 @@ def test_two_clusters_do_not_collide(slurm):
         assert other.sinfo() == {"cn1": "mix"}
         directory = other.directory
     assert not os.path.exists(directory)
-    assert not _processes_of(directory)
+    assert not processes_of(directory)
     assert set(slurm.sinfo()) == {"cn1", "cn2", "cn3"}  # the session's cluster is untouched
 
 
@@ -117,4 +117,4 @@ def test_command_line_start_and_stop(tmp_path):
         subprocess.run([sys.executable, str(harness), "stop", "--dir", str(directory)],
                        timeout=60, check=True)
     assert not directory.exists()
-    assert not _processes_of(str(directory))
+    assert not processes_of(str(directory))
