@@ -25,11 +25,6 @@ def wait_for(predicate, timeout=30.0, interval=0.2):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def sbatch(slurm, *args) -> str:
-    out = slurm.run(["sbatch", "--parsable", *args]).stdout.strip()
-    return out.split(";")[0]
-
-
 def test_cluster_is_up(slurm):
     assert os.environ["SLURM_CONF"] == slurm.conf
     assert set(slurm.sinfo()) == {"cn1", "cn2", "cn3"}
@@ -43,14 +38,14 @@ def test_cluster_is_up(slurm):
 
 def test_job_runs_to_completion(slurm, tmp_path):
     out = tmp_path / "out.txt"
-    job = sbatch(slurm, "--partition=slurm", f"--output={out}", "--job-name=tiny",
+    job = slurm.sbatch("--partition=slurm", f"--output={out}", "--job-name=tiny",
                  "--wrap", "echo ran on $SLURMD_NODENAME")
     wait_for(lambda: out.exists() and "ran on cn" in out.read_text())
     wait_for(lambda: not [j for j in slurm.squeue() if j["job_id"] == job])
 
 
 def test_array_gives_one_task_per_index(slurm, tmp_path):
-    job = sbatch(slurm, "--array=0-3", f"--output={tmp_path}/task-%a.txt",
+    job = slurm.sbatch("--array=0-3", f"--output={tmp_path}/task-%a.txt",
                  "--wrap", "echo $SLURM_ARRAY_TASK_ID; sleep 1")
     tasks = wait_for(lambda: [j for j in slurm.squeue("--array") if j["job_id"].startswith(job + "_")]
                      and [j for j in slurm.squeue("--array") if j["job_id"].startswith(job + "_")])
@@ -62,7 +57,7 @@ def test_array_gives_one_task_per_index(slurm, tmp_path):
 
 
 def test_scancel_ends_a_running_job(slurm):
-    job = sbatch(slurm, "--partition=debug", "--output=/dev/null", "--job-name=sleeper",
+    job = slurm.sbatch("--partition=debug", "--output=/dev/null", "--job-name=sleeper",
                  "--wrap", "sleep 300")
     running = wait_for(lambda: [j for j in slurm.squeue() if j["job_id"] == job
                                 and j["state"] == "RUNNING"])
@@ -74,15 +69,23 @@ def test_scancel_ends_a_running_job(slurm):
                           if b"sleep\x00300" in Path(f"/proc/{p}/cmdline").read_bytes()])
 
 
+def test_cancel_all_empties_the_queue(slurm):
+    slurm.sbatch("--output=/dev/null", "--array=0-9", "--wrap", "sleep 300")
+    slurm.sbatch("--output=/dev/null", "--partition=debug", "--wrap", "sleep 300")
+    wait_for(lambda: len(slurm.squeue("--array")) == 11)
+    assert slurm.cancel_all() == 2
+    assert slurm.squeue() == []
+
+
 def test_stopped_node_fails_its_jobs_and_comes_back(slurm):
-    job = sbatch(slurm, "--nodelist=cn2", "--output=/dev/null", "--wrap", "sleep 300")
+    job = slurm.sbatch("--nodelist=cn2", "--output=/dev/null", "--wrap", "sleep 300")
     wait_for(lambda: [j for j in slurm.squeue() if j["job_id"] == job and j["state"] == "RUNNING"])
     slurm.stop_node("cn2")
     assert slurm.sinfo()["cn2"].startswith("down")
     wait_for(lambda: not [j for j in slurm.squeue() if j["job_id"] == job])
     slurm.start_node("cn2")
     assert slurm.sinfo()["cn2"] in ("idle", "mix")
-    job = sbatch(slurm, "--nodelist=cn2", "--output=/dev/null", "--wrap", "true")
+    job = slurm.sbatch("--nodelist=cn2", "--output=/dev/null", "--wrap", "true")
     wait_for(lambda: not [j for j in slurm.squeue() if j["job_id"] == job])
 
 
@@ -90,7 +93,7 @@ def test_two_clusters_do_not_collide(slurm):
     with SlurmTestCluster(n_nodes=1, cpus=2, memory=1000) as other:
         assert other.cluster_name != slurm.cluster_name
         assert other.conf != slurm.conf and other.directory != slurm.directory
-        job = sbatch(other, "--output=/dev/null", "--job-name=other", "--wrap", "sleep 60")
+        job = other.sbatch("--output=/dev/null", "--job-name=other", "--wrap", "sleep 60")
         wait_for(lambda: [j for j in other.squeue() if j["state"] == "RUNNING"])
         assert [(j["job_id"], j["name"]) for j in other.squeue()] == [(job, "other")]
         assert "other" not in [j["name"] for j in slurm.squeue()]
