@@ -122,3 +122,16 @@ def test_cwd_alias_and_default_cwd(apptainer, make_image, tmp_path, flag):
     out = run(["apptainer", "exec", image, "pwd"], cwd=tmp_path)
     assert out.stdout.strip() == os.environ["HOME"]
     assert time.monotonic() - start < 5
+
+
+def test_bind_never_creates_directories_on_the_host(apptainer, make_image, tmp_path):
+    image = make_image("demeter")
+    target = f"/var/tmp/scalable-standin-{os.getpid()}/data"
+    out = run(["apptainer", "exec", "--bind", f"{tmp_path}:{target}", image, "true"])
+    assert out.returncode == 255 and "doesn't exist in container" in out.stderr
+    assert not os.path.exists(os.path.dirname(target))
+    # A new top-level directory lives only in the container's own root.
+    out = run(["apptainer", "exec", "--bind", f"{tmp_path}:/scalable-new/data", image, "ls", "-d",
+               "/scalable-new/data"])
+    assert out.returncode == 0, out.stderr
+    assert not os.path.exists("/scalable-new")
