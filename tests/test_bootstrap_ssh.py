@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from harness_procs import parent_death_signal
 
 pytestmark = [pytest.mark.ssh,
               pytest.mark.skipif(not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"),
@@ -72,7 +73,9 @@ class Host:
             f"  UserKnownHostsFile {r / 'known_hosts'}", "  StrictHostKeyChecking yes",
             "  LogLevel ERROR", ""]))
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
-        self.proc = subprocess.Popen([SSHD, "-D", "-f", str(r / "sshd_config"), "-E", str(self.log)])
+        # The sshd dies with this test session even if the session is killed.
+        self.proc = subprocess.Popen([SSHD, "-D", "-f", str(r / "sshd_config"), "-E", str(self.log)],
+                                     preexec_fn=parent_death_signal)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -87,6 +90,18 @@ class Host:
         return len(re.findall(r"Accepted publickey for", self.log.read_text()))
 
     def stop(self):
+        # ssh clients of a bootstrap killed mid-test (their argv names this test's ssh_config);
+        # their sshd sessions end with them.
+        for entry in os.listdir("/proc"):
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if entry.isdigit() and str(self.ssh_config).encode() in argv:
+                try:
+                    os.kill(int(entry), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
@@ -372,5 +387,60 @@ def test_default_host_env_is_a_venv_in_the_work_dir(host, laptop):
         base, token = run.url.split("/lab?token=")
         spec = get_json(f"{base}/api/kernelspecs?token={token}")["kernelspecs"]["scalable"]["spec"]
         assert spec["argv"][0] == venv_python
+    finally:
+        run.stop()
+
+
+async def execute(base: str, token: str, kernel_id: str, code: str, timeout: float = 120) -> str:
+    """Run ``code`` in a kernel through JupyterLab's websocket; return its stdout."""
+    import asyncio
+    import uuid
+
+    from tornado.websocket import websocket_connect
+
+    ws = await websocket_connect(f"{base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels?token={token}")
+    msg_id = uuid.uuid4().hex
+    ws.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    out = []
+    async def collect():
+        while True:
+            msg = json.loads(await ws.read_message())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+            elif msg["msg_type"] == "execute_reply":
+                return
+    try:
+        await asyncio.wait_for(collect(), timeout)
+    finally:
+        ws.close()
+    return "".join(out)
+
+
+def test_scalable_kernel_runs_in_the_copied_image_through_the_forward(host, laptop):
+    import asyncio
+
+    # The site's module line puts the apptainer stand-in (tests/bin) on the host's PATH.
+    run = Running(laptop, bootstrap_args(host, "--module-load", f"export PATH={HERE / 'bin'}:$PATH"))
+    try:
+        base, token = run.url.split("/lab?token=")
+        req = urllib.request.Request(f"{base}/api/kernels?token={token}", method="POST",
+                                     data=json.dumps({"name": "scalable"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            kernel = json.loads(r.read())
+        out = asyncio.run(execute(base, token, kernel["id"],
+                                  "import os; print(os.environ.get('APPTAINER_CONTAINER'))"))
+        assert out.strip() == str(host.work_dir / "containers" / "scalable_container.sif"), out
+        urllib.request.urlopen(urllib.request.Request(
+            f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE"), timeout=60)
     finally:
         run.stop()
