@@ -116,8 +116,11 @@ async def relay_arun(
                 raise _unreachable(original, path, e) from None
         await asyncio.sleep(0.05)
     try:
-        writer.write(protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin)
-        await writer.drain()
+        try:
+            writer.write(protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin)
+            await writer.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the relay refused before reading (another uid): its reply is waiting
         (size,) = protocol._LEN.unpack(await reader.readexactly(4))
         if size > protocol.MAX_HEADER:
             raise protocol.ProtocolError(f"reply header of {size} bytes is too large")

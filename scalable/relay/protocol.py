@@ -155,5 +155,8 @@ def call(socket_path: str, argv, *, stdin: bytes = b"", cwd: str | None = None,
     """
     cwd = cwd or os.getcwd()
     with connect(socket_path) as sock:
-        sock.sendall(encode_header(request_header(argv, cwd, timeout, len(stdin))) + stdin)
+        try:
+            sock.sendall(encode_header(request_header(argv, cwd, timeout, len(stdin))) + stdin)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the relay refused before reading (another uid): its reply is waiting
         return recv_message(sock)
