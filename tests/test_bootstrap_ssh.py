@@ -370,6 +370,16 @@ def test_without_rsync_images_are_copied_with_scp(host, laptop, tmp_path):
     assert host.logins() == 1
 
 
+def test_connect_before_any_set_up_says_what_to_run(host, laptop):
+    args = bootstrap_args(host, "--connect")
+    i = args.index("--remote-python")
+    del args[i:i + 2]
+    r = run_bootstrap(laptop, args)
+    assert r.returncode == 1
+    assert "does not exist on hpc-test: run `scalable bootstrap` without --connect" in r.stderr, r.stderr
+    assert host.logins() == 1
+
+
 def test_default_host_env_is_a_venv_in_the_work_dir(host, laptop):
     args = bootstrap_args(host)
     i = args.index("--remote-python")
