@@ -208,11 +208,15 @@ def launch(args) -> int:
         signal.signal(sig, lambda signum, _frame: _forward(kernel, signum))
     try:
         # From here on the kernel boots in parallel: importing scalable costs it nothing.
-        from scalable.relay.shim import write_shims
-
-        python = args.python if "/" in args.python else f"/usr/bin/env {args.python}"
-        write_shims(os.path.join(relay_dir, "bin"), python=python)
         import asyncio
+
+        try:
+            from scalable.relay.shim import write_shims
+
+            python = args.python if "/" in args.python else f"/usr/bin/env {args.python}"
+            write_shims(os.path.join(relay_dir, "bin"), python=python)
+        except Exception as e:  # the kernel is still useful without Slurm
+            _warn(f"the Slurm command shims could not be written ({e})")
 
         return asyncio.run(_serve_while(kernel, os.path.join(relay_dir, "relay.sock")))
     finally:
@@ -231,14 +235,13 @@ async def _serve_while(kernel: subprocess.Popen, socket_path: str) -> int:
     for sig in FORWARDED:
         loop.add_signal_handler(sig, _forward, kernel, sig)
     exited = loop.run_in_executor(None, kernel.wait)
-    from scalable.relay.server import RelayServer  # imports dask while the kernel boots
-
-    relay = RelayServer(socket_path)
     try:
+        from scalable.relay.server import RelayServer  # imports dask while the kernel boots
+
+        relay = RelayServer(socket_path)
         await relay.start()
-    except Exception as e:
-        print(f"scalable kernel: the Slurm relay did not start ({e}); Slurm commands will fail "
-              f"in this kernel", file=sys.stderr, flush=True)
+    except Exception as e:  # the kernel is still useful without Slurm
+        _warn(f"the Slurm relay did not start ({e})")
         relay = None
     try:
         code = await exited
@@ -246,6 +249,10 @@ async def _serve_while(kernel: subprocess.Popen, socket_path: str) -> int:
         if relay is not None:
             await relay.close()
     return code if code >= 0 else 128 - code
+
+
+def _warn(problem: str) -> None:
+    print(f"scalable kernel: {problem}; Slurm commands will fail in this kernel", file=sys.stderr, flush=True)
 
 
 def _forward(kernel: subprocess.Popen, sig: int) -> None:
