@@ -25,7 +25,7 @@ import pytest
 from scalable.relay import protocol
 from scalable.relay.client import relay_arun, relay_run
 from scalable.relay.server import RelayError, clear_stale_socket
-from scalable.relay.shim import sbatch_stdin, write_shims
+from scalable.relay.shim import is_shim, sbatch_stdin, write_shims
 from scalable.runner import CommandError, run
 
 ALLOW = ("echo", "cat", "ls", "sleep", "head", "pwd", "true")
@@ -301,6 +301,7 @@ def test_shims_forward_argv_stdout_stderr_exit_code_cwd(use_relay, tmp_path):
     del env["SCALABLE_RELAY"]
     r = subprocess.run([str(shims / "echo")], env=env, capture_output=True, text=True)
     assert r.returncode == 127 and "SCALABLE_RELAY is not set" in r.stderr
+    assert is_shim(str(shims / "echo")) and not is_shim(shutil.which("echo"))
 
 
 def test_shims_command_writes_every_slurm_shim(tmp_path):

@@ -90,6 +90,19 @@ def sbatch_stdin(argv):
     return argv[:i] + argv[i + 1:], script
 
 
+def is_shim(path: str | None) -> bool:
+    """Is ``path`` (e.g. ``shutil.which("squeue")``) one of these shims? Callers that can talk
+    to the relay directly (:func:`scalable.relay.client.relay_run`, ~1 ms) may skip starting the
+    shim (a Python process, ~50 ms).
+
+    Examples
+    --------
+    >>> is_shim("/usr/bin/squeue")
+    False
+    """
+    return bool(path) and os.path.basename(os.path.realpath(path)) == SCRIPT
+
+
 def main() -> int:
     """Entry point of every shim: its own name is the command to run on the host."""
     return forward([os.path.basename(sys.argv[0]), *sys.argv[1:]])
