@@ -13,11 +13,11 @@ def register(subparsers) -> None:
         description="Serve allowlisted Slurm commands on a private Unix socket for code running "
         "inside the scalable image. With no subcommand, serve.",
     )
-    _serve_options(p)
+    _serve_options(p, None)
     p.set_defaults(func=_serve)
     sub = p.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")
     s = sub.add_parser("serve", help="serve the relay until SIGTERM/SIGINT (the default)")
-    _serve_options(s)
+    _serve_options(s, argparse.SUPPRESS)  # keep values given before "serve"
     s.set_defaults(func=_serve)
     sh = sub.add_parser("shims", help="write sbatch/squeue/... shims into a directory")
     sh.add_argument("directory", help="directory to put first on the container's PATH")
@@ -26,18 +26,17 @@ def register(subparsers) -> None:
     sh.set_defaults(func=_shims)
     r = sub.add_parser("run", help="run one command through the relay: scalable relay run -- squeue --me")
     r.add_argument("--socket", help="relay socket (default: $SCALABLE_RELAY)")
-    r.add_argument("--timeout", type=float)
     r.add_argument("argv", nargs=argparse.REMAINDER)
     r.set_defaults(func=_run)
 
 
-def _serve_options(p) -> None:
-    p.add_argument("--socket", help="socket path (default: $SCALABLE_RELAY or "
+def _serve_options(p, default) -> None:
+    p.add_argument("--socket", default=default, help="socket path (default: $SCALABLE_RELAY or "
                    "$XDG_RUNTIME_DIR|/tmp/scalable-relay-<uid>/relay.sock)")
-    p.add_argument("--allow", action="append", metavar="NAME",
+    p.add_argument("--allow", action="append", metavar="NAME", default=default,
                    help="allowlisted program (repeat); default scalable.relay.allowlist")
-    p.add_argument("--timeout", type=float, help="longest a command may run, seconds")
-    p.add_argument("--log-file", help="request log (default relay.log beside the socket)")
+    p.add_argument("--timeout", type=float, default=default, help="longest a command may run, seconds")
+    p.add_argument("--log-file", default=default, help="request log (default relay.log beside the socket)")
 
 
 def _serve(args) -> int:
