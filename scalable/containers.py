@@ -182,12 +182,11 @@ def make_spec(
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
             raise ContainerError(f"container {tag!r}: {key!r} is not a valid environment variable name.")
 
+    default_image = os.path.join(work_dir, config.get("container.directory"), f"{tag}_container.sif")
     image = None
-    if path is not None or require_image:
-        image = path or os.path.join(
-            config.get("container.directory"), f"{tag}_container.sif"
-        )
-        image = os.path.abspath(os.path.join(work_dir, os.path.expanduser(image)))
+    if path is not None or require_image or os.path.exists(default_image):
+        # without require_image (local runs) a tag uses its image if there is one
+        image = os.path.abspath(os.path.join(work_dir, os.path.expanduser(path or default_image)))
         if not os.path.exists(image):
             raise ContainerError(
                 f"container {tag!r}: image {image!r} does not exist: build it "

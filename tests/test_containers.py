@@ -1,0 +1,90 @@
+"""Preflight of container specs: every mistake is refused with a sentence saying what to change,
+before anything is submitted."""
+
+import warnings
+
+import pytest
+
+from scalable.containers import ContainerError, make_spec, parse_memory, slurm_memory
+from scalable.runtimes import Apptainer, ContainerRuntime, Singularity, get_runtime
+
+
+@pytest.fixture
+def work(tmp_path, make_image):
+    make_image("gcam", tmp_path / "containers")
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+def spec(work, tag="gcam", runtime=None, **kw):
+    return make_spec(tag, work_dir=str(work), runtime=runtime, **kw)
+
+
+def test_defaults_image_under_work_dir(work):
+    s = spec(work, cpus=4, memory="2G", dirs={"data": "/data"}, env={"A": 1})
+    assert s.image == str(work / "containers" / "gcam_container.sif")
+    assert (s.cpus, s.memory) == (4, 2 * 2**30)
+    assert s.dirs == {str(work / "data"): "/data"}
+    assert s.env == {"A": "1"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"tag": "stitches"}, "image"),
+        ({"path": "nope.sif"}, "nope.sif"),
+        ({"dirs": {"/no/such/dir": "/x"}}, "bind source '/no/such/dir' does not exist"),
+        ({"dirs": {"data": "relative"}}, "absolute path"),
+        ({"memory": "lots"}, "memory='lots' is not a size"),
+        ({"memory": "-3G"}, "is not a size"),
+        ({"cpus": 0}, "cpus=0 must be a positive whole number"),
+        ({"cpus": 2.5}, "cpus=2.5"),
+        ({"cpus": True}, "cpus=True"),
+        ({"tag": ""}, "tag '' is not valid"),
+        ({"tag": "gcam-7"}, "tag='gcam_7'"),
+        ({"tag": "7up"}, "starting with a letter"),
+        ({"env": {"BAD-NAME": "1"}}, "not a valid environment variable"),
+    ],
+)
+def test_bad_input_says_what_to_change(work, kwargs, needle):
+    tag = kwargs.pop("tag", "gcam")
+    with pytest.raises(ContainerError) as e:
+        spec(work, tag=tag, **kwargs)
+    assert needle in str(e.value)
+    if tag and tag[0].isalpha() and "-" not in tag:
+        assert repr(tag) in str(e.value)  # the message names the tag
+
+
+def test_runtime_missing_is_a_warning_naming_compute_nodes(work):
+    with pytest.warns(UserWarning, match="not on this machine's PATH.*compute nodes"):
+        spec(work, runtime=ContainerRuntime("no-such-runtime"))
+
+
+def test_runtime_present_no_warning(work, apptainer):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec(work, runtime=Apptainer())
+
+
+def test_memory_units():
+    assert parse_memory("20G") == 20 * 2**30  # Slurm's G is binary
+    assert parse_memory("512M") == 512 * 2**20
+    assert parse_memory("2GiB") == 2 * 2**30
+    assert parse_memory("1.5 GB") == 1_500_000_000
+    assert slurm_memory(20 * 2**30) == "20G"
+    assert slurm_memory(1) == "1M"
+
+
+def test_exec_argv_is_a_list_with_binds_env_home_cwd():
+    argv = Singularity().exec_argv("/w/i.sif", ["python", "-c", "print(1); print(2)"],
+                                   binds={"/a b": "/x"}, env={"K": "v w"}, home="/w", cwd="/w")
+    assert argv == ["singularity", "exec", "--bind", "/a b:/x", "--env", "K=v w",
+                    "--home", "/w", "--pwd", "/w", "/w/i.sif", "python", "-c",
+                    "print(1); print(2)"]
+
+
+def test_runtime_lookup_by_entry_point_and_by_name():
+    assert isinstance(get_runtime("apptainer"), Apptainer)
+    assert isinstance(get_runtime("singularity"), Singularity)
+    other = get_runtime("/opt/site/apptainer-wrapper", ["--nv"])
+    assert other.exec_argv("i", ["x"])[:3] == ["/opt/site/apptainer-wrapper", "exec", "--nv"]
