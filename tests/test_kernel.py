@@ -261,6 +261,32 @@ def test_kill_9_of_the_launcher_ends_relay_and_kernel(kernel_env, started):
     wait_until(lambda: not launcher_pids(km.connection_file, True), what="watchdog ended")
 
 
+SERVER = """
+import sys, time
+from jupyter_client.manager import KernelManager
+km = KernelManager(kernel_name="scalable")
+km.start_kernel()
+kc = km.client()
+kc.start_channels()
+kc.wait_for_ready(timeout=90)
+print(km.connection_file, flush=True)
+time.sleep(600)
+"""
+
+
+def test_kernel_and_relay_end_when_the_jupyter_server_dies(kernel_env):
+    install(work_dir=str(kernel_env["work"]), prefix=str(kernel_env["prefix"]))
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        conn = server.stdout.readline().strip()
+        assert conn and launcher_pids(conn) and relay_dirs(kernel_env)
+    finally:
+        server.kill()  # like a Jupyter server killed outright: its kernels must not linger
+        server.wait()
+    wait_until(lambda: not launcher_pids(conn) and not launcher_pids(conn, True) and not relay_dirs(kernel_env),
+               what="launcher, watchdog and relay gone")
+
+
 @pytest.mark.parametrize("problem", ["image", "runtime"])
 def test_missing_image_or_runtime_fails_with_one_line(kernel_env, monkeypatch, problem):
     image = kernel_env["work"] / "containers" / "scalable_container.sif"

@@ -11,9 +11,10 @@ this launcher there, which
 2. serves a relay (:class:`scalable.relay.server.RelayServer`) private to this kernel, so Slurm's
    commands, which live on the host, work from the kernel;
 3. forwards SIGINT (Jupyter's interrupt), SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the kernel,
-   and when the kernel exits, however it exits, stops the relay, removes its directory and
-   exits with the kernel's status. A watchdog process does the same cleanup, and kills the
-   kernel, if the launcher itself is killed (``kill -9``, or Jupyter's kill of a stuck kernel).
+   stops it if the Jupyter server that started the launcher dies, and when the kernel exits,
+   however it exits, stops the relay, removes its directory and exits with the kernel's status.
+   A watchdog process does the same cleanup, and kills the kernel, if the launcher itself is
+   killed (``kill -9``, or Jupyter's kill of a stuck kernel).
 
 The kernelspec runs this file by its path, not with ``-m``, so that nothing but the standard
 library is imported before the kernel is spawned: scalable (and dask, and the relay) load while
@@ -235,6 +236,7 @@ async def _serve_while(kernel: subprocess.Popen, socket_path: str) -> int:
     for sig in FORWARDED:
         loop.add_signal_handler(sig, _forward, kernel, sig)
     exited = loop.run_in_executor(None, kernel.wait)
+    watcher = asyncio.ensure_future(_stop_when_orphaned(kernel))
     try:
         from scalable.relay.server import RelayServer  # imports dask while the kernel boots
 
@@ -246,9 +248,23 @@ async def _serve_while(kernel: subprocess.Popen, socket_path: str) -> int:
     try:
         code = await exited
     finally:
+        watcher.cancel()
         if relay is not None:
             await relay.close()
     return code if code >= 0 else 128 - code
+
+
+async def _stop_when_orphaned(kernel: subprocess.Popen, interval: float = 1.0) -> None:
+    """Stop the kernel if the Jupyter server that started us dies (a plain ipykernel, the
+    server's own child, notices that itself; ours sits below the runtime and cannot)."""
+    import asyncio
+
+    parent = os.getppid()
+    if parent == 1:
+        return
+    while os.getppid() == parent:
+        await asyncio.sleep(interval)
+    _forward(kernel, signal.SIGTERM)
 
 
 def _warn(problem: str) -> None:
