@@ -87,6 +87,30 @@ def test_shims_run_slurm_from_inside_the_container(slurm, host_relay, apptainer,
     assert "slurm*|3" in r.stdout.split()
 
 
+PRIVATE_TMP_JOB = """
+import os
+from scalable.runner import run
+with open("/tmp/private-job.sh", "w") as f:   # the container's own /tmp: the host cannot see it
+    f.write("#!/bin/bash\\n#SBATCH -J private\\n#SBATCH -o private-%j.out\\necho from private tmp\\n")
+print(run(["sbatch", "--parsable", "/tmp/private-job.sh"]).stdout.strip())
+"""
+
+
+def test_job_script_in_the_containers_private_tmp(slurm, host_relay, apptainer, make_image, tmp_path):
+    work = tmp_path
+    assert not os.path.exists("/tmp/private-job.sh")
+    r = in_container([sys.executable, "-c", PRIVATE_TMP_JOB], work=work, relay_sock=host_relay,
+                     image=make_image("scalable", work / "containers"))
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip().split(";")[0]
+    out = work / f"private-{job_id}.out"
+    deadline = time.monotonic() + 60
+    while not (out.exists() and "from private tmp" in out.read_text()):
+        assert time.monotonic() < deadline, "the job whose script only the container saw never ran"
+        time.sleep(0.3)
+    assert not os.path.exists("/tmp/private-job.sh")
+
+
 SLURM_WORKFLOW = """
 import json, os, shutil, sys, time
 from scalable import ScalableClient, SlurmCluster
