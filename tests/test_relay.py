@@ -404,3 +404,18 @@ def test_client_waits_for_a_relay_that_is_starting(tmp_path, monkeypatch):
         assert asyncio.run(relay_arun(["echo", "async"])).stdout == "async\n"
     finally:
         stop(proc)
+
+
+def test_allowlist_and_limits_come_from_config(tmp_path):
+    import dask
+
+    from scalable.relay.server import DEFAULT_ALLOWLIST, RelayServer
+
+    sock = str(tmp_path / "r" / "relay.sock")
+    assert RelayServer(sock).allowlist == frozenset(DEFAULT_ALLOWLIST)
+    with dask.config.set({"scalable.relay.allowlist": ["squeue", "sinfo"], "scalable.relay.timeout": 5}):
+        server = RelayServer(sock)
+        assert (server.allowlist, server.timeout) == (frozenset({"squeue", "sinfo"}), 5.0)
+        assert RelayServer(sock, allowlist=["sacct"], timeout=9).allowlist == frozenset({"sacct"})
+    with pytest.raises(RelayError, match="not bare program names"):
+        RelayServer(sock, allowlist=["/bin/sh"])
