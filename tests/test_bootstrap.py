@@ -149,3 +149,10 @@ def test_list_targets_command(laptop):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["base", "scalable", "apptainer", "gcam", "hector"]
+
+
+def test_redo_of_an_unknown_step_lists_the_steps(laptop):
+    r = subprocess.run([sys.executable, "-m", "scalable.cli", "bootstrap", "--redo", "copyy"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 1
+    assert "--redo copyy: no such step; the steps are check, build, convert" in r.stderr

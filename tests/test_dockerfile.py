@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scalable.bootstrap.dockerfile import DockerfileError, instructions, parse_stages, targets
+from scalable.bootstrap.dockerfile import DockerfileError, instructions, model_targets, parse_stages, targets
 
 DOCKERFILE = Path(__file__).parent.parent / "Dockerfile"
 MODELS = ["gcam", "stitches", "osiris", "hector", "xanthos", "demeter", "tethys", "basd"]
@@ -79,6 +79,10 @@ def test_project_dockerfile_has_every_target():
     found = targets(DOCKERFILE)
     for t in ["scalable", "apptainer", *MODELS]:
         assert t in found, f"{t} target missing from the Dockerfile"
+
+
+def test_models_offered_are_the_leaf_targets():
+    assert model_targets(DOCKERFILE) == MODELS
 
 
 def stage_text(name: str) -> str:

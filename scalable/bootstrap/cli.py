@@ -12,20 +12,16 @@ import os
 import sys
 import time
 
-from .dockerfile import DockerfileError, targets as dockerfile_targets
+from .dockerfile import DockerfileError, model_targets, targets as dockerfile_targets
 from .settings import ASKED, PROMPTS, Settings, State, config_dir, load_settings, save_settings
 from .ssh import SSHError
 from .steps import STEPS, Bootstrap, BootstrapError
 
-#: flag name -> settings field, for the flags that are remembered
-_SAVED = {
-    "host": "host", "user": "user", "work_dir": "work_dir", "identity_file": "identity_file",
-    "targets": "targets", "ssh_config": "ssh_config", "dockerfile": "dockerfile",
-    "local_dir": "local_dir", "converter": "converter", "docker": "docker",
-    "apptainer": "apptainer", "module_load": "module_load", "remote_python": "remote_python",
-    "remote_pip_spec": "remote_pip_spec", "remote_base_python": "remote_base_python",
-    "system_site_packages": "system_site_packages", "jupyter_port": "jupyter_port", "local_port": "local_port",
-}
+#: flags that are remembered: each sets the settings field of the same name
+_SAVED = ("host", "user", "work_dir", "identity_file", "targets", "ssh_config", "dockerfile",
+          "local_dir", "converter", "docker", "apptainer", "module_load", "remote_python",
+          "remote_pip_spec", "remote_base_python", "system_site_packages", "jupyter_port",
+          "local_port")
 
 
 def register(subparsers) -> None:
@@ -84,8 +80,8 @@ def gather(args, interactive: bool) -> Settings:
     """Saved settings, updated by flags, completed by prompts on a first run."""
     first = not (config_dir() / "bootstrap.json").exists()
     settings = load_settings()
-    for flag, field in _SAVED.items():
-        value = getattr(args, flag, None)
+    for field in _SAVED:
+        value = getattr(args, field, None)
         if value is not None:
             setattr(settings, field, value)
     for field in ASKED:
@@ -102,9 +98,9 @@ def gather(args, interactive: bool) -> Settings:
         prompt = PROMPTS[field]
         if field == "targets":
             try:
-                prompt += f" [{', '.join(t for t in dockerfile_targets(settings.dockerfile) if t not in ('base', 'scalable', 'apptainer'))}]"
-            except DockerfileError:
-                pass
+                prompt += f" [{', '.join(model_targets(settings.dockerfile))}]"
+            except (DockerfileError, OSError):
+                pass  # the build step reports a missing or broken Dockerfile
         answer = input(f"{prompt}: ").strip()
         setattr(settings, field, _csv(answer) if field == "targets" else answer)
     if settings.dockerfile and os.path.exists(settings.dockerfile):
@@ -121,6 +117,10 @@ def main(args) -> int:
         if args.list_targets:
             say("\n".join(dockerfile_targets(args.dockerfile or load_settings().dockerfile)))
             return 0
+        unknown = [s for s in args.redo if s not in STEPS]
+        if unknown:
+            raise BootstrapError(f"--redo {','.join(unknown)}: no such step; the steps are "
+                                 f"{', '.join(STEPS)}")
         settings = gather(args, interactive)
         save_settings(settings)
         boot = Bootstrap(settings, State(), say, interactive=interactive)

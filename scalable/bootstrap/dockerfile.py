@@ -148,3 +148,16 @@ def targets(path: str | Path) -> list[str]:
         if stage.name and stage.name not in seen:
             seen.append(stage.name)
     return seen
+
+
+def model_targets(path: str | Path) -> list[str]:
+    """Targets worth offering as models: named stages no other stage builds on, but the converter.
+
+    Examples
+    --------
+    >>> model_targets("Dockerfile")                # doctest: +SKIP
+    ['gcam', 'stitches', 'osiris', 'hector', 'xanthos', 'demeter', 'tethys', 'basd']
+    """
+    stages = parse_stages(Path(path).read_text())
+    bases = {s.base.lower() for s in stages}
+    return [s.name for s in stages if s.name and s.name not in bases and s.name != "apptainer"]

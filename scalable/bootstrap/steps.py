@@ -114,7 +114,8 @@ class Bootstrap:
         s = self.s
         where = (s.host, s.user, s.ssh_config, s.work_dir)
         if step == "check":
-            return fingerprint(where, s.identity_file, s.module_load)
+            return fingerprint(where, s.identity_file, s.module_load, s.remote_python,
+                               s.remote_base_python)
         if step == "build":
             return fingerprint(self.dockerfile_hash(), self.docker_targets())
         if step == "convert":
@@ -167,8 +168,7 @@ class Bootstrap:
     # -- the steps -----------------------------------------------------------------------------
 
     def step_check(self):
-        missing = [t for t in ("ssh",) if not shutil.which(t)]
-        if missing:
+        if not shutil.which("ssh"):
             raise BootstrapError("ssh is not installed on this machine; install OpenSSH's client.")
         if not self.state.done("convert", self.fingerprint("convert")):
             images.check_docker(self.s.docker)
