@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from dask.base import tokenize
+from dask.utils import funcname
 from distributed import Client
 
 from .tagged import UnknownTagError
+
+
+#: keyword arguments of Client.submit that are not passed on to the function
+_CLIENT_KWARGS = {
+    "key", "workers", "resources", "retries", "priority", "fifo_timeout",
+    "allow_other_workers", "actor", "actors", "pure",
+}
 
 
 class ScalableClient(Client):
@@ -60,8 +69,16 @@ class ScalableClient(Client):
         >>> client.submit(pow, 2, 10, tag="gcam").result()  # doctest: +SKIP
         1024
         """
-        return super().submit(func, *args, **self._resources_for(tag, kwargs))
+        kwargs = self._resources_for(tag, kwargs)
+        if tag is not None and kwargs.get("key") is None and kwargs.get("pure", True):
+            # the same call sent to two tags is two different results: the tag is in the key
+            fkw = {k: v for k, v in kwargs.items() if k not in _CLIENT_KWARGS}
+            kwargs["key"] = f"{funcname(func)}-{tag}-{tokenize(func, fkw, tag, *args)}"
+        return super().submit(func, *args, **kwargs)
 
     def map(self, func, *iterables, tag=None, **kwargs):
         """Like :meth:`distributed.Client.map`; ``tag=`` picks the workers."""
-        return super().map(func, *iterables, **self._resources_for(tag, kwargs))
+        kwargs = self._resources_for(tag, kwargs)
+        if tag is not None and kwargs.get("key") is None:
+            kwargs["key"] = f"{funcname(func)}-{tag}"  # a prefix: keys differ per tag
+        return super().map(func, *iterables, **kwargs)

@@ -142,8 +142,9 @@ class SlurmSubmitter:
         try:
             result = await runner.arun(argv, input=script, cwd=self.cwd, timeout=120)
         except runner.CommandError as e:
+            said = "; ".join(line.strip() for line in e.stderr.splitlines() if line.strip())
             error = SubmitError(
-                f"Slurm refused the {jobs[0].tag!r} workers: {e.stderr.strip() or e} "
+                f"Slurm refused the {jobs[0].tag!r} workers: {said or e} "
                 f"(command: {shlex.join(argv)}). Check queue=, account=, walltime= and the "
                 f"container's cpus/memory against what the partition allows."
             )

@@ -19,6 +19,8 @@ import time
 import uuid
 import warnings
 
+from distributed.core import Status
+
 from . import config
 from .containers import ContainerError, ContainerSpec, check_tag, make_spec
 from .runtimes import get_runtime
@@ -207,7 +209,9 @@ class TaggedCluster:
             errors = [getattr(self.workers.get(n), "start_error", None) for n in failed]
             for name in failed:
                 self.worker_spec.pop(name, None)
-                self.workers.pop(name, None)
+                worker = self.workers.pop(name, None)
+                if worker is not None:
+                    worker.status = Status.failed  # it never ran: nothing to close later
             error = next((e for e in errors if e is not None), exc)
             self.last_error = str(error)
             if raise_errors:

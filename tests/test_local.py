@@ -92,3 +92,21 @@ def test_demo_command(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "climate -> impacts" in out.stdout
     assert "dashboard http://127.0.0.1:" in out.stdout
+
+
+def test_same_call_on_two_tags_gives_two_results(tmp_path):
+    def who(x):
+        from distributed import get_worker
+
+        return x, sorted(get_worker().state.total_resources)
+
+    with LocalCluster(work_dir=str(tmp_path)) as cluster:
+        cluster.add_container(tag="p", cpus=1, memory="512M")
+        cluster.add_container(tag="q", cpus=1, memory="512M")
+        cluster.add_workers(1, "p")
+        cluster.add_workers(1, "q")
+        with ScalableClient(cluster) as client:
+            assert client.submit(who, 1, tag="p").result() == (1, ["p"])
+            assert client.submit(who, 1, tag="q").result() == (1, ["q"])
+            assert client.gather(client.map(who, [1, 2], tag="q")) == [(1, ["q"]), (2, ["q"])]
+            assert client.gather(client.map(who, [1, 2], tag="p")) == [(1, ["p"]), (2, ["p"])]
