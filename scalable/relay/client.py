@@ -121,13 +121,8 @@ async def relay_arun(
             await writer.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the relay refused before reading (another uid): its reply is waiting
-        (size,) = protocol._LEN.unpack(await reader.readexactly(4))
-        if size > protocol.MAX_HEADER:
-            raise protocol.ProtocolError(f"reply header of {size} bytes is too large")
-        header = protocol.decode_header(await reader.readexactly(size))
-        out = await reader.readexactly(int(header["stdout"]))
-        err = await reader.readexactly(int(header["stderr"]))
-    except (asyncio.IncompleteReadError, protocol.ProtocolError, KeyError, ValueError) as e:
+        header, out, err = await protocol.arecv_message(reader)
+    except (asyncio.IncompleteReadError, protocol.ProtocolError) as e:
         raise CommandError(original, 126, "", f"the host relay answered badly: {e}") from None
     except OSError as e:
         raise _unreachable(original, path, e) from None

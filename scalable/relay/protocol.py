@@ -119,6 +119,19 @@ def recv_message(sock: socket.socket) -> tuple[dict, bytes, bytes]:
     return header, out, err
 
 
+async def arecv_message(reader) -> tuple[dict, bytes, bytes]:
+    """Coroutine twin of :func:`recv_message` for an ``asyncio.StreamReader``."""
+    (size,) = _LEN.unpack(await reader.readexactly(4))
+    if size > MAX_HEADER:
+        raise ProtocolError(f"reply header of {size} bytes is too large")
+    header = decode_header(await reader.readexactly(size))
+    try:
+        n_out, n_err = int(header["stdout"]), int(header["stderr"])
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError("reply header lacks stdout/stderr lengths") from None
+    return header, await reader.readexactly(n_out), await reader.readexactly(n_err)
+
+
 def starting(socket_path: str, error: OSError, deadline: float) -> bool:
     """Is ``error`` a relay still starting up (worth another try before ``deadline``)?"""
     return (isinstance(error, FileNotFoundError) and time.monotonic() < deadline
