@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,15 @@ from bootstrap_harness import (HERE, Running, bootstrap_args, execute, get_json,
 pytestmark = [pytest.mark.ssh, needs_sshd]
 
 
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     run1 = Running(laptop, bootstrap_args(host, "--module-load", f"export PATH={HERE / 'fake_docker'}:$PATH"))
     try:
@@ -28,6 +38,9 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
         # JupyterLab answers through the forward, with the Scalable kernelspec listed.
         with urllib.request.urlopen(run1.url, timeout=30) as r:
             assert r.status == 200 and b"JupyterLab" in r.read()
+        if socket.has_ipv6 and has_ipv6_loopback():
+            # "localhost" may mean ::1 first (macOS): the forward listens on both loopbacks.
+            get_json(base.replace("localhost", "[::1]") + f"/api/status?token={token}")
         specs = get_json(f"{base}/api/kernelspecs?token={token}")["kernelspecs"]
     finally:
         assert run1.stop() == 0, run1.text

@@ -182,8 +182,12 @@ class SSHSession:
         return result
 
     def forward(self, local_port: int, remote_port: int, remote_host: str = "127.0.0.1") -> None:
-        """Add ``-L 127.0.0.1:local_port:remote_host:remote_port`` to the master connection."""
-        spec = f"127.0.0.1:{local_port}:{remote_host}:{remote_port}"
+        """Add ``-L local_port:remote_host:remote_port`` to the master connection.
+
+        Without a bind address ssh listens on the loopback addresses of both families, so the
+        printed ``http://localhost:PORT`` works where ``localhost`` means ``::1`` first (macOS).
+        """
+        spec = f"{local_port}:{remote_host}:{remote_port}"
         r = run([self.ssh, *self.client_options(), "-O", "forward", "-L", spec, self.host],
                 check=False, timeout=30)
         if r.returncode != 0:
