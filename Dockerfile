@@ -7,7 +7,8 @@
 #   docker build --target gcam --tag scalable-gcam:bootstrap .
 #
 # Every download is pinned (image tags, package versions, git commits or release tags), so a
-# rebuild gives the same image. Build from a scalable checkout: the context must hold the package.
+# rebuild gives the same image. Build from a scalable checkout: the context must hold the package
+# (.dockerignore keeps the context to what the wheel needs).
 
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 
@@ -29,11 +30,22 @@ RUN python -m pip install \
         pyyaml==6.0.3
 
 # ---------------------------------------------------------------------------------------------
+# wheel: this package built from the checkout (the JupyterLab extension needs Node to build,
+# unless the checkout already holds it prebuilt in scalable/labextension)
+FROM node:20.18.1-bookworm-slim AS wheel
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv git ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY . /src
+RUN python3 -m venv /venv \
+ && /venv/bin/pip install --no-cache-dir pip==24.3.1 \
+ && /venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels /src
+
+# ---------------------------------------------------------------------------------------------
 # scalable: this package and ipykernel; the JupyterLab kernel runs in it, and models build on it
 FROM base AS scalable
-COPY pyproject.toml README.md /opt/scalable/
-COPY scalable /opt/scalable/scalable
-RUN python -m pip install /opt/scalable \
+COPY --from=wheel /wheels /opt/wheels
+RUN python -m pip install /opt/wheels/scalable-*.whl \
         ipykernel==7.4.0 \
         ipywidgets==8.1.9 \
  && python -c "import scalable, ipykernel, dask, distributed, dask_jobqueue"

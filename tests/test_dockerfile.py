@@ -85,6 +85,18 @@ def test_models_offered_are_the_leaf_targets():
     assert model_targets(DOCKERFILE) == MODELS
 
 
+def test_dockerignore_keeps_what_the_wheel_build_reads():
+    # The package build (pyproject.toml) reads these; the context must not drop them.
+    ignore = (DOCKERFILE.parent / ".dockerignore").read_text().split()
+    for kept in ["!pyproject.toml", "!README.md", "!scalable/**", "!kernels/**",
+                 "!jupyter-config/**", "!labextension/**"]:
+        assert kept in ignore
+    pyproject = (DOCKERFILE.parent / "pyproject.toml").read_text()
+    for source in re.findall(r'^"([^"]+)" = ', pyproject, re.M):
+        top = source.split("/")[0]
+        assert f"!{top}/**" in ignore or f"!{source}" in ignore, f"{source} is left out of the context"
+
+
 def stage_text(name: str) -> str:
     """The lines of one stage of the project's Dockerfile."""
     text = DOCKERFILE.read_text()
@@ -96,9 +108,11 @@ def stage_text(name: str) -> str:
 
 
 def test_scalable_target_installs_this_package_and_ipykernel():
+    wheel = stage_text("wheel")
+    assert "COPY . /src" in wheel and re.search(r"pip wheel .*--no-deps .*/src", wheel)
     text = stage_text("scalable")
-    assert re.search(r"COPY scalable /opt/scalable/scalable", text)
-    assert re.search(r"pip install /opt/scalable\b", text)
+    assert "COPY --from=wheel /wheels /opt/wheels" in text
+    assert re.search(r"pip install /opt/wheels/scalable-\*\.whl", text)
     assert "ipykernel==" in text
     base = stage_text("base")
     for pkg in ["dask==", "distributed==", "dask-jobqueue=="]:

@@ -151,13 +151,18 @@ def targets(path: str | Path) -> list[str]:
 
 
 def model_targets(path: str | Path) -> list[str]:
-    """Targets worth offering as models: named stages no other stage builds on, but the converter.
+    """Targets worth offering as models: named stages nothing else builds on or copies from,
+    except the converter.
 
     Examples
     --------
     >>> model_targets("Dockerfile")                # doctest: +SKIP
     ['gcam', 'stitches', 'osiris', 'hector', 'xanthos', 'demeter', 'tethys', 'basd']
     """
-    stages = parse_stages(Path(path).read_text())
-    bases = {s.base.lower() for s in stages}
-    return [s.name for s in stages if s.name and s.name not in bases and s.name != "apptainer"]
+    text = Path(path).read_text()
+    stages = parse_stages(text)
+    used = {s.base.lower() for s in stages}
+    for _, word, args in instructions(text):
+        if word in ("COPY", "ADD"):  # COPY --from=<stage> makes a stage a building block too
+            used.update(t.split("=", 1)[1].lower() for t in args.split() if t.lower().startswith("--from="))
+    return [s.name for s in stages if s.name and s.name not in used and s.name != "apptainer"]
