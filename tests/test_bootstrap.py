@@ -156,3 +156,19 @@ def test_redo_of_an_unknown_step_lists_the_steps(laptop):
                        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert r.returncode == 1
     assert "--redo copyy: no such step; the steps are check, build, convert" in r.stderr
+
+
+def test_unreachable_host_says_what_to_check(laptop):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = laptop / "ssh_config"
+    cfg.write_text(f"Host down\n  HostName 127.0.0.1\n  Port {port}\n")
+    r = subprocess.run([sys.executable, "-m", "scalable.cli", "bootstrap", "--host", "down",
+                        "--ssh-config", str(cfg), "--work-dir", "/w", "--until", "check"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 1
+    assert "could not log in to 'down'" in r.stderr and "Connection refused" in r.stderr, r.stderr
+    assert "Check that `ssh down` works from this machine" in r.stderr
