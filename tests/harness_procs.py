@@ -95,6 +95,22 @@ def processes_of(directory: str) -> list[int]:
     return with_descendants(marked)
 
 
+def node_processes(directory: str, node: str, job_ids) -> list[int]:
+    """slurmstepd of the given jobs and every job process of ``node``, with descendants."""
+    tags = tuple(f"[{i}." for i in job_ids)
+    steps = []
+    for pid in processes_of(directory):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (cmdline.startswith("slurmstepd") and any(t in cmdline for t in tags)) or \
+                f"SLURMD_NODENAME={node}".encode() in env:
+            steps.append(pid)
+    return with_descendants(steps)
+
+
 def kill_all(pids, sig=signal.SIGKILL, wait=5.0):
     for pid in pids:
         try:

@@ -16,9 +16,12 @@ benchmarks reuse it through the command line::
 Examples
 --------
 >>> with SlurmTestCluster() as slurm:                                   # doctest: +SKIP
-...     out = subprocess.run(["sbatch", "--wrap", "true"], env={**os.environ, **slurm.env})
+...     slurm.sbatch("--output=/dev/null", "--wrap", "sleep 5")
+...     subprocess.run(["squeue"], env={**os.environ, **slurm.env})
 ...     slurm.squeue()
-[{'job_id': '1', 'name': 'wrap', 'state': 'PENDING', ...}]
+'1'
+[{'job_id': '1', 'state': 'RUNNING', 'reason': 'None', 'node': 'cn1', 'partition': 'slurm',
+  'comment': '(null)', 'name': 'wrap'}]
 """
 
 from __future__ import annotations
@@ -39,63 +42,23 @@ import uuid
 from pathlib import Path
 
 from harness_procs import (DIR_PREFIX, MARKER, ensure_munge, kill_all, parent_death_signal,
-                           pid_alive, processes_of, reap, sweep_stale, with_descendants)
+                           node_processes, pid_alive, processes_of, reap, sweep_stale)
+
 SQUEUE_FIELDS = ("job_id", "state", "reason", "node", "partition", "comment", "name")
 SQUEUE_FORMAT = "%i|%T|%r|%N|%P|%k|%j"
 
-_CONF = """\
-# Written by tests/slurm_harness.py: a private test cluster, removed when it stops.
-ClusterName={cluster_name}
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-MailProg=/bin/true
-StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool/%n
-SlurmctldPidFile={dir}/run/slurmctld.pid
-SlurmdPidFile={dir}/run/slurmd-%n.pid
-SlurmctldLogFile={dir}/log/slurmctld.log
-SlurmdLogFile={dir}/log/slurmd-%n.log
-SlurmctldDebug=info
-SlurmdDebug=info
-SlurmdParameters=config_overrides
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=100
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-SwitchType=switch/none
-PropagateResourceLimits=NONE
-MaxArraySize=10001
-MaxJobCount=20000
-ReturnToService=2
-# A job on a failed node ends NODE_FAIL instead of coming back later: deterministic for tests.
-JobRequeue=0
-SlurmdTimeout=10
-SlurmctldTimeout=10
-MessageTimeout=10
-InactiveLimit=0
-KillWait=2
-MinJobAge=5
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=1,sched_min_interval=0
-{nodes}
-PartitionName=slurm Nodes={node_list} Default=YES MaxTime=INFINITE State=UP
-PartitionName=debug Nodes={node_list} Default=NO MaxTime=INFINITE State=UP
-{extra}
-"""
+#: slurm.conf with {placeholders} filled in by SlurmTestCluster._write_conf.
+CONF_TEMPLATE = Path(__file__).with_name("slurm.conf.template")
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class DaemonExited(RuntimeError):
+    """A Slurm daemon of the test cluster exited while we waited for it."""
 
 
 class SlurmTestCluster:
@@ -168,28 +131,39 @@ class SlurmTestCluster:
         if self.owned:
             atexit.register(self.stop)
             self._start_reaper()
+        self.conf = str(d / "slurm.conf")
+        try:
+            for attempt in (1, 2):
+                self._write_conf()
+                self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
+                for n in self.nodes:
+                    self._spawn(n, ["slurmd", "-D", "-N", n])
+                self._save()
+                try:
+                    self.wait_idle(self.nodes, timeout=timeout)
+                    break
+                except DaemonExited:
+                    # Most likely another process took a port between our pick and the bind.
+                    kill_all([p.pid for p in self._procs.values()])
+                    if attempt == 2:
+                        raise
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _write_conf(self) -> None:
         ports = {n: _free_port() for n in ["ctld", *self.nodes]}
         nodes = "\n".join(
             f"NodeName={n} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={ports[n]} "
             f"CPUs={self.cpus} RealMemory={self.memory} State=UNKNOWN"
             for n in self.nodes
         )
-        self.conf = str(d / "slurm.conf")
-        Path(self.conf).write_text(_CONF.format(
+        Path(self.conf).write_text(CONF_TEMPLATE.read_text().format(
             cluster_name=self.cluster_name, host=self.host, ctld_port=ports["ctld"],
             dir=self.directory, nodes=nodes, node_list=",".join(self.nodes),
             extra=self.extra_conf))
-        self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
-        for n in self.nodes:
-            self._spawn(n, ["slurmd", "-D", "-N", n])
-        self._save()
-        try:
-            self.wait_idle(self.nodes, timeout=timeout)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - t0
-        return self
 
     def _start_reaper(self) -> None:
         # atexit and the daemons' parent-death signal do not cover slurmstepd and the jobs when
@@ -238,15 +212,10 @@ class SlurmTestCluster:
                 pass  # the daemons are killed below anyway
         pids = [p for p in self._pids.values() if pid_alive(p)]
         kill_all(pids, signal.SIGTERM, wait=5)
-        for proc in self._procs.values():
-            try:
-                proc.wait(timeout=0.1)
-            except subprocess.TimeoutExpired:
-                pass
         kill_all(processes_of(self.directory))  # SIGKILL: slurmstepd, job processes, stragglers
         for proc in self._procs.values():
             try:
-                proc.wait(timeout=1)
+                proc.wait(timeout=1)  # reap our children: no zombies left behind
             except subprocess.TimeoutExpired:
                 pass
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -314,15 +283,23 @@ class SlurmTestCluster:
         nodes = nodes or self.nodes
         deadline = time.monotonic() + timeout
         while True:
+            for name, proc in self._procs.items():
+                if proc.poll() is not None and name in ("slurmctld", *nodes):
+                    raise DaemonExited(f"{name} exited with {proc.returncode}:\n"
+                                       + self._log_tail(name))
             states = self.sinfo()
             if all(states.get(n, "").rstrip("*~#") in ("idle", "mix", "alloc") and
                    not states[n].endswith("*") for n in nodes):
                 return
             if time.monotonic() > deadline:
-                logs = Path(self.directory, "log", "slurmctld.log")
-                tail = logs.read_text()[-2000:] if logs.exists() else "(no log)"
-                raise TimeoutError(f"nodes not idle after {timeout}s: {states}\n{tail}")
+                raise TimeoutError(f"nodes not idle after {timeout}s: {states}\n"
+                                   + self._log_tail("slurmctld"))
             time.sleep(0.1)
+
+    def _log_tail(self, name: str, chars=2000) -> str:
+        log = Path(self.directory, "log", "slurmctld.log" if name == "slurmctld" else
+                   f"slurmd-{name}.log")
+        return log.read_text()[-chars:] if log.exists() else f"(no log at {log})"
 
     def _pid_alive_named(self, name: str) -> bool:
         return name in self._pids and pid_alive(self._pids[name])
@@ -344,21 +321,9 @@ class SlurmTestCluster:
                       "Reason=stopped_by_test_harness"], check=False)
 
     def _node_steps(self, node: str) -> list[int]:
-        """slurmstepd processes of the jobs running on ``node``, and everything below them."""
-        ids = set(self.run(["squeue", "--noheader", "--format=%A", f"--nodelist={node}"],
-                           check=False).stdout.split())
-        tags = tuple(f"[{i}." for i in ids)
-        steps = []
-        for pid in processes_of(self.directory):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_text()
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if (cmdline.startswith("slurmstepd") and any(t in cmdline for t in tags)) or \
-                    f"SLURMD_NODENAME={node}".encode() in env:
-                steps.append(pid)
-        return with_descendants(steps)
+        ids = self.run(["squeue", "--noheader", "--format=%A", f"--nodelist={node}"],
+                       check=False).stdout.split()
+        return node_processes(self.directory, node, ids)
 
     def start_node(self, node: str, timeout=30.0) -> None:
         """Restart ``node``'s slurmd and wait until it is usable again."""

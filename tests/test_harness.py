@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_harness import SlurmTestCluster, processes_of
+from slurm_harness import DaemonExited, SlurmTestCluster, processes_of
 
 pytestmark = pytest.mark.slurm
 
@@ -121,3 +121,14 @@ def test_command_line_start_and_stop(tmp_path):
                        timeout=60, check=True)
     assert not directory.exists()
     assert not processes_of(str(directory))
+
+
+def test_a_daemon_that_cannot_start_is_reported_at_once(tmp_path):
+    broken = SlurmTestCluster(n_nodes=1, directory=str(tmp_path / "broken"),
+                              extra_conf="SelectType=select/does_not_exist")
+    start = time.monotonic()
+    with pytest.raises(DaemonExited, match="slurmctld exited"):
+        broken.start(timeout=60)
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "broken").exists()
+    assert not processes_of(str(tmp_path / "broken"))
