@@ -137,22 +137,30 @@ def test_without_rsync_images_are_copied_with_scp(host, laptop, tmp_path):
     assert host.logins() == 1
 
 
-def test_default_host_env_is_a_venv_in_the_work_dir(host, laptop):
+def test_default_host_env_is_a_venv_with_the_local_scalable_wheel(host, laptop):
     args = bootstrap_args(host)
     i = args.index("--remote-python")
     del args[i:i + 2]
-    # The venv sees the base interpreter's packages, so pip finds scalable[jupyter] satisfied
-    # and the test needs no downloads; creating the venv, pip and the probe all run for real.
+    # The venv sees the base interpreter's packages, so pip finds the dependencies satisfied and
+    # the test needs no downloads of them; the venv, the wheel of this checkout (built here,
+    # copied there), pip and the probe all run for real.
     args += ["--remote-base-python", sys.executable, "--system-site-packages"]
     run = Running(laptop, args)
     try:
-        venv_python = str(host.work_dir / ".venv" / "bin" / "python")
-        assert f"creating {host.work_dir / '.venv'}" in run.text
-        assert f"installing scalable[jupyter]==" in run.text and f"host python: {venv_python}" in run.text
+        venv = host.work_dir / ".venv"
+        venv_python = str(venv / "bin" / "python")
+        assert f"creating {venv}" in run.text and f"building the scalable wheel from {REPO}" in run.text
+        assert "installing scalable-" in run.text and f"host python: {venv_python}" in run.text
+        assert list((host.work_dir / ".scalable" / "wheels").glob("scalable-*.whl"))
+        # The host runs the shipped scalable, not the one of the base interpreter.
+        where = subprocess.run([venv_python, "-c", "import scalable; print(scalable.__file__)"],
+                               capture_output=True, text=True, check=True, cwd=host.work_dir).stdout
+        assert where.startswith(str(venv)), where
         pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
         assert Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0] == venv_python
         base, token = run.url.split("/lab?token=")
         spec = get_json(f"{base}/api/kernelspecs?token={token}")["kernelspecs"]["scalable"]["spec"]
         assert spec["argv"][0] == venv_python
+        print(next(line for line in run.lines if line.startswith("ready in")))
     finally:
         run.stop()

@@ -11,7 +11,9 @@ Docker socket mounted, reading ``docker-daemon://`` images) or with a local ``ap
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 from ..runner import CommandError, run
 
@@ -112,6 +114,35 @@ def file_signature(path: Path) -> list:
     """Cheap identity of a file (name, size, mtime) used to notice a changed image."""
     st = os.stat(path)
     return [path.name, st.st_size, int(st.st_mtime)]
+
+
+def scalable_checkout(dockerfile: str | Path) -> Path | None:
+    """The scalable source tree the Dockerfile sits in, or ``None`` (e.g. a copied Dockerfile).
+
+    Examples
+    --------
+    >>> scalable_checkout("/nowhere/Dockerfile") is None
+    True
+    """
+    root = Path(dockerfile).resolve().parent
+    try:
+        text = (root / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return root if re.search(r'^name\s*=\s*"scalable"\s*$', text, re.M) else None
+
+
+def build_wheel(checkout: Path, out_dir: Path) -> Path:
+    """``pip wheel`` scalable from a checkout (no dependencies); return the wheel's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("scalable-*.whl"):
+        old.unlink()  # one wheel only, so the one shipped is the one just built
+    stream([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+            str(out_dir), str(checkout)])
+    wheels = sorted(out_dir.glob("scalable-*.whl"))
+    if not wheels:
+        raise CommandError(["pip", "wheel", str(checkout)], 1, "", f"no wheel was written to {out_dir}")
+    return wheels[-1]
 
 
 def check_docker(docker: str) -> None:

@@ -64,31 +64,39 @@ def make_layout(session: SSHSession, work_dir: str) -> None:
     session.run(["mkdir", "-p", *[posixpath.join(work_dir, d) for d in LAYOUT]], timeout=60)
 
 
-def copy_images(session: SSHSession, images: list[Path], work_dir: str,
-                say: Callable[[str], None]) -> str:
-    """Copy SIF images to ``<work_dir>/containers/``; unchanged ones are skipped.
+def copy_files(session: SSHSession, files: list[Path], remote_dir: str,
+               say: Callable[[str], None]) -> str:
+    """Copy local files into ``remote_dir`` on the host; unchanged ones are skipped.
 
     rsync (with progress) skips files whose size and modification time match; without rsync
     (Windows) scp copies them all. Returns the tool used.
     """
-    dest = f"{session.host}:{posixpath.join(work_dir, 'containers')}/"
+    dest = f"{session.host}:{remote_dir}/"
     if shutil.which("rsync"):
         stream(["rsync", "--archive", "--partial", "--info=progress2,name1", "--human-readable",
-                "--rsh", session.rsh(), *map(str, images), dest])
+                "--rsh", session.rsh(), *map(str, files), dest])
         return "rsync"
-    say("rsync not found on this machine; copying with scp (every image is sent again)")
-    stream(["scp", *session.client_options(), *map(str, images), dest])
+    say("rsync not found on this machine; copying with scp (every file is sent again)")
+    stream(["scp", *session.client_options(), *map(str, files), dest])
     return "scp"
+
+
+def copy_images(session: SSHSession, images: list[Path], work_dir: str,
+                say: Callable[[str], None]) -> str:
+    """Copy SIF images to ``<work_dir>/containers/`` (see :func:`copy_files`)."""
+    return copy_files(session, images, posixpath.join(work_dir, "containers"), say)
 
 
 def python_env(session: SSHSession, work_dir: str, remote_python: str, pip_spec: str,
                say: Callable[[str], None], base_python: str = "python3",
-               system_site_packages: bool = False) -> str:
+               system_site_packages: bool = False, wheel: Path | None = None) -> str:
     """Make sure the host has a Python with JupyterLab and scalable; return its interpreter.
 
     With ``remote_python`` given, that interpreter is checked and used as it is; otherwise
     ``<work_dir>/.venv`` is created (once) from ``base_python`` (seeing its packages too with
-    ``system_site_packages``) and ``pip`` installs ``pip_spec`` into it.
+    ``system_site_packages``) and ``pip`` installs into it: ``pip_spec`` if given, else the
+    local ``wheel`` of scalable (copied over, so the host runs the same scalable as here), else
+    ``scalable[jupyter]`` of this version from the package index.
     """
     if remote_python:
         python = remote_python
@@ -99,11 +107,21 @@ def python_env(session: SSHSession, work_dir: str, remote_python: str, pip_spec:
             say(f"creating {venv}")
             session.run([base_python, "-m", "venv", venv,
                          *(["--system-site-packages"] if system_site_packages else [])], timeout=600)
-        spec = pip_spec or f"scalable[jupyter]=={__version__}"
-        say(f"installing {spec} into {venv}")
-        # Streamed: pip's progress is the only sign of life for the minutes this takes.
-        stream(session.remote_argv([python, "-m", "pip", "install", "--upgrade",
-                                    "--progress-bar", "off", spec]))
+        pip = [python, "-m", "pip", "install", "--progress-bar", "off"]
+        if pip_spec or not wheel:
+            spec = pip_spec or f"scalable[jupyter]=={__version__}"
+            say(f"installing {spec} into {venv}")
+            # Streamed: pip's progress is the only sign of life for the minutes this takes.
+            stream(session.remote_argv([*pip, "--upgrade", spec]))
+        else:
+            wheels = posixpath.join(work_dir, ".scalable", "wheels")
+            session.run(["mkdir", "-p", wheels], timeout=60)
+            copy_files(session, [wheel], wheels, say)
+            remote_wheel = posixpath.join(wheels, wheel.name)
+            say(f"installing {wheel.name}[jupyter] into {venv}")
+            stream(session.remote_argv([*pip, "--upgrade", f"{remote_wheel}[jupyter]"]))
+            # The same version number may carry other code: replace scalable itself every time.
+            stream(session.remote_argv([*pip, "--force-reinstall", "--no-deps", remote_wheel]))
     probe = session.run([python, "-c", "import scalable, jupyterlab; print(scalable.__file__)"],
                         check=False, timeout=120)
     if probe.returncode != 0:

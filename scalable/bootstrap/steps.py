@@ -126,7 +126,7 @@ class Bootstrap:
             return fingerprint(where, [images.file_signature(p) for p in self.sif_paths() if p.exists()])
         if step == "python":
             return fingerprint(where, s.remote_python, s.remote_pip_spec, s.remote_base_python,
-                               s.system_site_packages)
+                               s.system_site_packages, str(images.scalable_checkout(s.dockerfile)))
         if step == "kernel":
             return fingerprint(where, s.python())
         return ""
@@ -236,9 +236,18 @@ class Bootstrap:
         self.say(f"  copied with {tool} to {self.s.host}:{self.s.work_dir}/containers/")
 
     def step_python(self):
+        wheel = None
+        if not self.s.remote_python and not self.s.remote_pip_spec:
+            checkout = images.scalable_checkout(self.s.dockerfile)
+            if checkout:
+                self.say(f"  building the scalable wheel from {checkout}")
+                wheel = images.build_wheel(checkout, self.s.images_dir().parent / "wheels")
+            else:
+                self.say("  no scalable checkout beside the Dockerfile: the host installs scalable "
+                         "from the package index (give --remote-pip-spec to choose)")
         python = remote.python_env(self.ssh(), self.s.work_dir, self.s.remote_python,
                                    self.s.remote_pip_spec, self.say, self.s.base_python(),
-                                   self.s.system_site_packages)
+                                   self.s.system_site_packages, wheel)
         self.say(f"  host python: {python}")
 
     def step_kernel(self):
