@@ -96,6 +96,11 @@ class LabServer:
                 "JUPYTER_PLATFORM_DIRS": "1"}
 
     def start(self, timeout=90) -> "LabServer":
+        # news_url=None alone still leaves the "get notified about Jupyter news?" toast
+        labconfig = Path(self.env()["JUPYTER_CONFIG_DIR"]) / "labconfig"
+        labconfig.mkdir(parents=True, exist_ok=True)
+        (labconfig / "page_config.json").write_text(json.dumps(
+            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
         argv = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
                 "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
                 f"--ServerApp.base_url={self.base_url}", f"--IdentityProvider.token={self.token}",

@@ -1,0 +1,67 @@
+"""The cluster panel in a real notebook: JupyterLab, a real kernel, headless Chromium.
+
+The notebook runs ``%load_ext scalable``, ``%scalable cluster --local``, a container and
+``%scalable panel``; the test clicks + like a user and waits until the panel counts a running
+worker. The server runs under a base URL, so the panel's dashboard link must be the proxied
+``{base_url}proxy/{port}/status``, and that link must serve the dashboard through Jupyter.
+The screenshot is kept in ``test-artifacts/panel.png``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from jupyter_fixtures import ARTIFACTS, LabServer, chromium_page
+
+pytestmark = pytest.mark.browser
+
+BASE_URL = "/lab-test/"
+
+
+@pytest.fixture
+def lab(tmp_path):
+    server = LabServer(tmp_path, base_url=BASE_URL,
+                       extra_args=["--LabApp.expose_app_in_browser=True"]).start()
+    yield server
+    server.stop()
+
+
+def test_panel_plus_starts_a_worker(lab, tmp_path):
+    (tmp_path / "work").mkdir()
+    lab.put_notebook("panel.ipynb", [
+        "%load_ext scalable",
+        f"%scalable cluster --local --work-dir {tmp_path / 'work'}",
+        "%scalable container demo --cpus 1 --memory 512M",
+        "%scalable panel",
+    ])
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium_page() as page:
+        page.goto(f"{lab.url}lab/tree/panel.ipynb?token={lab.token}")
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        page.wait_for_function("() => window.jupyterapp && "
+                               "document.querySelector('.jp-Notebook .jp-Cell')", timeout=60_000)
+        # wait for the kernel, then Run > Run All Cells
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                               timeout=60_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        panel = page.wait_for_selector(".scalable-panel", timeout=120_000)
+        row = page.locator(".scalable-row-demo")
+        assert "demo" in row.inner_text() and "1 cpu" in row.inner_text()
+        assert "running 0" in row.locator(".scalable-row-counts").inner_text()
+
+        link = page.locator(".scalable-panel a.scalable-dashboard")
+        href = link.get_attribute("href")
+        assert re.fullmatch(rf"{BASE_URL}proxy/\d+/status", href), href
+        dashboard = page.request.get(f"http://127.0.0.1:{lab.port}{href}?token={lab.token}")
+        assert dashboard.status == 200 and "Dask" in dashboard.text()
+
+        row.locator(".scalable-plus button, button.scalable-plus").first.click()
+        page.wait_for_function(
+            "() => /running\\s*1/.test(document.querySelector("
+            "'.scalable-row-demo .scalable-row-counts').innerText)", timeout=120_000)
+        assert row.locator(".scalable-target input").input_value() == "1"
+        panel.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "panel.png"), full_page=True)
+        row.screenshot(path=str(ARTIFACTS / "panel-row.png"))
