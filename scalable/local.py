@@ -117,7 +117,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
         await self._after_start()
 
     async def _close(self):
-        self._registry_remove()
+        await self._before_close()
         await super()._close()
 
     def _worker_spec(self, tag, name) -> dict:

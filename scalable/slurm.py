@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shlex
+import warnings
 
 from dask.utils import parse_timedelta
 from dask_jobqueue import SLURMCluster as _JobqueueSLURMCluster
 
-from . import config, runner
+from . import config, records, runner
 from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
 from .tagged import TaggedCluster, tag_of
+from .walltime import WalltimeGuard
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +147,12 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         self._submitter = SlurmSubmitter(
             window=float(config.get("slurm.submit-window")), cwd=self.work_dir
         )
+        if kwargs.get("security"):
+            # TLS files for workers must be readable on compute nodes and inside images:
+            # the work directory is both (it is every container's home)
+            tls_dir = os.path.join(self.work_dir, ".scalable", "tls")
+            os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+            kwargs.setdefault("shared_temp_directory", tls_dir)
         options = {"dashboard_address": config.get("slurm.dashboard-address")}
         options.update(scheduler_options or {})
         super().__init__(
@@ -165,9 +174,32 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
     async def _start(self):
         await super()._start()
         await self._after_start()
+        records.write(self.work_dir, self.cluster_id, scheduler=self.scheduler.address)
+        self.scheduler.add_plugin(WalltimeGuard(
+            self.scheduler,
+            lambda: f"{self._walltime}, workers retire after {self._lifetime_seconds()} s",
+            int(config.get("recovery.walltime-losses"))))
+        await self._report_leftovers()
+
+    async def _report_leftovers(self):
+        try:
+            jobs = await asyncio.get_running_loop().run_in_executor(
+                None, records.leftovers, self.work_dir, self.cluster_id)
+        except Exception as e:
+            logger.debug("leftover check failed: %s", e)
+            return
+        if jobs:
+            clusters = sorted({j["cluster"] for j in jobs})
+            warnings.warn(
+                f"{len(jobs)} Slurm job(s) of scalable clusters that are no longer running "
+                f"({', '.join(clusters)}) are still queued from {self.work_dir}: run "
+                f"`scalable cleanup` there to cancel them (it touches no other job).",
+                stacklevel=2,
+            )
 
     async def _close(self):
-        self._registry_remove()
+        await self._before_close()
+        records.remove(self.work_dir, self.cluster_id)
         await super()._close()
 
     # -- per-tag job options --------------------------------------------------------------
@@ -186,16 +218,19 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
                 spec["options"] = self._job_options(tag_of(name))
         self._registry_update()
 
-    def _lifetime_args(self) -> list:
-        """``--lifetime`` so workers retire before Slurm kills them at walltime."""
+    def _lifetime_seconds(self) -> int:
+        """How long a worker lives: ``lifetime`` if set, else walltime minus a margin."""
         total = walltime_seconds(self._walltime)
         lifetime = config.get("slurm.lifetime")
         if lifetime is not None:
-            life = parse_timedelta(lifetime)
-        else:
-            life = total - min(parse_timedelta(config.get("slurm.lifetime-margin")), total / 5)
+            return int(parse_timedelta(lifetime))
+        return int(total - min(parse_timedelta(config.get("slurm.lifetime-margin")), total / 5))
+
+    def _lifetime_args(self) -> list:
+        """``--lifetime`` so workers retire before Slurm kills them at walltime."""
+        life = self._lifetime_seconds()
         stagger = min(parse_timedelta(config.get("slurm.lifetime-stagger")), life / 10)
-        return ["--lifetime", f"{int(life)}s", "--lifetime-stagger", f"{int(stagger)}s"]
+        return ["--lifetime", f"{life}s", "--lifetime-stagger", f"{int(stagger)}s"]
 
     def _job_options(self, tag) -> dict:
         spec = self.containers[tag]
@@ -288,20 +323,24 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
                 return name
         return None
 
+    def _log_path(self, job) -> str:
+        # the names the "-o %x-%A_%a.log" / "%x-%j.log" directive gives
+        base, _, task = job.job_id.partition("_")
+        stem = f"sc-{self.cluster_id}-{job.tag}-{base}"
+        return os.path.join(self.log_directory, f"{stem}_{task}.log" if task else f"{stem}.log")
+
+    def _read_log(self, job, lines=50) -> str:
+        try:
+            with open(self._log_path(job), errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log yet: the job has not started)"
+
+    def _failure_detail(self, job) -> str:
+        return f"{self._log_path(job)}:\n{self._read_log(job, 15)}"
+
     def logs(self, tag=None, lines=50) -> dict:
         """The last ``lines`` of each current job log of ``tag``: {worker name: text}."""
         tag = self._check_tag(tag)
-        out = {}
-        for name, job in self.workers.items():
-            if tag_of(name) != tag or not getattr(job, "job_id", None):
-                continue
-            base, _, task = job.job_id.partition("_")
-            fn = f"sc-{self.cluster_id}-{tag}-{base}_{task}.log" if task else \
-                f"sc-{self.cluster_id}-{tag}-{base}.log"
-            path = os.path.join(self.log_directory, fn)
-            try:
-                with open(path, errors="replace") as f:
-                    out[name] = "".join(f.readlines()[-lines:])
-            except FileNotFoundError:
-                out[name] = "(no log yet: the job has not started)"
-        return out
+        return {name: self._read_log(job, lines) for name, job in self.workers.items()
+                if tag_of(name) == tag and getattr(job, "job_id", None)}

@@ -20,9 +20,11 @@ import uuid
 import warnings
 
 from distributed.core import Status
+from distributed.deploy.cluster import Cluster
 
 from . import config
 from .containers import ContainerError, ContainerSpec, check_tag, make_spec
+from .recovery import HOPELESS_REASONS, Watcher
 from .runtimes import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class TaggedCluster:
         self._counters: dict[str, itertools.count] = {}
         self._warned_no_workers: set[str] = set()
         self.last_error: str | None = None
+        self._watcher = Watcher(self)
         self._add_predefined_containers()
 
     def _add_predefined_containers(self):
@@ -146,14 +149,28 @@ class TaggedCluster:
         return ", ".join(repr(t) for t in self.containers) or "no containers yet"
 
     # -- worker pools -----------------------------------------------------------------------
+    tag_of = staticmethod(tag_of)
+
     def _names(self, tag) -> list:
-        return [name for name in self.worker_spec if tag_of(name) == tag]
+        """Spec names of ``tag``, leaving out workers about to retire (already replaced)."""
+        retiring = self._watcher.retiring
+        return [n for n in self.worker_spec if tag_of(n) == tag and n not in retiring]
+
+    def _new_name(self, tag) -> str:
+        return f"{tag}-{next(self._counters[tag])}"
+
+    def _target(self, tag) -> int:
+        return (len(self._names(tag)) + len(self._watcher.owed.get(tag, ()))) * self.workers_per_spec
 
     @property
     def targets(self) -> dict:
-        """Requested workers per tag (``{"gcam": 3}``)."""
-        k = self.workers_per_spec
-        return {tag: len(self._names(tag)) * k for tag in self.containers}
+        """Requested workers per tag (``{"gcam": 3}``), replacements on their way included."""
+        return {tag: self._target(tag) for tag in self.containers}
+
+    @property
+    def tag_errors(self) -> dict:
+        """Tags whose workers kept failing to start, with the reason (see ``recovery``)."""
+        return dict(self._watcher.errors)
 
     def add_workers(self, n=1, tag=None, wait=True):
         """Start ``n`` more workers of ``tag``.
@@ -186,9 +203,10 @@ class TaggedCluster:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=2.")
         k = self.workers_per_spec
+        self._watcher.reset(tag)
         new = {}
         for _ in range(math.ceil(n / k)):
-            name = f"{tag}-{next(self._counters[tag])}"
+            name = self._new_name(tag)
             new[name] = self._worker_spec(tag, name)
         if not new:
             return []
@@ -233,8 +251,13 @@ class TaggedCluster:
         return self.sync(self._remove, tag, n)
 
     async def _remove(self, tag, n):
+        n_specs = math.ceil(n / self.workers_per_spec)
+        owed = self._watcher.owed.get(tag, [])
+        while owed and n_specs:  # replacements not submitted yet go first
+            owed.pop()
+            n_specs -= 1
         names = self._names(tag)
-        n_specs = min(len(names), math.ceil(n / self.workers_per_spec))
+        n_specs = min(len(names), n_specs)
         if not n_specs:
             return []
         connected = {}  # spec name -> (busy, [addresses])
@@ -268,7 +291,7 @@ class TaggedCluster:
         tag = self._check_tag(tag)
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=4.")
-        have = self.targets[tag]
+        have = self._target(tag)
         if n > have:
             return self.add_workers(n - have, tag, wait=wait)
         if n < have:
@@ -306,8 +329,10 @@ class TaggedCluster:
             waiting = sum(
                 1 for ts in s.unrunnable if (ts.resource_restrictions or {}).get(tag)
             ) + sum(max(0, len(ws.processing) - ws.nthreads) for ws in ws_list)
+            stuck = sorted({j["reason"] for j in jobs if j["tag"] == tag
+                            and j["state"] in PENDING_STATES and j["reason"] in HOPELESS_REASONS})
             out[tag] = {
-                "target": len(self._names(tag)) * self.workers_per_spec,
+                "target": self._target(tag),
                 "pending": sum(
                     self.workers_per_spec for j in jobs
                     if j["tag"] == tag and j["state"] in PENDING_STATES
@@ -316,6 +341,8 @@ class TaggedCluster:
                 "busy": busy,
                 "idle": len(ws_list) - busy,
                 "waiting_tasks": waiting,
+                "stuck": stuck,  # pending for reasons that never clear by waiting
+                "error": self._watcher.errors.get(tag),
                 **spec.describe(),
             }
         return out
@@ -356,15 +383,16 @@ class TaggedCluster:
                 raise ValueError("n must be 0 or more")
         except (KeyError, ValueError, TypeError) as e:
             return {"status": "error", "message": str(e)}
-        have = len(self._names(tag)) * self.workers_per_spec
+        have = self._target(tag)
         if n > have:
             k = self.workers_per_spec
-            new = [f"{tag}-{next(self._counters[tag])}" for _ in range(math.ceil((n - have) / k))]
+            self._watcher.reset(tag)
+            new = [self._new_name(tag) for _ in range(math.ceil((n - have) / k))]
             self.worker_spec.update({name: self._worker_spec(tag, name) for name in new})
             await self._start_new(new)
         elif n < have:
             await self._remove(tag, have - n)
-        return {"status": "OK", "target": len(self._names(tag)) * self.workers_per_spec}
+        return {"status": "OK", "target": self._target(tag)}
 
     # -- notebook display: the panel lives in scalable.jupyter.widget ------------------------
     def _widget(self):
@@ -428,6 +456,29 @@ class TaggedCluster:
         self._created_at = time.time()
         self._install_handlers()
         self._registry_update()
+        self._watcher.start()
+
+    async def _before_close(self):
+        self._watcher.stop()
+        self._registry_remove()
+
+    # -- hooks for recovery (overridden per backend) -----------------------------------------
+    def _update_worker_status(self, op, msg):
+        # SpecCluster would cancel a departed worker's job after a delay, possibly hitting its
+        # replacement; the recovery watcher owns that decision instead.
+        Cluster._update_worker_status(self, op, msg)
+
+    def _job_alive(self, worker, live_ids) -> bool:
+        job_id = getattr(worker, "job_id", None)
+        if job_id is not None:
+            return job_id in live_ids
+        return getattr(worker, "running", True)
+
+    def _failure_detail(self, worker) -> str:
+        return ""
+
+    def _lifetime_seconds(self):
+        return None
 
     def warn_if_no_workers(self, tag):
         """Warn once per tag when tasks are sent to a tag with no workers requested."""

@@ -1,0 +1,177 @@
+"""Fault injection on the real test Slurm: lost workers, node failure, a killed client process,
+walltime rollover, and clean-up of dead clusters' jobs."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dask
+import pytest
+
+from scalable import ScalableClient, SlurmCluster
+from scalable.runner import run
+
+pytestmark = pytest.mark.slurm
+
+FAST_RECOVERY = {"scalable.recovery.interval": "0.5s", "scalable.recovery.backoff-max": "1s"}
+
+
+def wait_for(predicate, timeout=60, what="condition", every=0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def live_jobs(cluster_id):
+    out = run(["squeue", "--noheader", "--array", "--format=%i|%j|%T"]).stdout
+    return [line.split("|") for line in out.splitlines()
+            if f"sc-{cluster_id}-" in line and "COMPLETING" not in line]
+
+
+@pytest.fixture
+def work(tmp_path, make_image, apptainer, monkeypatch):
+    make_image("gcam", tmp_path / "containers")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def names_of(client, tag):
+    return sorted(w["name"] for w in client.scheduler_info()["workers"].values()
+                  if w["name"].startswith(f"{tag}-"))
+
+
+def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
+    def slow(x):
+        time.sleep(4)
+        return x * 2
+
+    with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo") as cluster:
+        cluster.add_container(tag="gcam", cpus=1, memory="512M")
+        cluster.add_workers(2, "gcam")
+        with ScalableClient(cluster) as client:
+            client.wait_for_workers(2, timeout=60)
+            fut = client.submit(slow, 21, tag="gcam")
+            running_on = wait_for(lambda: [a for a, keys in client.processing().items() if keys],
+                                  30, "the task to start")[0]
+            name = client.scheduler_info()["workers"][running_on]["name"]
+            run(["scancel", cluster.workers[name].job_id])  # "cancelled from outside"
+            assert fut.result(timeout=90) == 42
+            wait_for(lambda: len(names_of(client, "gcam")) == 2, 60, "a replacement worker")
+            assert name not in names_of(client, "gcam")
+            assert cluster.targets == {"gcam": 2}
+            assert cluster._watcher.replaced >= 1
+
+
+def test_node_failure_workers_come_back_elsewhere(work, slurm):
+    cpus = int(slurm.run(["sinfo", "--noheader", "-N", "--format=%c"]).stdout.split()[0])
+    with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo") as cluster:
+        # each worker takes a whole node, so the two land on different nodes
+        cluster.add_container(tag="gcam", cpus=cpus, memory="512M")
+        cluster.add_workers(2, "gcam")
+        with ScalableClient(cluster) as client:
+            client.wait_for_workers(2, timeout=60)
+            nodes = {j["node"] for j in cluster.jobs()}
+            assert len(nodes) == 2
+            victim = sorted(nodes)[0]
+            slurm.stop_node(victim)
+            try:
+                def recovered():
+                    jobs = [j for j in cluster.jobs() if j["state"] == "RUNNING"]
+                    return len(names_of(client, "gcam")) == 2 and len(jobs) == 2 and \
+                        victim not in {j["node"] for j in jobs}
+                wait_for(recovered, 120, "workers back on other nodes", every=1)
+                assert client.submit(sum, [1, 2], tag="gcam").result(timeout=60) == 3
+            finally:
+                slurm.start_node(victim)
+
+
+def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, slurm):
+    script = textwrap.dedent("""
+        import sys, time
+        from scalable import SlurmCluster, ScalableClient
+        c = SlurmCluster(queue="slurm", interface="lo", death_timeout=5)
+        c.add_container(tag="gcam", cpus=1, memory="512M")
+        c.add_workers(2, "gcam")
+        ScalableClient(c).wait_for_workers(2, timeout=60)
+        # a second pool that can never start: the jobs wait for a begin time an hour away
+        c2 = SlurmCluster(queue="slurm", interface="lo", job_extra_directives=["--begin=now+3600"])
+        c2.add_container(tag="gcam", cpus=1, memory="512M")
+        c2.add_workers(2, "gcam")
+        print(c.cluster_id, c2.cluster_id, flush=True)
+        time.sleep(600)
+    """)
+    other = run(["sbatch", "--parsable", "-J", "not-scalable", "--begin=now+3600", "--wrap", "true"]
+                ).stdout.strip()
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=work, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ})
+    try:
+        running_id, pending_id = proc.stdout.readline().split()
+        assert len(live_jobs(running_id)) == 2 and len(live_jobs(pending_id)) == 2
+        listing = subprocess.run([sys.executable, "-m", "scalable.cli", "jobs"], cwd=work,
+                                 capture_output=True, text=True, timeout=60).stdout
+        assert running_id in listing and pending_id in listing and "(cluster dead)" not in listing
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # workers notice their scheduler is gone and exit: their jobs end by themselves
+    wait_for(lambda: not live_jobs(running_id), 60, "the dead cluster's workers to exit", every=1)
+    assert len(live_jobs(pending_id)) == 2  # pending jobs have no worker to notice
+    with pytest.warns(UserWarning, match="2 Slurm job.*scalable cleanup"):
+        SlurmCluster(queue="slurm", interface="lo").close()
+    out = subprocess.run([sys.executable, "-m", "scalable.cli", "cleanup"], cwd=work,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "cancelled 2 job(s)" in out
+    wait_for(lambda: not live_jobs(pending_id), 30, "cleanup to cancel the pending jobs")
+    assert other in {j["job_id"] for j in slurm.squeue()}  # never another job of the user
+    run(["scancel", other])
+
+
+def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slurm):
+    def long_task():
+        time.sleep(60)
+        return "never"
+
+    settings = {**FAST_RECOVERY, "scalable.slurm.lifetime": "16s",
+                "scalable.slurm.lifetime-stagger": "1s", "scalable.recovery.rollover-lead": "11s"}
+    with dask.config.set(settings), SlurmCluster(queue="slurm", walltime="00:01:00",
+                                                 interface="lo") as cluster:
+        cluster.add_container(tag="gcam", cpus=1, memory="512M")
+        cluster.add_workers(1, "gcam")
+        with ScalableClient(cluster) as client:
+            client.wait_for_workers(1, timeout=60)
+            first = names_of(client, "gcam")
+            fut = client.submit(long_task, tag="gcam")
+            counts = []
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and not fut.done():
+                counts.append(len(names_of(client, "gcam")))
+                time.sleep(0.25)
+            with pytest.raises(Exception, match=r"walltime \(00:01:00.*raise the walltime"):
+                fut.result(timeout=60)
+            # workers rolled over, and a replacement was always there before the old one left
+            assert names_of(client, "gcam") != first
+            assert min(counts) >= 1, counts
+            assert cluster.targets == {"gcam": 1}
+
+
+def test_failing_container_stops_retrying_and_says_why(work, slurm, make_image):
+    missing = work / "not-there"
+    make_image("broken", work / "containers")
+    with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo") as cluster:
+        os.makedirs(missing)
+        cluster.add_container(tag="broken", cpus=1, memory="512M", dirs={str(missing): "/x"})
+        os.rmdir(missing)  # the bind source vanishes after preflight, as on a compute node
+        cluster.add_workers(1, "broken")
+        wait_for(lambda: cluster.tag_errors.get("broken"), 90, "the tag to be given up", every=1)
+        error = cluster.tag_errors["broken"]
+        assert "3 workers of tag 'broken' in a row ended before connecting" in error
+        assert "FATAL" in error and "not-there" in error  # the runtime's own words, from the log
+        assert cluster.tag_status()["broken"]["error"] == error
+        assert not live_jobs(cluster.cluster_id)
