@@ -175,3 +175,18 @@ def test_failing_container_stops_retrying_and_says_why(work, slurm, make_image):
         assert "FATAL" in error and "not-there" in error  # the runtime's own words, from the log
         assert cluster.tag_status()["broken"]["error"] == error
         assert not live_jobs(cluster.cluster_id)
+
+
+def test_tls_security_with_containerized_workers(work, slurm):
+    with SlurmCluster(queue="slurm", interface="lo", security=True) as cluster:
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        cluster.add_container(tag="gcam", cpus=1, memory="512M")
+        assert "--tls-ca-file" in cluster.job_script("gcam")
+        cluster.add_workers(1, "gcam")
+        with ScalableClient(cluster, security=cluster.security) as client:
+            def image():
+                return os.environ["APPTAINER_NAME"]
+
+            assert client.submit(image, tag="gcam").result(timeout=90) == "gcam_container.sif"
+        tls_dir = work / ".scalable" / "tls"
+        assert oct(tls_dir.stat().st_mode & 0o777) == "0o700"

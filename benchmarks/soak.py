@@ -1,0 +1,96 @@
+"""Soak test (not in CI): random worker kills and scaling under a stream of tagged tasks.
+
+Starts a private Slurm (tests/slurm_harness.py) and a SlurmCluster with two tags through the
+bubblewrap apptainer stand-in, then for ``--minutes`` keeps submitting small tasks while it
+randomly ``scancel``s workers' jobs and rescales the tags. At the end it checks every result and
+reports tasks submitted, completed, lost (goal: 0) and the cluster's jobs left after close
+(goal: 0)::
+
+    python benchmarks/soak.py --minutes 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+
+def work(x):
+    time.sleep(random.random() * 2)
+    return x * x
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    random.seed(args.seed)
+
+    import dask
+    from slurm_harness import SlurmTestCluster
+
+    from scalable import ScalableClient, SlurmCluster
+    from scalable.runner import run
+
+    os.environ["PATH"] = os.path.join(HERE, "..", "tests", "bin") + os.pathsep + os.environ["PATH"]
+    work_dir = tempfile.mkdtemp(prefix="scalable-soak-")
+    os.makedirs(os.path.join(work_dir, "containers"))
+    for tag in ("gcam", "stitches"):
+        with open(os.path.join(work_dir, "containers", f"{tag}_container.sif"), "w") as f:
+            f.write("stand-in image\n")
+
+    submitted, futures, kills, rescales = 0, [], 0, 0
+    with SlurmTestCluster() as slurm, dask.config.set({"scalable.recovery.interval": "1s"}):
+        os.environ["SLURM_CONF"] = slurm.conf
+        cluster = SlurmCluster(queue="slurm", interface="lo", work_dir=work_dir)
+        cluster.add_container(tag="gcam", cpus=1, memory="512M")
+        cluster.add_container(tag="stitches", cpus=1, memory="512M")
+        cluster.add_workers(3, "gcam")
+        cluster.add_workers(2, "stitches")
+        client = ScalableClient(cluster)
+        deadline = time.monotonic() + args.minutes * 60
+        while time.monotonic() < deadline:
+            tag = random.choice(["gcam", "stitches"])
+            futures.append((submitted, client.submit(work, submitted, tag=tag, pure=False)))
+            submitted += 1
+            roll = random.random()
+            if roll < 0.02:
+                jobs = [j for j in cluster.workers.values() if getattr(j, "job_id", None)]
+                if jobs:
+                    run(["scancel", random.choice(jobs).job_id], check=False)
+                    kills += 1
+            elif roll < 0.03:
+                cluster.scale_tag(tag, random.randint(1, 4))
+                rescales += 1
+            time.sleep(0.2)
+        completed = lost = 0
+        for x, fut in futures:
+            try:
+                ok = fut.result(timeout=600) == x * x
+            except Exception as e:  # noqa: BLE001 - a soak counts every kind of loss
+                print(f"task {x} lost: {e}", file=sys.stderr)
+                ok = False
+            completed += ok
+            lost += not ok
+        client.close()
+        cluster.close()
+        time.sleep(5)
+        left = [j for j in slurm.squeue("--array") if j["name"].startswith(f"sc-{cluster.cluster_id}-")
+                and j["state"] not in ("COMPLETING", "COMPLETED")]
+    print(f"| minutes | tasks submitted | completed | lost (goal 0) | worker kills | rescales | "
+          f"jobs left after close (goal 0) |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {args.minutes:g} | {submitted} | {completed} | {lost} | {kills} | {rescales} | {len(left)} |")
+    return 0 if lost == 0 and not left else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
