@@ -238,6 +238,12 @@ def test_bad_requests_never_break_the_server(use_relay):
     assert "unknown request field" in _error_of(_raw(use_relay, protocol.encode_header({**good, "shell": True})))
     assert "missing" in _error_of(_raw(use_relay, protocol.encode_header({"v": 1, "argv": ["echo"]})))
     assert "wrong type" in _error_of(_raw(use_relay, protocol.encode_header({**good, "argv": "echo hi"})))
+    assert "NUL" in _error_of(_raw(use_relay, protocol.encode_header({**good, "argv": ["echo", "a\0b"]})))
+    # Clients that hang up before reading their refusal harm nothing.
+    for _ in range(20):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(use_relay)
+            s.sendall(protocol.encode_header({**good, "argv": ["rm"]}))
     assert "stdin of" in _error_of(_raw(use_relay, protocol.encode_header({**good, "stdin": 1 << 40})))
     # A truncated request (promises 100 bytes of stdin, sends 3, hangs up) gets no reply.
     assert _raw(use_relay, protocol.encode_header({**good, "stdin": 100}) + b"abc") == b""

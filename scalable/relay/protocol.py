@@ -76,6 +76,8 @@ def check_request(header: dict) -> None:
         raise ProtocolError(f"protocol version {header['v']} is not {VERSION}; update scalable")
     if not header["argv"] or not all(isinstance(a, str) for a in header["argv"]):
         raise ProtocolError("argv must be a non-empty list of strings")
+    if any("\0" in a for a in [*header["argv"], header["cwd"]]):
+        raise ProtocolError("argv and cwd cannot contain NUL characters")
     if header["stdin"] < 0:
         raise ProtocolError("stdin length is negative")
 

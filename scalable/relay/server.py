@@ -323,12 +323,15 @@ class RelayServer:
 
     async def _reply(self, writer, header, out: bytes, err: bytes) -> None:
         head = encode_header(header)
-        if len(out) + len(err) < 1 << 16:
-            writer.write(head + out + err)  # one send() for the usual small reply
-        else:
-            for part in (head, out, err):
-                writer.write(part)
-        await writer.drain()
+        try:
+            if len(out) + len(err) < 1 << 16:
+                writer.write(head + out + err)  # one send() for the usual small reply
+            else:
+                for part in (head, out, err):
+                    writer.write(part)
+            await writer.drain()
+        except ConnectionError:
+            self._log.info("client gone before its reply")
 
 
 def _run_command(program, argv, stdin, cwd, state):
