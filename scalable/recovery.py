@@ -89,10 +89,15 @@ class Watcher:
         c = self.cluster
         now = time.monotonic()
         if c.workers:
+            # judge only jobs that existed before the query: one submitted while squeue runs
+            # is missing from its answer without being lost
+            known = list(c.workers.items())
             jobs = await c._jobs_async()
             live = {j["job_id"] for j in jobs}
             connected = {c._spec_name(ws.name) for ws in c.scheduler.workers.values()}
-            for name, worker in list(c.workers.items()):
+            for name, worker in known:
+                if c.workers.get(name) is not worker:
+                    continue  # closed or replaced meanwhile
                 if name in connected:
                     if name not in self.seen:
                         self.seen[name] = now
