@@ -8,6 +8,7 @@ through Playwright. Screenshots land in ``test-artifacts/`` for a person to look
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -138,6 +139,16 @@ def busy_tasks(address: str, tag: str, n: int = 12):
         return client.gather(client.map(work, range(n), resources={tag: 1}, pure=False))
 
 
+@contextlib.contextmanager
+def shot_on_failure(page, name):
+    """Keep a screenshot of the page when the block fails (test-artifacts/<name>-failed.png)."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"{name}-failed.png"))
+        raise
+
+
 def open_sidebar(page, lab):
     page.goto(f"{lab.url}lab?token={lab.token}")
     page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
@@ -145,44 +156,58 @@ def open_sidebar(page, lab):
 
 
 def test_sidebar_lists_scales_and_opens_the_task_stream(lab, kernel_cluster):
+    with chromium_page() as page:
+        errors = []  # anything our plugin logs as an error or throws fails the test
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        with shot_on_failure(page, "scalable-sidebar"):
+            check_sidebar(page, lab, kernel_cluster, errors)
+
+
+def check_sidebar(page, lab, kernel_cluster, errors):
+    """Listed with its notebook and tags; + adds a worker; the task stream draws its tasks."""
     cluster_id = kernel_cluster["id"]
     address = kernel_cluster["scheduler_address"]
-    with chromium_page() as page:
-        open_sidebar(page, lab)
+    open_sidebar(page, lab)
 
-        # the kernel's cluster is listed, with its notebook and both tags
-        card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{cluster_id}"]')
-        card.wait_for(timeout=30_000)
-        assert card.locator(".jp-ScalableCluster-name").inner_text() == "browser-demo"
-        assert card.locator(".jp-ScalableCluster-kernel .jp-ScalableCluster-value").inner_text() == "cluster.ipynb"
-        assert card.locator(".jp-ScalableTag").evaluate_all("rows => rows.map(r => r.dataset.tag)") == [
-            "alpha", "beta"]
-        page.screenshot(path=str(ARTIFACTS / "scalable-sidebar.png"))
+    # the kernel's cluster is listed, with its notebook and both tags
+    card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{cluster_id}"]')
+    card.wait_for(timeout=30_000)
+    assert card.locator(".jp-ScalableCluster-name").inner_text() == "browser-demo"
+    kernel = card.locator(".jp-ScalableCluster-kernel .jp-ScalableCluster-value")
+    assert kernel.inner_text() == "cluster.ipynb"
+    assert card.locator(".jp-ScalableTag").evaluate_all("rows => rows.map(r => r.dataset.tag)") == [
+        "alpha", "beta"]
+    page.screenshot(path=str(ARTIFACTS / "scalable-sidebar.png"))
 
-        # + on alpha: the target goes to 1, then a worker connects (sidebar and scheduler agree)
-        alpha = card.locator('tr.jp-ScalableTag[data-tag="alpha"]')
-        assert alpha.locator(".jp-ScalableTag-add").is_visible()
-        alpha.locator(".jp-ScalableTag-add").click()
-        page.wait_for_function(RUNNING_IS, arg=[cluster_id, "alpha", 1], timeout=60_000)
-        assert alpha.locator(".jp-ScalableTag-target").inner_text() == "1"
-        assert [w["resources"] for w in scheduler_workers(address)] == [{"alpha": 1}]
-        page.screenshot(path=str(ARTIFACTS / "scalable-sidebar-scaled.png"))
+    # + twice on alpha, quicker than a worker starts: the target shows 2 at once, then two
+    # workers connect (sidebar and scheduler agree)
+    alpha = card.locator('tr.jp-ScalableTag[data-tag="alpha"]')
+    assert alpha.locator(".jp-ScalableTag-add").is_visible()
+    alpha.locator(".jp-ScalableTag-add").click()
+    alpha.locator(".jp-ScalableTag-add").click()
+    assert alpha.locator(".jp-ScalableTag-target").inner_text() == "2"
+    page.wait_for_function(RUNNING_IS, arg=[cluster_id, "alpha", 2], timeout=90_000)
+    assert alpha.locator(".jp-ScalableTag-target").inner_text() == "2"
+    assert [w["resources"] for w in scheduler_workers(address)] == [{"alpha": 1}] * 2
+    page.screenshot(path=str(ARTIFACTS / "scalable-sidebar-scaled.png"))
 
-        # the task stream opens in a lab tab through the proxy and draws the tasks
-        card.locator('.jp-ScalableCluster-plot[data-plot="task-stream"]').click()
-        tab = page.locator('.jp-ScalableDashboard[data-plot="task-stream"]')
-        tab.wait_for(timeout=30_000)
-        src = tab.locator("iframe").get_attribute("src")
-        assert src == f"{BASE_URL}proxy/{kernel_cluster['dashboard_port']}/individual-task-stream"
-        page.frame_locator(".jp-ScalableDashboard iframe").locator("canvas").first.wait_for(timeout=60_000)
-        assert busy_tasks(address, "alpha") == list(range(12))
-        # the plot's own data (Bokeh's, in the proxied page) holds the 12 tasks just run
-        plot = page.frame(url=lambda u: u.endswith("/individual-task-stream"))
-        plot.wait_for_function(TASKS_DRAWN, arg=["work", 12], timeout=30_000)
-        page.wait_for_timeout(1000)  # let the canvas paint what the data says
-        page.screenshot(path=str(ARTIFACTS / "scalable-task-stream.png"))
-        current = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")
-        assert current.inner_text().startswith("Task Stream")
+    # the task stream opens in a lab tab through the proxy and draws the tasks
+    card.locator('.jp-ScalableCluster-plot[data-plot="task-stream"]').click()
+    tab = page.locator('.jp-ScalableDashboard[data-plot="task-stream"]')
+    tab.wait_for(timeout=30_000)
+    src = tab.locator("iframe").get_attribute("src")
+    assert src == f"{BASE_URL}proxy/{kernel_cluster['dashboard_port']}/individual-task-stream"
+    page.frame_locator(".jp-ScalableDashboard iframe").locator("canvas").first.wait_for(timeout=60_000)
+    assert busy_tasks(address, "alpha") == list(range(12))
+    # the plot's own data (Bokeh's, in the proxied page) holds the 12 tasks just run
+    plot = page.frame(url=lambda u: u.endswith("/individual-task-stream"))
+    plot.wait_for_function(TASKS_DRAWN, arg=["work", 12], timeout=30_000)
+    page.wait_for_timeout(1000)  # let the canvas paint what the data says
+    page.screenshot(path=str(ARTIFACTS / "scalable-task-stream.png"))
+    current = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")
+    assert current.inner_text().startswith("Task Stream")
+    assert [e for e in errors if "scalable" in e.lower()] == []
 
 
 def test_scalable_notebook_from_the_launcher(tmp_path, monkeypatch, apptainer, make_image):
@@ -200,35 +225,36 @@ def test_scalable_notebook_from_the_launcher(tmp_path, monkeypatch, apptainer, m
     lab = start_lab(work, registry, monkeypatch)
     try:
         with chromium_page() as page:
-            open_sidebar(page, lab)
-            page.locator('.jp-LauncherCard[title="A new notebook on the Scalable kernel"]').click()
-            page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for(timeout=60_000)
-            # a cell run before the kernel (started inside its image) is connected does nothing
-            page.get_by_text(re.compile(r"^Scalable \| Idle$")).wait_for(timeout=90_000)
-            page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
-            page.keyboard.insert_text(
-                'import os; from scalable import LocalCluster; cluster = LocalCluster(name="from-launcher"); '
-                'cluster.add_container(tag="gcam", cpus=1, memory="1G"); print(os.environ["APPTAINER_NAME"])')
-            page.keyboard.press("Shift+Enter")
-            output = page.locator(".jp-OutputArea-output").first
-            try:
+            with shot_on_failure(page, "scalable-launcher"):
+                open_sidebar(page, lab)
+                page.locator('.jp-LauncherCard[title="A new notebook on the Scalable kernel"]').click()
+                page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for(timeout=60_000)
+                # a cell run before the kernel (started inside its image) is connected does nothing
+                page.get_by_text(re.compile(r"^Scalable \| Idle$")).wait_for(timeout=90_000)
+                page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+                page.keyboard.insert_text(
+                    'import os; from scalable import LocalCluster; cluster = LocalCluster(name="from-launcher"); '
+                    'cluster.add_container(tag="gcam", cpus=1, memory="1G"); print(os.environ["APPTAINER_NAME"])')
+                page.keyboard.press("Shift+Enter")
+                output = page.locator(".jp-OutputArea-output").first
                 output.wait_for(timeout=90_000)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "scalable-launcher-failed.png"))
-                raise
-            assert output.inner_text().strip() == "scalable_container.sif"  # the kernel ran in the image
+                assert output.inner_text().strip() == "scalable_container.sif"  # the kernel ran in the image
 
-            (entry,) = [json.loads(p.read_text()) for p in registry.glob("*.json")]
-            card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{entry["id"]}"]')
-            card.wait_for(timeout=30_000)
-            assert card.locator(".jp-ScalableCluster-kernel .jp-ScalableCluster-value").inner_text() == "Untitled.ipynb"
-            card.locator('tr[data-tag="gcam"] .jp-ScalableTag-add').click()
-            page.wait_for_function(RUNNING_IS, arg=[entry["id"], "gcam", 1], timeout=60_000)
-            assert [w["resources"] for w in scheduler_workers(entry["scheduler_address"])] == [{"gcam": 1}]
-            page.screenshot(path=str(ARTIFACTS / "scalable-launcher-notebook.png"))
+                (entry,) = [json.loads(p.read_text()) for p in registry.glob("*.json")]
+                card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{entry["id"]}"]')
+                card.wait_for(timeout=30_000)
+                kernel = card.locator(".jp-ScalableCluster-kernel .jp-ScalableCluster-value")
+                assert kernel.inner_text() == "Untitled.ipynb"
+                card.locator('tr[data-tag="gcam"] .jp-ScalableTag-add').click()
+                page.wait_for_function(RUNNING_IS, arg=[entry["id"], "gcam", 1], timeout=60_000)
+                assert [w["resources"] for w in scheduler_workers(entry["scheduler_address"])] == [{"gcam": 1}]
+                page.screenshot(path=str(ARTIFACTS / "scalable-launcher-notebook.png"))
     finally:
         lab.stop()
     # the kernel is gone: its entry is closed or pruned, never listed again
     from scalable.jupyter.registry import list_clusters
 
+    deadline = time.monotonic() + 30
+    while list_clusters(directory=registry) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the kernel's processes may take a moment to exit
     assert list_clusters(directory=registry) == []

@@ -8,6 +8,7 @@ that the registry location both sides see is the one the server reads.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -37,6 +38,14 @@ work_dir, name, tags = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 cluster = LocalCluster(work_dir=work_dir, name=name)
 for tag in tags:
     cluster.add_container(tag=tag, cpus=1, memory="1G")
+# count the status queries the cluster answers (each one costs a Slurm cluster one squeue)
+answered = []
+status = cluster.scheduler.handlers["scalable_status"]
+async def counted_status(**kwargs):
+    answered.append(1)
+    return await status(**kwargs)
+cluster.scheduler.handlers["scalable_status"] = counted_status
+cluster.scheduler.handlers["test_status_count"] = lambda: len(answered)
 print(json.dumps({"id": cluster.cluster_id, "scheduler_address": cluster.scheduler_address,
                   "dashboard_port": cluster.dashboard_port}), flush=True)
 sys.stdin.read()
@@ -213,6 +222,25 @@ async def test_scale_mistakes_come_back_as_sentences(jp_fetch, cluster, body, st
     code, text = await error_of(jp_fetch, "scalable", "clusters", cluster.id, "scale", method="POST",
                                 body=json.dumps(body))
     assert code == status and message in text
+
+
+async def test_open_sidebars_share_one_status_query(jp_fetch, cluster):
+    from distributed.core import rpc
+
+    async def answered():
+        conn = rpc(cluster.info["scheduler_address"])
+        try:
+            return await conn.test_status_count()
+        finally:
+            await conn.close_rpc()
+
+    before = await answered()
+    replies = await asyncio.gather(*(fetch_json(jp_fetch, "scalable", "clusters") for _ in range(5)))
+    assert all(any(c["id"] == cluster.id and c["reachable"] for c in r["clusters"]) for r in replies)
+    assert await answered() == before + 1
+    await asyncio.sleep(2.2)  # ScalableServer.status_cache_seconds later, a fresh answer
+    await fetch_json(jp_fetch, "scalable", "clusters")
+    assert await answered() == before + 2
 
 
 async def test_unknown_cluster_is_404(jp_fetch, cluster):

@@ -72,8 +72,16 @@ export class ScalableSidebar extends Widget {
     this._render();
   }
 
-  /** Set one tag's target number of workers, then redraw with the cluster's new state. */
+  /**
+   * Set one tag's target number of workers, then redraw with the cluster's new state.
+   *
+   * The new target shows at once: starting workers can take seconds, and a second click
+   * meanwhile must count from the target already asked for, not from the old one.
+   */
   async scale(cluster: ICluster, tag: string, n: number): Promise<void> {
+    const key = `${cluster.id}/${tag}`;
+    this._pending.set(key, n);
+    this._render();
     const body: IScaleRequest = { tag, n };
     try {
       const updated = await requestAPI<ICluster>(`clusters/${encodeURIComponent(cluster.id)}/scale`, {
@@ -81,9 +89,13 @@ export class ScalableSidebar extends Widget {
         body: JSON.stringify(body)
       });
       this._clusters = this._clusters.map(c => (c.id === updated.id ? updated : c));
-      this._render();
     } catch (error) {
-      await showErrorMessage(`Cannot scale ${tag} of ${cluster.name}`, (error as Error).message);
+      void showErrorMessage(`Cannot scale ${tag} of ${cluster.name}`, (error as Error).message);
+    } finally {
+      if (this._pending.get(key) === n) {
+        this._pending.delete(key);
+      }
+      this._render();
     }
   }
 
@@ -143,7 +155,7 @@ export class ScalableSidebar extends Widget {
     }
     for (const cluster of this._clusters) {
       list.appendChild(
-        clusterCard(cluster, this._plots, {
+        clusterCard(this._withPending(cluster), this._plots, {
           scale: (c, tag, n) => void this.scale(c, tag, n),
           openPlot: this._openPlot
         })
@@ -151,7 +163,20 @@ export class ScalableSidebar extends Widget {
     }
   }
 
+  /** The cluster as shown: targets asked for but not yet confirmed replace the reported ones. */
+  private _withPending(cluster: ICluster): ICluster {
+    const asked = (tag: string) => this._pending.get(`${cluster.id}/${tag}`);
+    if (!cluster.tags.some(t => asked(t.tag) !== undefined)) {
+      return cluster;
+    }
+    return {
+      ...cluster,
+      tags: cluster.tags.map(t => (asked(t.tag) === undefined ? t : { ...t, target: asked(t.tag)! }))
+    };
+  }
+
   private _clusters: ICluster[] = [];
+  private _pending = new Map<string, number>();
   private _error: string | null = null;
   private _interval: number;
   private _list: HTMLElement;

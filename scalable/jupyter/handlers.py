@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -107,6 +108,29 @@ async def call_scheduler(entry: dict, method: str, timeout: float, **kwargs):
         await conn.close_rpc()
 
 
+class StatusCache:
+    """Recent ``scalable_status`` answers per cluster, shared by every open sidebar.
+
+    A status costs the cluster one ``squeue``: with several browser tabs refreshing, each
+    cluster still answers at most once per ``ttl`` seconds (concurrent requests share one call).
+    """
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._calls: dict[str, tuple[float, asyncio.Future]] = {}
+
+    async def get(self, cluster_id: str, fetch):
+        now = time.monotonic()
+        self._calls = {k: v for k, v in self._calls.items() if now - v[0] < self.ttl}
+        if cluster_id not in self._calls:
+            self._calls[cluster_id] = (now, asyncio.ensure_future(fetch()))
+        # shield: one client going away must not cancel the call the others wait for
+        return await asyncio.shield(self._calls[cluster_id][1])
+
+    def forget(self, cluster_id: str) -> None:
+        self._calls.pop(cluster_id, None)
+
+
 class ScalableHandler(APIHandler):
     """Base of the extension's handlers: access to its settings and the registry."""
 
@@ -124,8 +148,10 @@ class ScalableHandler(APIHandler):
 
     async def model_of(self, entry: dict, notebooks: dict) -> dict:
         """Ask the cluster's scheduler for its status and build the cluster's model."""
+        timeout = self.config_obj.status_timeout
         try:
-            status = await call_scheduler(entry, "scalable_status", self.config_obj.status_timeout)
+            status = await self.settings["scalable_status_cache"].get(
+                entry["id"], lambda: call_scheduler(entry, "scalable_status", timeout))
             error = None
         except Exception as e:  # an unreachable or old cluster must not hide the others
             status, error = None, f"Cannot reach the scheduler: {e}"
@@ -176,13 +202,15 @@ class ScaleHandler(ScalableHandler):
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_WORKERS:
             raise tornado.web.HTTPError(400, f"n must be a whole number of workers from 0 to {MAX_WORKERS}, not {n!r}.")
         try:
-            reply = await call_scheduler(entry, "scalable_scale", self.config_obj.status_timeout, tag=tag, n=n)
+            # starting workers may take a while (local processes wait until they run)
+            reply = await call_scheduler(entry, "scalable_scale", self.config_obj.scale_timeout, tag=tag, n=n)
         except OSError as e:
             raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}")
         except Exception as e:  # the cluster refused (e.g. an unknown tag): its sentence, as is
             raise tornado.web.HTTPError(400, str(e))
         if isinstance(reply, dict) and reply.get("status") == "error":
             raise tornado.web.HTTPError(400, str(reply.get("message") or "The cluster refused to scale."))
+        self.settings["scalable_status_cache"].forget(entry["id"])  # show the new target at once
         self.finish(json.dumps(await self.model_of(entry, await self.notebooks_by_kernel())))
 
 

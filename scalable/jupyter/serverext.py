@@ -6,6 +6,7 @@ Enabled on install by ``jupyter-config/server-config/scalable.json`` (copied to
     # jupyter_server_config.py
     c.ScalableServer.registry_dir = "/shared/scalable/registry"
     c.ScalableServer.status_timeout = 5
+    c.ScalableServer.status_cache_seconds = 2
 
 Examples
 --------
@@ -19,7 +20,7 @@ from __future__ import annotations
 from traitlets import Float, Unicode
 from traitlets.config import Configurable
 
-from .handlers import routes
+from .handlers import StatusCache, routes
 
 
 class ScalableServer(Configurable):
@@ -38,11 +39,24 @@ class ScalableServer(Configurable):
         help="Seconds to wait for a cluster's scheduler to answer before showing it as unreachable.",
     ).tag(config=True)
 
+    scale_timeout = Float(
+        60.0,
+        help="Seconds to wait for a cluster to accept a new target from the sidebar's - / + buttons.",
+    ).tag(config=True)
+
+    status_cache_seconds = Float(
+        2.0,
+        help="Open sidebars share a cluster's status for this long, so many browser tabs cost a "
+        "Slurm cluster one squeue per period, not one per tab.",
+    ).tag(config=True)
+
 
 def _load_jupyter_server_extension(serverapp):
     """Add the routes under ``{base_url}scalable/``."""
     web_app = serverapp.web_app
-    web_app.settings["scalable_config"] = ScalableServer(parent=serverapp)
+    config = ScalableServer(parent=serverapp)
+    web_app.settings["scalable_config"] = config
+    web_app.settings["scalable_status_cache"] = StatusCache(config.status_cache_seconds)
     web_app.add_handlers(".*$", routes(web_app.settings["base_url"]))
     serverapp.log.info("scalable: REST routes under %sscalable/", web_app.settings["base_url"])
 
