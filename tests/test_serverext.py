@@ -182,6 +182,7 @@ async def test_clusters_lists_a_kernel_cluster(jp_fetch, cluster, jp_base_url):
     reply = await fetch_json(jp_fetch, "scalable", "clusters")
     (model,) = [c for c in reply["clusters"] if c["id"] == cluster.id]
     assert model["name"] == "demo" and model["kind"] == "local" and model["reachable"]
+    assert model["error"] is None and model["last_error"] is None
     assert model["scheduler_address"] == cluster.info["scheduler_address"]
     port = cluster.info["dashboard_port"]
     assert model["dashboard_url"] == f"{jp_base_url}proxy/{port}/"
@@ -314,6 +315,32 @@ async def test_dead_kernel_is_pruned(jp_fetch, shared_registry, tmp_path):
     ids = [c["id"] for c in (await fetch_json(jp_fetch, "scalable", "clusters"))["clusters"]]
     assert doomed.id not in ids
     assert not (shared_registry / f"{doomed.id}.json").exists()
+
+
+class TestUnansweringScheduler:
+    """A live process whose scheduler port accepts connections but never answers (a hung kernel)."""
+
+    @pytest.fixture
+    def jp_server_config(self, tmp_path):
+        return Config({"ServerApp": {"jpserver_extensions": {"scalable": True}},
+                       "ScalableServer": {"registry_dir": str(tmp_path / "reg"), "status_timeout": 1,
+                                          "scale_timeout": 1}})
+
+    async def test_shown_unreachable_and_scaling_says_why(self, jp_fetch, tmp_path, monkeypatch):
+        monkeypatch.setenv("SCALABLE_REGISTRY_DIR", str(tmp_path / "reg"))
+        with socket.create_server(("127.0.0.1", 0)) as hung:  # listens, never accepts
+            address = f"tcp://127.0.0.1:{hung.getsockname()[1]}"
+            registry.register({"id": "hung1", "name": "stuck", "scheduler_address": address,
+                               "dashboard_port": 1234, "tags": ["gcam"], "kind": "slurm"})
+            (model,) = (await fetch_json(jp_fetch, "scalable", "clusters"))["clusters"]
+            assert model["id"] == "hung1" and not model["reachable"]
+            assert model["error"].startswith("Cannot reach the scheduler")
+            assert model["tags"] == [{"tag": "gcam", "target": None, "pending": None, "running": None,
+                                      "idle": None, "busy": None, "waiting_tasks": None,
+                                      "image": None, "cpus": None, "memory": None}]
+            code, text = await error_of(jp_fetch, "scalable", "clusters", "hung1", "scale", method="POST",
+                                        body=json.dumps({"tag": "gcam", "n": 1}))
+            assert code == 503 and text.startswith("Cannot reach the scheduler of stuck")
 
 
 # -- the kernel inside an image, the server on the host ----------------------------------------

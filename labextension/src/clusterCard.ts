@@ -47,11 +47,13 @@ export function clusterCard(cluster: ICluster, plots: IPlot[], actions: ICluster
   card.appendChild(line('kernel', cluster.notebook ?? cluster.kernel_id, 'jp-ScalableCluster-kernel'));
   card.appendChild(line('scheduler', cluster.scheduler_address, 'jp-ScalableCluster-scheduler'));
   card.appendChild(line('walltime', cluster.walltime, 'jp-ScalableCluster-walltime'));
-  if (cluster.error) {
-    const err = document.createElement('div');
-    err.className = 'jp-ScalableCluster-error';
-    err.textContent = cluster.error;
-    card.appendChild(err);
+  for (const message of [cluster.error, cluster.last_error]) {
+    if (message) {
+      const err = document.createElement('div');
+      err.className = 'jp-ScalableCluster-error';
+      err.textContent = message;
+      card.appendChild(err);
+    }
   }
 
   const table = document.createElement('table');

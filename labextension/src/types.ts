@@ -34,7 +34,10 @@ export interface ICluster {
   walltime: string | null;
   created: number | null;
   reachable: boolean;
+  /** Why the scheduler did not answer. */
   error: string | null;
+  /** The cluster's own last failure, e.g. a job submission Slurm refused. */
+  last_error: string | null;
   tags: ITagStatus[];
 }
 

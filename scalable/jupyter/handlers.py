@@ -91,6 +91,8 @@ def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | 
         "created": entry.get("created"),
         "reachable": error is None,
         "error": error,
+        # the cluster's own last failure (e.g. sbatch refused a burst of add_workers(wait=False))
+        "last_error": status.get("last_error"),
         "tags": [tag_model(tag, tags[tag]) for tag in sorted(tags)],
     }
 
