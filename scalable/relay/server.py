@@ -368,12 +368,12 @@ async def serve(socket_path: str, *, ready=None, **kwargs) -> None:
 
     ``ready`` is called with the started :class:`RelayServer` (e.g. to print the socket path).
     """
-    server = RelayServer(socket_path, **kwargs)
-    await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before the socket exists
         loop.add_signal_handler(sig, stop.set)
+    server = RelayServer(socket_path, **kwargs)
+    await server.start()
     if ready is not None:
         ready(server)
     try:
