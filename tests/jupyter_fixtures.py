@@ -164,6 +164,16 @@ def lab_server(tmp_path):
     server.stop()
 
 
+def accept_kernel_dialog(page, timeout=10_000) -> bool:
+    """Click "Select" if JupyterLab asks which kernel to start (it does now and then)."""
+    try:
+        page.wait_for_selector(".jp-Dialog button.jp-mod-accept", timeout=timeout)
+    except Exception:  # playwright's TimeoutError: no dialog
+        return False
+    page.click(".jp-Dialog button.jp-mod-accept")
+    return True
+
+
 @contextlib.contextmanager
 def chromium_page(viewport=(1400, 900)):
     """A Playwright page in headless Debian Chromium with a fresh profile."""

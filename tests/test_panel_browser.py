@@ -10,12 +10,13 @@ The screenshot is kept in ``test-artifacts/panel.png``.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
-from jupyter_fixtures import ARTIFACTS, LabServer, chromium_page
+from jupyter_fixtures import ARTIFACTS, LabServer, accept_kernel_dialog, chromium_page
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(400)]
 
 BASE_URL = "/lab-test/"
 
@@ -38,30 +39,46 @@ def test_panel_plus_starts_a_worker(lab, tmp_path):
     ])
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium_page() as page:
-        page.goto(f"{lab.url}lab/tree/panel.ipynb?token={lab.token}")
-        page.wait_for_selector(".jp-Notebook", timeout=60_000)
-        page.wait_for_function("() => window.jupyterapp && "
-                               "document.querySelector('.jp-Notebook .jp-Cell')", timeout=60_000)
-        # wait for the kernel, then Run > Run All Cells
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                               timeout=60_000)
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        panel = page.wait_for_selector(".scalable-panel", timeout=120_000)
-        row = page.locator(".scalable-row-demo")
-        assert "demo" in row.inner_text() and "1 cpu" in row.inner_text()
-        assert "running 0" in row.locator(".scalable-row-counts").inner_text()
+        try:
+            drive(page, lab)
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "panel-failure.png"), full_page=True)
+            raise
 
-        link = page.locator(".scalable-panel a.scalable-dashboard")
-        href = link.get_attribute("href")
-        assert re.fullmatch(rf"{BASE_URL}proxy/\d+/status", href), href
-        dashboard = page.request.get(f"http://127.0.0.1:{lab.port}{href}?token={lab.token}")
-        assert dashboard.status == 200 and "Dask" in dashboard.text()
 
-        row.locator(".scalable-plus button, button.scalable-plus").first.click()
-        page.wait_for_function(
-            "() => /running\\s*1/.test(document.querySelector("
-            "'.scalable-row-demo .scalable-row-counts').innerText)", timeout=120_000)
-        assert row.locator(".scalable-target input").input_value() == "1"
-        panel.scroll_into_view_if_needed()
-        page.screenshot(path=str(ARTIFACTS / "panel.png"), full_page=True)
-        row.screenshot(path=str(ARTIFACTS / "panel-row.png"))
+def wait_for_panel(page, timeout=120):
+    """The panel's element, once the cells ran; a late kernel dialog is answered on the way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.locator(".scalable-panel").count():
+            return page.wait_for_selector(".scalable-panel")
+        accept_kernel_dialog(page, timeout=500)
+    raise AssertionError(f"no panel after {timeout}s: see test-artifacts/panel-failure.png")
+
+
+def drive(page, lab):
+    page.goto(f"{lab.url}lab/tree/panel.ipynb?token={lab.token}")
+    page.wait_for_function("() => window.jupyterapp && "
+                           "document.querySelector('.jp-Notebook .jp-Cell')", timeout=60_000)
+    accept_kernel_dialog(page)
+    page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel ready
+    # Run > Run All Cells (not awaited: the command's promise ends with the last cell)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    panel = wait_for_panel(page)
+    row = page.locator(".scalable-row-demo")
+    assert "demo" in row.inner_text() and "1 cpu" in row.inner_text()
+    assert "running 0" in row.locator(".scalable-row-counts").inner_text()
+
+    href = page.locator(".scalable-panel a.scalable-dashboard").get_attribute("href")
+    assert re.fullmatch(rf"{BASE_URL}proxy/\d+/status", href), href
+    dashboard = page.request.get(f"http://127.0.0.1:{lab.port}{href}?token={lab.token}")
+    assert dashboard.status == 200 and "Dask" in dashboard.text()
+
+    row.locator("button.scalable-plus").click()
+    page.wait_for_function(
+        "() => /running\\s*1/.test(document.querySelector("
+        "'.scalable-row-demo .scalable-row-counts').innerText)", timeout=120_000)
+    assert row.locator(".scalable-target input").input_value() == "1"
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "panel.png"), full_page=True)
+    row.screenshot(path=str(ARTIFACTS / "panel-row.png"))
