@@ -34,7 +34,7 @@ print(json.dumps({'sbatch': sbatch, 'image': image, 'jobs': jobs, 'work': cluste
 def test_slurm_cluster_in_the_kernel(slurm, kernel_env, started, make_image):
     work = kernel_env["work"]
     make_image("gcam", work / "containers")
-    binds = [b for b in hide_slurm_binds() if b != "--bind"]
+    binds = [b for b in hide_slurm_binds(kernel_env["tmp"]) if b != "--bind"]
     install(work_dir=str(work), binds=binds, prefix=str(kernel_env["prefix"]))
     km, kc = started()
     out, err = run_code(kc, WORKFLOW, timeout=240)

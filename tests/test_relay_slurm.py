@@ -23,14 +23,16 @@ SLURM_PROGRAMS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct", "
                   "sacctmgr", "sattach", "sbcast", "sstat", "sprio", "sshare", "sdiag", "sreport")
 
 
-def hide_slurm_binds() -> list[str]:
-    """Stand-in arguments that hide Slurm's programs and munge's socket from the container."""
+def hide_slurm_binds(scratch) -> list[str]:
+    """Stand-in arguments that hide Slurm's programs and munge's socket from the container
+    (an empty directory made in ``scratch`` covers /run/munge)."""
     args = []
     for name in SLURM_PROGRAMS:
         for d in ("/usr/bin", "/usr/sbin", "/usr/local/bin"):
             if os.path.exists(f"{d}/{name}"):
                 args += ["--bind", f"/dev/null:{d}/{name}"]
-    empty = tempfile.mkdtemp(prefix="scalable-nomunge-")
+    empty = Path(scratch) / "no-munge"
+    empty.mkdir(exist_ok=True)
     return args + ["--bind", f"{empty}:/run/munge"]
 
 
@@ -52,7 +54,7 @@ def host_relay(slurm):
 
 def in_container(argv, *, work, relay_sock, image, extra=(), timeout=300):
     relay_dir = os.path.dirname(relay_sock)
-    cmd = ["apptainer", "exec", *hide_slurm_binds(), "--bind", f"{work}:{work}",
+    cmd = ["apptainer", "exec", *hide_slurm_binds(relay_dir), "--bind", f"{work}:{work}",
            "--bind", f"{relay_dir}:{relay_dir}", "--env", f"SCALABLE_RELAY={relay_sock}",
            "--pwd", str(work), *extra, image, *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
