@@ -92,6 +92,19 @@ def test_every_subcommand(ip, backend, capsys):
         magic(ip, "status")
 
 
+@pytest.mark.slurm
+def test_slurm_refusals_are_usage_errors(ip, tmp_path, make_image, apptainer):
+    make_image("model", tmp_path / "containers")
+    magic(ip, f"cluster --queue nosuch --interface lo --work-dir {tmp_path}")
+    magic(ip, "container model --memory 200M")
+    with pytest.raises(UsageError, match="Slurm refused the 'model' workers: .*invalid partition"):
+        magic(ip, "add model 1")
+    assert ip.user_ns["cluster"].targets == {"model": 0}  # nothing left half-done
+    with pytest.raises(UsageError, match="walltime='02:00:00'"):
+        magic(ip, f"cluster --new --walltime soon --interface lo --work-dir {tmp_path}")
+    assert ip.user_ns["cluster"].status.name == "running"  # a typo in --new keeps the old one
+
+
 @pytest.mark.parametrize("line, says", [
     ("scal model 1", "did you mean %scalable scale"),
     ("scale model", "the following arguments are required: N"),

@@ -8,6 +8,7 @@ import time
 import dask
 import pytest
 
+from jupyter_fixtures import _ipython, shell  # noqa: F401  (fixtures)
 from scalable import LocalCluster
 from scalable.jupyter import widget
 
@@ -137,5 +138,3 @@ def test_display_uses_the_widget_mimebundle(tmp_path, shell):
         assert "application/vnd.jupyter.widget-view+json" in data
         assert "scalable-summary" in data["text/html"]
 
-
-from jupyter_fixtures import _ipython, shell  # noqa: E402,F401  (fixtures)

@@ -157,8 +157,8 @@ class ScalableMagics(Magics):
             print(f"Reusing {self.cluster.name} ({self.cluster.kind}) as `{names[0]}`: "
                   f"add --new to close it and start another.")
             return None
-        if args.new and self.cluster is not None:
-            self._close(args, quiet=True)
+        # --new: the old cluster closes only once the new one exists (a typo keeps the old)
+        old = (self.cluster, self.client) if args.new and self.cluster is not None else None
         if args.local:
             from ..local import LocalCluster
 
@@ -173,6 +173,8 @@ class ScalableMagics(Magics):
             kwargs["job_script_prologue"] = kwargs.pop("prologue")
             kwargs["job_extra_directives"] = kwargs.pop("directive")
             cluster = SlurmCluster(**{k: v for k, v in kwargs.items() if v is not None})
+        if old is not None:
+            self._close_cluster(*old)
         self.cluster, self.client = cluster, None
         self._need_client(cluster)
         names = self._bind(args)
@@ -184,17 +186,20 @@ class ScalableMagics(Magics):
 
     def _close(self, args=None, quiet=False):
         cluster = self._need_cluster()
-        name = cluster.name
-        ns = self.shell.user_ns
-        if self.client is not None:
-            self.client.close()
-        cluster.close()
-        for var, obj in list(ns.items()):
-            if obj is cluster or (obj is self.client and obj is not None):
-                del ns[var]
+        self._close_cluster(cluster, self.client)
         self.cluster = self.client = None
         if not quiet:
-            print(f"Closed {name}: its workers are stopped and its jobs cancelled.")
+            print(f"Closed {cluster.name}: its workers are stopped and its jobs cancelled.")
+
+    def _close_cluster(self, cluster, client):
+        """Close ``cluster`` (and our client of it); forget the notebook's names for them."""
+        if client is not None:
+            client.close()
+        cluster.close()
+        ns = self.shell.user_ns
+        for var, obj in list(ns.items()):
+            if obj is cluster or (client is not None and obj is client):
+                del ns[var]
 
     # -- containers -----------------------------------------------------------------------
     def _container(self, args):
