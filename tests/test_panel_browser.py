@@ -36,6 +36,7 @@ def test_panel_plus_starts_a_worker(lab, tmp_path):
         f"%scalable cluster --local --work-dir {tmp_path / 'work'}",
         "%scalable container demo --cpus 1 --memory 512M",
         "%scalable panel",
+        "%%scalable demo\nimport os\nprint('cell ran in pid', os.getpid())\n6 * 7",
     ])
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium_page() as page:
@@ -79,6 +80,15 @@ def drive(page, lab):
         "() => /running\\s*1/.test(document.querySelector("
         "'.scalable-row-demo .scalable-row-counts').innerText)", timeout=120_000)
     assert row.locator(".scalable-target input").input_value() == "1"
+
+    # the last cell failed during Run All (no worker then); now a worker runs it
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(4)
+    assert "has no workers to run the cell" in cell.inner_text()
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")  # run in place
+    cell.locator(".jp-OutputArea-output", has_text="42").wait_for(timeout=60_000)
+    text = cell.inner_text()
+    assert "cell ran in pid" in text and "Traceback" not in text and "UsageError" not in text
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "panel.png"), full_page=True)
     row.screenshot(path=str(ARTIFACTS / "panel-row.png"))
