@@ -208,3 +208,24 @@ def test_magics_class_is_configurable():
     c.ScalableMagics.cluster_variable = "hpc"
     m = ScalableMagics(shell=None, config=c)
     assert m.cluster_variable == "hpc" and m.client_variable == "client"
+
+
+def test_cell_code_needs_no_scalable_on_the_worker():
+    """A model's image has distributed but maybe not scalable: the cell runner travels by value."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+
+    from scalable.jupyter import remote
+
+    cloudpickle.register_pickle_by_value(remote)  # as %%scalable does
+    payload = cloudpickle.dumps((remote.run_cell, "x = 6\nprint('six')\nx * 7"))
+    code = ("import pickle, sys; sys.modules['scalable'] = None; "  # `import scalable` fails here
+            "fn, src = pickle.loads(sys.stdin.buffer.read()); out = fn(src); "
+            "print(out['result'], repr(out['stdout']), 'scalable' in sys.modules and "
+            "sys.modules['scalable'] is not None)")
+    done = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == ["42", "'six\\n'", "False"]
