@@ -56,6 +56,7 @@ def test_every_subcommand(ip, backend, capsys):
     magic(ip, "scale model 2 --wait --timeout 120")
     status = {r["tag"]: r for r in magic(ip, "status")}
     assert status["model"]["running"] == 2 and status["other"]["target"] == 0
+    assert status["model"]["starting"] == 0
     assert [r["tag"] for r in magic(ip, "status other")] == ["other"]
     jobs = magic(ip, "jobs")
     assert len(jobs) == 2 and {j["tag"] for j in jobs} == {"model"}

@@ -64,6 +64,16 @@ def test_panel_on_local_cluster(tmp_path):
     assert not cluster.periodic_callbacks["scalable-panel"].is_running()  # stopped on close
 
 
+def test_panel_of_a_cluster_closed_by_the_magic(tmp_path, shell):
+    shell.run_line_magic("load_ext", "scalable")
+    shell.run_line_magic("scalable", f"cluster --local --work-dir {tmp_path}")
+    shell.run_line_magic("scalable", "container model")
+    panel = widget.panel_of(shell.user_ns["cluster"])
+    shell.run_line_magic("scalable", "close")
+    assert panel.plus["model"].disabled and panel.add_button.disabled
+    assert "closed" in panel.message.value
+
+
 @pytest.mark.slurm
 def test_panel_on_slurm_clicks_coalesce_and_counts_follow(tmp_path, make_image, apptainer, slurm):
     from scalable import SlurmCluster

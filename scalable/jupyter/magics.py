@@ -40,7 +40,8 @@ from .tables import Link, Table
 
 #: Exceptions that are the user's to fix: shown as their message alone.
 USER_ERRORS = (ValueError, KeyError, ContainerError, CommandError, TimeoutError, OSError)
-STATUS_COLUMNS = ["tag", "target", "pending", "running", "busy", "idle", "waiting_tasks"]
+STATUS_COLUMNS = ["tag", "target", "pending", "starting", "running", "busy", "idle",
+                  "waiting_tasks"]
 NO_CLUSTER = ("there is no cluster yet: type `%scalable cluster --local` (or `%scalable cluster "
               "--queue PARTITION` on Slurm) first.")
 
@@ -196,6 +197,9 @@ class ScalableMagics(Magics):
         if client is not None:
             client.close()
         cluster.close()
+        panel = vars(cluster).get("_scalable_panel")
+        if panel is not None:
+            panel.closed()
         ns = self.shell.user_ns
         for var, obj in list(ns.items()):
             if obj is cluster or (client is not None and obj is client):
@@ -259,8 +263,9 @@ class ScalableMagics(Magics):
         cluster = self._need_cluster()
         if args.tag is not None:
             cluster._check_tag(args.tag)
-        rows = [{"tag": tag, **s} for tag, s in cluster.tag_status().items()
-                if args.tag in (None, tag)]
+        # "starting": jobs Slurm runs whose worker has not connected yet
+        rows = [{"tag": tag, **s, "starting": max(0, s["target"] - s["pending"] - s["running"])}
+                for tag, s in cluster.tag_status().items() if args.tag in (None, tag)]
         return Table(rows, STATUS_COLUMNS,
                      empty="No containers yet: type `%scalable container TAG --cpus 1 --memory 1G`.")
 

@@ -264,6 +264,13 @@ class ClusterPanel:
         color = "#b00" if error else "#555"
         self.message.value = f"<span style='color:{color}'>{_esc(text)}</span>"
 
+    def closed(self):
+        """The cluster is gone: grey out the controls and say so."""
+        for widget in [*self.plus.values(), *self.minus.values(), *self.target.values(),
+                       *self.form.children, *([self.walltime] if self.walltime else [])]:
+            widget.disabled = True
+        self._say("this cluster is closed: `%scalable cluster --new` starts another")
+
     # -- live refresh ---------------------------------------------------------------------
     async def refresh(self):
         """One refresh: one ``tag_status`` query, then every row's counts and target."""
