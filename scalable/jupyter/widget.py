@@ -22,7 +22,6 @@ Examples
 from __future__ import annotations
 
 import html
-import logging
 import os
 import threading
 import time
@@ -31,8 +30,6 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from . import links
-
-logger = logging.getLogger(__name__)
 
 #: Errors a click can cause that the user fixes (shown in the panel, not as a traceback).
 _USER_ERRORS = (ValueError, KeyError, RuntimeError, OSError)
