@@ -154,7 +154,8 @@ class TaggedCluster:
     def _names(self, tag) -> list:
         """Spec names of ``tag``, leaving out workers about to retire (already replaced)."""
         retiring = self._watcher.retiring
-        return [n for n in self.worker_spec if tag_of(n) == tag and n not in retiring]
+        # list() copies atomically: the event loop thread may change worker_spec meanwhile
+        return [n for n in list(self.worker_spec) if tag_of(n) == tag and n not in retiring]
 
     def _new_name(self, tag) -> str:
         return f"{tag}-{next(self._counters[tag])}"
