@@ -144,8 +144,13 @@ class Bench:
                     "--nthreads", "1", "--memory-limit", "1GiB", "--nanny",
                     "--death-timeout", str(self.args.death_timeout), "--resources", f"{TAG}=1"]
             t0 = time.perf_counter()
-            procs = [subprocess.Popen([*argv, "--name", f"bare-{i}"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL) for i in range(n)]
+            # each its own scratch directory, as each container's private /tmp gives the
+            # others: 50 workers sharing one contend for its locks
+            scratch = tempfile.mkdtemp(prefix="bare-", dir=self.work)
+            procs = [subprocess.Popen([*argv, "--name", f"bare-{i}", "--local-directory",
+                                       os.path.join(scratch, str(i))],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for i in range(n)]
             try:
                 client.wait_for_workers(n, timeout=self.args.timeout)
                 seconds = time.perf_counter() - t0
@@ -207,12 +212,10 @@ def run(args) -> list:
                     print(f"  {system:9s} N={n:<3d} {row['seconds']:6.2f}s  "
                           f"burst {row['burst_by']}  close {row['close']}", file=sys.stderr)
         b = args.burst
-        results["bare", b] = [bench.bare_burst(b)]
-        print(f"  bare      N={b:<3d} {results['bare', b][0]['seconds']:6.2f}s", file=sys.stderr)
-        results["scalable", b] = [bench.scale_up("scalable", b)]
-        print(f"  scalable  N={b:<3d} {results['scalable', b][0]['seconds']:6.2f}s", file=sys.stderr)
-        results["jobqueue", b] = [bench.scale_up("jobqueue", b)]
-        print(f"  jobqueue  N={b:<3d} {results['jobqueue', b][0]['seconds']:6.2f}s", file=sys.stderr)
+        for system in ("bare", "scalable", "jobqueue"):
+            row = bench.bare_burst(b) if system == "bare" else bench.scale_up(system, b)
+            results[system, b] = [row]
+            print(f"  {system:9s} N={b:<3d} {row['seconds']:6.2f}s", file=sys.stderr)
         tp = bench.scale_up("scalable", args.tp_workers, measure=bench.throughput)["extra"]
         if args.show_scripts:
             print(results["scalable", 1][0]["script"], "\n", results["jobqueue", 1][0]["script"])
@@ -228,16 +231,22 @@ def table(args, res, tp) -> list:
     def row(measure, sc, jq, ratio, goal, met):
         rows.append((measure, sc, jq, ratio, goal, "yes" if met else "NO"))
 
+    def spread(rows):  # the run-to-run spread says how much a ratio can be trusted
+        xs = [r["seconds"] for r in rows]
+        return f"{statistics.median(xs):.2f} ({min(xs):.1f}-{max(xs):.1f})"
+
     for n in args.sizes:
         s, j = median(res["scalable", n]), median(res["jobqueue", n])
-        row(f"time to {n} workers connected, s (median of {args.repeats})",
-            f"{s:.2f}", f"{j:.2f}", f"{s / j:.2f}x", "<= 1.0x", s <= j)
+        row(f"time to {n} workers connected, s: median (min-max) of {args.repeats}",
+            spread(res["scalable", n]), spread(res["jobqueue", n]), f"{s / j:.2f}x", "<= 1.0x",
+            s <= j)
     b = args.burst
     s, j, bare = (res[k, b][0]["seconds"] for k in ("scalable", "jobqueue", "bare"))
     row(f"burst of {b} workers, s (bare processes: {bare:.2f})", f"{s:.2f}", f"{j:.2f}",
         f"{s / bare:.2f}x bare", "<= 1.2x bare", s <= 1.2 * bare)
     for n in [*args.sizes, b]:
-        s, j = (max(res[k, n], key=lambda r: r["burst"])["burst_by"] for k in ("scalable", "jobqueue"))
+        s, j = (max(res[k, n], key=lambda r: r["burst"])["burst_by"]
+                for k in ("scalable", "jobqueue"))
         subs = [x["sbatch"] + x["scancel"] for x in (s, j)]
         row(f"Slurm commands, burst of {n}: sbatch+scancel (+squeue)",
             *(f"{c} (+{x['squeue']})" for c, x in zip(subs, (s, j))),
@@ -257,11 +266,9 @@ def table(args, res, tp) -> list:
 def print_table(rows):
     head = ("measure", "scalable", "dask-jobqueue", "ratio", "goal", "met")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    print(line(head))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
+    for r in [head, None, *rows]:
+        print("|" + "|".join(f" {str(c).ljust(w)} " if r else "-" * (w + 2)
+                             for c, w in zip(r or head, widths)) + "|")
 
 
 def main(argv=None) -> int:

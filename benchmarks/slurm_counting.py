@@ -47,7 +47,7 @@ class CommandCounter:
         for prog in COUNTED:
             real = shutil.which(prog)
             if real is None:
-                raise SystemExit(f"{prog} is not on PATH: install slurm-wlm (apt-get install slurm-wlm).")
+                raise SystemExit(f"{prog} is not on PATH: apt-get install slurm-wlm")
             shim = self.bin / prog
             # O_APPEND writes of one short line are atomic: concurrent calls never mix lines
             shim.write_text(

@@ -9,26 +9,16 @@ import os
 import re
 import shlex
 import shutil
-import time
 
 import dask
 import pytest
 
 from scalable import ScalableClient, SlurmCluster
+from test_slurm_cluster import wait_for
 
 pytestmark = pytest.mark.slurm
 
 COUNTED = ("sbatch", "squeue", "scancel")
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Counts:
@@ -187,7 +177,8 @@ def test_workers_per_job_packs_workers_with_their_share(work, slurm, counts):
 
 @pytest.mark.parametrize("k", [0, -1, 1.5, True, "2"])
 def test_bad_workers_per_job_is_refused(work, k):
-    with pytest.raises(ValueError, match=re.escape(f"workers_per_job={k!r} must be a whole number")):
+    said = re.escape(f"workers_per_job={k!r} must be a whole number")
+    with pytest.raises(ValueError, match=said):
         make_cluster(workers_per_job=k)
 
 
