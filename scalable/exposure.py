@@ -1,0 +1,113 @@
+"""How a tagged cluster shows itself to others.
+
+Scheduler handlers let other processes (the JupyterLab server extension) read a cluster's status
+and scale it through its scheduler; the registry entry tells the JupyterLab sidebar the cluster
+exists; ``_widget``/``_repr_html_`` display it in a notebook.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+
+logger = logging.getLogger(__name__)
+
+
+class ExposedCluster:
+    """Mixin of :class:`scalable.tagged.TaggedCluster`: handlers, registry entry, display."""
+
+    # -- scheduler handlers: how the JupyterLab sidebar reaches this cluster -----------------
+    def _install_handlers(self):
+        self.scheduler.handlers["scalable_status"] = self._handle_status
+        self.scheduler.handlers["scalable_scale"] = self._handle_scale
+
+    async def _handle_status(self):
+        return {
+            "cluster_id": self.cluster_id,
+            "name": self._name,
+            "kind": self.kind,
+            "tags": await self._tag_status(),
+            "walltime": getattr(self, "walltime", None),
+            "dashboard_port": self.dashboard_port,
+            "last_error": self.last_error,
+        }
+
+    async def _handle_scale(self, tag=None, n=None):
+        try:
+            tag = self._check_tag(tag)
+            n = int(n)
+            if n < 0:
+                raise ValueError("n must be 0 or more")
+        except (KeyError, ValueError, TypeError) as e:
+            return {"status": "error", "message": str(e)}
+        have = self._target(tag)
+        if n > have:
+            k = self.workers_per_spec
+            self._watcher.reset(tag)
+            new = [self._new_name(tag) for _ in range(math.ceil((n - have) / k))]
+            self.worker_spec.update({name: self._worker_spec(tag, name) for name in new})
+            await self._start_new(new)
+        elif n < have:
+            await self._remove(tag, have - n)
+        return {"status": "OK", "target": self._target(tag)}
+
+    # -- notebook display: the panel lives in scalable.jupyter.widget ------------------------
+    def _widget(self):
+        from .jupyter.widget import cluster_widget
+
+        return cluster_widget(self)
+
+    def _repr_html_(self, cluster_status=None):
+        from .jupyter.widget import summary_html
+
+        return summary_html(self)
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def dashboard_port(self):
+        try:
+            return self.scheduler.http_server.port
+        except AttributeError:
+            return None
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.scheduler.address
+
+    def _registry_entry(self) -> dict:
+        return {
+            "id": self.cluster_id,
+            "name": self._name,
+            "kind": self.kind,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "scheduler_address": self.scheduler.address,
+            "dashboard_port": self.dashboard_port,
+            "tags": list(self.containers),
+            "walltime": getattr(self, "walltime", None),
+            "work_dir": self.work_dir,
+            "created": getattr(self, "_created_at", time.time()),
+        }
+
+    def _registry_update(self):
+        if getattr(self, "scheduler", None) is None or self.scheduler.status.name != "running":
+            return
+        try:
+            from .jupyter import registry
+        except ImportError:
+            return
+        try:
+            registry.register(self._registry_entry())
+        except Exception as e:  # the registry is a convenience: never break the cluster for it
+            logger.debug("cluster registry not updated: %s", e)
+
+    def _registry_remove(self):
+        try:
+            from .jupyter import registry
+
+            registry.unregister(self.cluster_id)
+        except Exception as e:
+            logger.debug("cluster registry entry not removed: %s", e)
