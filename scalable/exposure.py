@@ -48,8 +48,7 @@ class ExposedCluster:
             k = self.workers_per_spec
             self._watcher.reset(tag)
             new = [self._new_name(tag) for _ in range(math.ceil((n - have) / k))]
-            self.worker_spec.update({name: self._worker_spec(tag, name) for name in new})
-            await self._start_new(new)
+            await self._add_specs({name: self._worker_spec(tag, name) for name in new})
         elif n < have:
             await self._remove(tag, have - n)
         return {"status": "OK", "target": self._target(tag)}

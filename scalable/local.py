@@ -132,6 +132,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
                     "death_timeout": self.death_timeout,
                     "env": dict(spec.env),
                     "host": "127.0.0.1",
+                    "dashboard_address": "127.0.0.1:0",
                     "silence_logs": logging.ERROR,
                 },
             }
@@ -141,7 +142,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
             [python, "-m", "distributed.cli.dask_worker", "--host", "127.0.0.1",
              "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
              "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
-             "--no-dashboard"],
+             "--no-dashboard", "--dashboard-address", "127.0.0.1:0"],
             binds=spec.dirs, env=spec.env, home=self.work_dir, cwd=self.work_dir,
         )
         return {"cls": ContainerWorker, "options": {"argv": argv, "cwd": self.work_dir}}

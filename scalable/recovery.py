@@ -15,6 +15,7 @@ makes one job-status query (one ``squeue`` on Slurm) and:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import warnings
@@ -59,14 +60,19 @@ class Watcher:
         self.replaced = 0
         self._pc = None
         self._running = False
+        self.closed = False
 
     def start(self):
         self._pc = PeriodicCallback(self._tick, self.interval * 1000)
         self._pc.start()
 
-    def stop(self):
+    async def stop(self):
+        """Stop, and wait for a pass in flight, so nothing is submitted after close."""
+        self.closed = True
         if self._pc is not None:
             self._pc.stop()
+        while self._running:
+            await asyncio.sleep(0.05)
 
     def reset(self, tag):
         """The user asked for workers again: forget past failures of ``tag``."""
@@ -74,7 +80,7 @@ class Watcher:
         self.errors.pop(tag, None)
 
     async def _tick(self):
-        if self._running or self.cluster.status != Status.running:
+        if self._running or self.closed or self.cluster.status != Status.running:
             return
         self._running = True
         try:
@@ -93,6 +99,8 @@ class Watcher:
             # is missing from its answer without being lost
             known = list(c.workers.items())
             jobs = await c._jobs_async()
+            if self.closed:
+                return
             live = {j["job_id"] for j in jobs}
             connected = {c._spec_name(ws.name) for ws in c.scheduler.workers.values()}
             for name, worker in known:
@@ -164,10 +172,18 @@ class Watcher:
             if not ready or tag not in c.containers:
                 continue
             self.owed[tag] = [d for d in dues if d > now]
-            for _ in ready:
-                name = c._new_name(tag)
-                c.worker_spec[name] = c._worker_spec(tag, name)
-                new.append(name)
-        if new:
+            new += [c._new_name(tag) for _ in ready]
+        if new and not self.closed:
             self.replaced += len(new)
-            await c._start_new(new)
+            await c._add_specs({name: c._worker_spec(c.tag_of(name), name) for name in new})
+            for name in new:
+                if name not in c.workers:  # the submission failed: try again later
+                    tag = c.tag_of(name)
+                    self.failures[tag] += 1
+                    if self.failures[tag] >= self.max_failures:
+                        self.errors[tag] = (f"replacing workers of tag {tag!r} failed "
+                                            f"{self.failures[tag]} times: {c.last_error}")
+                        self.owed.pop(tag, None)
+                        continue
+                    self.owed[tag].append(time.monotonic() + min(2.0 ** self.failures[tag],
+                                                                  self.backoff_max))

@@ -26,12 +26,18 @@ def walltime_seconds(walltime: str) -> int:
     --------
     >>> walltime_seconds("02:00:00"), walltime_seconds("1-00:00:00"), walltime_seconds("90")
     (7200, 86400, 5400)
+    >>> walltime_seconds("0-6"), walltime_seconds("1-12:30")
+    (21600, 131400)
     """
     text = str(walltime).strip()
-    days = 0
-    if "-" in text:
+    if "-" in text:  # D-H, D-H:M, D-H:M:S
         d, text = text.split("-", 1)
-        days = int(d)
+        hms = [int(p) for p in text.split(":")]
+        if not 1 <= len(hms) <= 3:
+            raise ValueError
+        hms += [0] * (3 - len(hms))
+        return int(d) * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]
+    days = 0
     parts = [int(p) for p in text.split(":")]
     if len(parts) == 1:
         seconds = parts[0] * 60
@@ -143,7 +149,6 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         self.log_directory = os.path.join(
             self.work_dir, config.get("slurm.log-directory", log_directory)
         )
-        os.makedirs(self.log_directory, exist_ok=True)
         self._submitter = SlurmSubmitter(
             window=float(config.get("slurm.submit-window")), cwd=self.work_dir
         )
@@ -199,8 +204,9 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
 
     async def _close(self):
         await self._before_close()
-        records.remove(self.work_dir, self.cluster_id)
         await super()._close()
+        # only once its jobs are cancelled: until then `scalable cleanup` must find them
+        records.remove(self.work_dir, self.cluster_id)
 
     # -- per-tag job options --------------------------------------------------------------
     @property
@@ -254,7 +260,9 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
             python=python or self.python,
             job_name=f"sc-{self.cluster_id}-{tag}",
             walltime=self._walltime,
-            worker_extra_args=["--resources", f"{tag}=1", *self._lifetime_args()],
+            # the worker's own HTTP server (health, metrics) stays on the node's loopback
+            worker_extra_args=["--resources", f"{tag}=1", "--dashboard-address", "127.0.0.1:0",
+                               *self._lifetime_args()],
             job_extra_directives=[
                 f"-o {os.path.join(self.log_directory, log_name)}",
                 *self._job_kwargs.get("job_extra_directives", []),
@@ -268,6 +276,8 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         return options
 
     def _worker_spec(self, tag, name) -> dict:
+        # made on first use, not by the constructor: creating a cluster writes nothing
+        os.makedirs(self.log_directory, exist_ok=True)
         spec = {"cls": TaggedSlurmJob, "options": self._job_options(tag)}
         if self.workers_per_spec > 1:
             spec["group"] = [f"-{i}" for i in range(self.workers_per_spec)]

@@ -141,7 +141,12 @@ class SlurmSubmitter:
         self.commands["sbatch"] += 1
         try:
             result = await runner.arun(argv, input=script, cwd=self.cwd, timeout=120)
-        except runner.CommandError as e:
+        except Exception as e:  # every waiting start must hear of it, or add_workers hangs
+            if not isinstance(e, runner.CommandError):
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                return
             said = "; ".join(line.strip() for line in e.stderr.splitlines() if line.strip())
             error = SubmitError(
                 f"Slurm refused the {jobs[0].tag!r} workers: {said or e} "
@@ -176,9 +181,15 @@ class SlurmSubmitter:
         self.commands["scancel"] += 1
         try:
             result = await runner.arun(["scancel", *ids], cwd=self.cwd, timeout=60, check=False)
-            if result.returncode:
-                # jobs that already ended are not an error for close()
-                logger.debug("scancel: %s", result.stderr.strip())
+            said = result.stderr.strip()
+            if result.returncode and said and not all(
+                "Invalid job id" in line or "already completing" in line
+                for line in said.splitlines()
+            ):
+                # jobs that already ended are fine; anything else may leave jobs queued
+                logger.warning("scancel %s failed: %s (check with `scalable jobs`)", " ".join(ids), said)
+        except Exception as e:
+            logger.warning("scancel %s failed: %s (check with `scalable jobs`)", " ".join(ids), e)
         finally:
             for _, fut in batch:
                 if not fut.done():

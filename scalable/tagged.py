@@ -39,6 +39,12 @@ class UnknownTagError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def _whole(n, example) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n={n!r} must be a whole number of workers, e.g. {example}.")
+    return n
+
+
 def tag_of(name) -> str:
     """The tag encoded in a worker or spec name (``gcam-3`` or, packed, ``gcam-3-1``).
 
@@ -200,41 +206,53 @@ class TaggedCluster(ExposedCluster):
         ['gcam-0', 'gcam-1', 'gcam-2']
         """
         tag = self._check_tag(tag)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=2.")
-        k = self.workers_per_spec
+        n = _whole(n, "n=2")
         self._watcher.reset(tag)
         new = {}
-        for _ in range(math.ceil(n / k)):
+        for _ in range(math.ceil(n / self.workers_per_spec)):
             name = self._new_name(tag)
             new[name] = self._worker_spec(tag, name)
         if not new:
             return []
-        self.worker_spec.update(new)
         if not wait:
-            self.loop.add_callback(self._start_new, list(new))
+            self.loop.add_callback(self._add_specs, new)
             return list(new)
-        return self.sync(self._start_new, list(new), True)
+        return self.sync(self._add_specs, new, True)
 
     add_worker = add_workers  # the spelling of the original README
 
+    async def _add_specs(self, new, raise_errors=False):
+        # worker_spec changes only on the event loop, where SpecCluster reads it
+        if self.status not in (Status.running, Status.starting, Status.created):
+            return []
+        self.worker_spec.update(new)
+        return await self._start_new(list(new), raise_errors)
+
     async def _start_new(self, names, raise_errors=False):
+        error = None
         try:
             await self._correct_state()
         except Exception as exc:
-            failed = [n for n in names if n in self.workers and getattr(self.workers[n], "start_error", None)]
-            failed = failed or [n for n in names if n in self.worker_spec]
-            errors = [getattr(self.workers.get(n), "start_error", None) for n in failed]
-            for name in failed:
+            error = exc
+        # a failed start, ours or one sharing this run, leaves nothing behind
+        failed = {}
+        for name, worker in list(self.workers.items()):
+            why = getattr(worker, "start_error", None)
+            if why is not None or worker.status == Status.failed:
+                failed[name] = why or error
                 self.worker_spec.pop(name, None)
-                worker = self.workers.pop(name, None)
-                if worker is not None:
-                    worker.status = Status.failed  # it never ran: nothing to close later
-            error = next((e for e in errors if e is not None), exc)
+                self.workers.pop(name, None)
+                worker.status = Status.failed  # it never ran: nothing to close later
+        mine = [failed[n] for n in names if n in failed]
+        if mine or (error is not None and not failed):
+            error = next((e for e in mine if e is not None), error)
+            for name in names:
+                if name not in self.workers:
+                    self.worker_spec.pop(name, None)
             self.last_error = str(error)
             if raise_errors:
                 raise error from None
-            logger.error("could not start workers %s: %s", failed, error)
+            logger.error("could not start workers %s: %s", names, error)
         return names
 
     def remove_workers(self, n=1, tag=None):
@@ -246,9 +264,7 @@ class TaggedCluster(ExposedCluster):
         >>> cluster.remove_workers(n=2, tag="gcam")  # doctest: +SKIP
         """
         tag = self._check_tag(tag)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=1.")
-        return self.sync(self._remove, tag, n)
+        return self.sync(self._remove, tag, _whole(n, "n=1"))
 
     async def _remove(self, tag, n):
         n_specs = math.ceil(n / self.workers_per_spec)
@@ -289,8 +305,7 @@ class TaggedCluster(ExposedCluster):
     def scale_tag(self, tag, n, wait=True):
         """Set the number of workers of ``tag`` to ``n``."""
         tag = self._check_tag(tag)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n={n!r} must be a whole number of workers, e.g. n=4.")
+        n = _whole(n, "n=4")
         have = self._target(tag)
         if n > have:
             return self.add_workers(n - have, tag, wait=wait)
@@ -307,6 +322,8 @@ class TaggedCluster(ExposedCluster):
                 f"this cluster has several tags ({self._known_tags()}): say which one, e.g. "
                 f"cluster.scale({n}, tag={next(iter(self.containers), 'gcam')!r})."
             )
+        self._watcher.owed.clear()  # replacements on their way are not wanted either
+        self._watcher.retiring.clear()
         self.worker_spec.clear()
         self.loop.add_callback(self._correct_state)
 
@@ -366,7 +383,7 @@ class TaggedCluster(ExposedCluster):
         self._watcher.start()
 
     async def _before_close(self):
-        self._watcher.stop()
+        await self._watcher.stop()
         self._registry_remove()
 
     # -- hooks for recovery (overridden per backend) -----------------------------------------

@@ -2,6 +2,7 @@
 walltime rollover, and clean-up of dead clusters' jobs."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -48,7 +49,11 @@ def names_of(client, tag):
 
 
 def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
+    runs = work / "runs"  # the work directory is bound into every worker: count the attempts
+
     def slow(x):
+        with open(runs, "a") as f:
+            f.write("run\n")
         time.sleep(4)
         return x * 2
 
@@ -63,6 +68,7 @@ def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
             name = client.scheduler_info()["workers"][running_on]["name"]
             run(["scancel", cluster.workers[name].job_id])  # "cancelled from outside"
             assert fut.result(timeout=90) == 42
+            assert runs.read_text().count("run") == 2  # cut short once, then rerun elsewhere
             wait_for(lambda: len(names_of(client, "gcam")) == 2, 60, "a replacement worker")
             assert name not in names_of(client, "gcam")
             assert cluster.targets == {"gcam": 2}
@@ -112,6 +118,8 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=work, stdout=subprocess.PIPE,
                             text=True, env={**os.environ})
     try:
+        ready = select.select([proc.stdout], [], [], 180)[0]  # never wait for ever in CI
+        assert ready, "the cluster process did not start its workers within 180 s"
         running_id, pending_id = proc.stdout.readline().split()
         assert len(live_jobs(running_id)) == 2 and len(live_jobs(pending_id)) == 2
         listing = subprocess.run([sys.executable, "-m", "scalable.cli", "jobs"], cwd=work,
@@ -138,8 +146,9 @@ def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slur
         time.sleep(60)
         return "never"
 
-    settings = {**FAST_RECOVERY, "scalable.slurm.lifetime": "16s",
-                "scalable.slurm.lifetime-stagger": "1s", "scalable.recovery.rollover-lead": "11s"}
+    # a replacement has 12 s to connect before its predecessor retires (about 5 s when idle)
+    settings = {**FAST_RECOVERY, "scalable.slurm.lifetime": "20s",
+                "scalable.slurm.lifetime-stagger": "1s", "scalable.recovery.rollover-lead": "12s"}
     with dask.config.set(settings), SlurmCluster(queue="slurm", walltime="00:01:00",
                                                  interface="lo") as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
@@ -149,12 +158,12 @@ def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slur
             first = names_of(client, "gcam")
             fut = client.submit(long_task, tag="gcam")
             counts = []
-            deadline = time.monotonic() + 45
+            deadline = time.monotonic() + 90
             while time.monotonic() < deadline and not fut.done():
                 counts.append(len(names_of(client, "gcam")))
                 time.sleep(0.25)
             with pytest.raises(Exception, match=r"walltime \(00:01:00.*raise the walltime"):
-                fut.result(timeout=60)
+                fut.result(timeout=120)
             # workers rolled over, and a replacement was always there before the old one left
             assert names_of(client, "gcam") != first
             assert min(counts) >= 1, counts

@@ -33,6 +33,9 @@ def test_tags_route_to_their_own_images_and_binds(work, apptainer):
             "cwd": os.getcwd(),
         }
 
+    def http_hosts(dask_worker):
+        return sorted({s.getsockname()[0] for s in dask_worker.http_server._sockets.values()})
+
     with LocalCluster(work_dir=str(work)) as cluster:
         cluster.add_container(tag="a", cpus=1, memory="1G", dirs={"data_a": "/data-a"})
         cluster.add_container(tag="b", cpus=1, memory="1G", dirs={"data_b": "/data-b"})
@@ -42,10 +45,12 @@ def test_tags_route_to_their_own_images_and_binds(work, apptainer):
             client.wait_for_workers(3, timeout=60)
             a = client.gather(client.map(where, range(4), pure=False, tag="a"))
             b = client.submit(where, tag="b").result()
+            http = client.run(http_hosts)
     assert all(r == {"image": "a_container.sif", "tag": ["a"], "sees_a": True, "sees_b": False,
                      "cwd": str(work)} for r in a)
     assert b == {"image": "b_container.sif", "tag": ["b"], "sees_a": False, "sees_b": True,
                  "cwd": str(work)}
+    assert set(map(tuple, http.values())) == {("127.0.0.1",)}  # worker HTTP stays on loopback
 
 
 def test_scale_per_tag_and_mistakes(tmp_path):

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -200,14 +199,17 @@ def test_job_script_text_and_bad_arguments(work):
         cluster.close()
 
 
-def test_scheduler_and_dashboard_listen_where_they_should(work):
+def test_only_the_scheduler_listens_beyond_loopback(work, slurm):
+    def http_hosts(dask_worker=None, dask_scheduler=None):
+        server = (dask_worker or dask_scheduler).http_server
+        return sorted({sock.getsockname()[0] for sock in server._sockets.values()})
+
     with SlurmCluster(queue="slurm", interface="lo") as cluster:
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        # the dashboard never listens beyond loopback
-        out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout \
-            if shutil.which("ss") else ""
-        port = cluster.dashboard_port
-        assert port
-        for line in out.splitlines():
-            if f":{port} " in line:
-                assert "127.0.0.1:" in line
+        cluster.add_container(tag="gcam", cpus=1, memory="512M")
+        assert "--dashboard-address 127.0.0.1:0" in cluster.job_script("gcam")
+        cluster.add_workers(2, "gcam")
+        with ScalableClient(cluster) as client:
+            client.wait_for_workers(2, timeout=90)
+            # dashboards (the scheduler's and each worker's HTTP server) stay on loopback
+            assert client.run_on_scheduler(http_hosts) == ["127.0.0.1"]
+            assert list(client.run(http_hosts).values()) == [["127.0.0.1"], ["127.0.0.1"]]
