@@ -40,10 +40,16 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .containers import ContainerError
+    from .runner import CommandError
+
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
+    except (CommandError, ContainerError) as e:  # a sentence for the user, not a traceback
+        print(f"scalable {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def write(work_dir: str, cluster_id: str, **extra) -> str:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     path = os.path.join(folder, f"{cluster_id}.json")
     record = {"id": cluster_id, "host": socket.gethostname(), "pid": os.getpid(),
-              "created": time.time(), **extra}
+              "pidns": _pid_namespace(), "created": time.time(), **extra}
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(record, f)
@@ -60,10 +60,17 @@ def read_all(work_dir: str) -> list:
     return out
 
 
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def is_alive(record: dict) -> bool | None:
     """True/False for a record of this host; None when it was written on another host."""
-    if record.get("host") != socket.gethostname():
-        return None
+    if record.get("host") != socket.gethostname() or record.get("pidns") != _pid_namespace():
+        return None  # another machine, or another container's process ids: cannot tell
     try:
         os.kill(int(record["pid"]), 0)
     except ProcessLookupError:
@@ -105,7 +112,11 @@ def cleanup(work_dir: str) -> list:
     dead = [r for r in read_all(work_dir) if is_alive(r) is False]
     jobs = jobs_of(dead)
     if jobs:
-        runner.run(["scancel", *sorted({j["job_id"] for j in jobs})], timeout=60, check=False)
+        runner.run(["scancel", *sorted({j["job_id"] for j in jobs})], timeout=60)
+    # a record goes only once none of its jobs is left: until then cleanup must find them
+    remaining = {j["cluster"] for j in jobs_of(dead)
+                 if j["state"] not in ("CANCELLED", "COMPLETING", "COMPLETED")} if jobs else set()
     for r in dead:
-        remove(work_dir, r["id"])
+        if r["id"] not in remaining:
+            remove(work_dir, r["id"])
     return jobs

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import socket
@@ -27,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
 
 ENV_VAR = "SCALABLE_REGISTRY_DIR"
 
@@ -228,10 +231,21 @@ def list_clusters(prune: bool = True, directory: str | os.PathLike | None = None
         names = sorted(n for n in os.listdir(directory) if n.endswith(".json") and not n.startswith("."))
     except FileNotFoundError:
         return []
+    try:
+        # the server connects to (and unpickles replies from) what entries name: trust only a
+        # directory nobody else can write to, and only files of our own user
+        st = os.stat(directory)
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            logger.warning("cluster registry %s is not private to this user: ignored", directory)
+            return []
+    except FileNotFoundError:
+        return []
     entries = []
     for name in names:
         path = directory / name
         try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
             with open(path) as f:
                 entry = json.load(f)
             if not isinstance(entry, dict) or entry.get("id") != name[: -len(".json")]:
