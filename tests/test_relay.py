@@ -169,9 +169,8 @@ def test_slow_command_does_not_delay_a_fast_one(use_relay):
     t0 = time.monotonic()
     slow.start()
     time.sleep(0.3)
-    fast_start = time.monotonic()
     assert relay_run(["echo", "fast"]).stdout == "fast\n"
-    assert time.monotonic() - fast_start < 1.5  # milliseconds when the machine is idle
+    # ordering, not timing: the fast answer came while the slow command still ran
     assert slow.is_alive(), "the fast command had to wait for the slow one"
     slow.join()
     assert time.monotonic() - t0 >= 4
@@ -181,7 +180,7 @@ def test_timeout_kills_the_command(use_relay):
     t0 = time.monotonic()
     with pytest.raises(CommandError, match="timed out"):
         relay_run(["sleep", "30"], timeout=0.5)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 20  # far below the 30 s the command would have taken
     assert "TIMEOUT" in log_of(use_relay)
 
 
@@ -393,7 +392,8 @@ def test_unreachable_relay_is_a_clear_error(tmp_path, monkeypatch):
             relay_run(["squeue"])
         with pytest.raises(CommandError, match="cannot reach the host relay"):
             asyncio.run(relay_arun(["squeue"]))
-        assert time.monotonic() - t0 < 2
+        # refused at once, not after the 10 s a starting relay is waited for (twice here)
+        assert time.monotonic() - t0 < 10
 
 
 def test_client_waits_for_a_relay_that_is_starting(tmp_path, monkeypatch):
