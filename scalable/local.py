@@ -147,7 +147,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
         )
         return {"cls": ContainerWorker, "options": {"argv": argv, "cwd": self.work_dir}}
 
-    async def _jobs_async(self) -> list:
+    async def _jobs_async(self, fresh=False) -> list:
         connected = {str(ws.name) for ws in self.scheduler.workers.values()}
         jobs = []
         for name, worker in self.workers.items():

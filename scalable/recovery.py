@@ -98,7 +98,7 @@ class Watcher:
             # judge only jobs that existed before the query: one submitted while squeue runs
             # is missing from its answer without being lost
             known = list(c.workers.items())
-            jobs = await c._jobs_async()
+            jobs = await c._jobs_async(fresh=True)
             if self.closed:
                 return
             live = {j["job_id"] for j in jobs}
@@ -140,7 +140,7 @@ class Watcher:
                 f"stopped starting more. Last job log:\n{why}"
             )
             self.owed.pop(tag, None)
-            for other in [s for s in c.worker_spec if c.tag_of(s) == tag and s not in c.workers]:
+            for other in [s for s in list(c.worker_spec) if c.tag_of(s) == tag and s not in c.workers]:
                 c.worker_spec.pop(other)
             c.last_error = self.errors[tag]
             logger.error(self.errors[tag])

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shlex
+import time
 import warnings
 
 from dask.utils import parse_timedelta
@@ -304,7 +305,28 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         """Slurm commands this cluster issued, by program (``{"sbatch": 2, "scancel": 1}``)."""
         return dict(self._submitter.commands)
 
-    async def _jobs_async(self) -> list:
+    async def _jobs_async(self, fresh=False) -> list:
+        """This cluster's jobs. Status readers (panel, sidebar, ``tag_status``) share one
+        ``squeue`` per second; ``fresh=True`` (recovery) always asks Slurm itself."""
+        if fresh:
+            return await self._query_jobs()
+        # a submission or cancellation since the last answer makes it stale at once
+        stamp = (self._submitter.commands["sbatch"], self._submitter.commands["scancel"])
+        cached = getattr(self, "_jobs_cache", None)
+        if cached and cached[1] == stamp and time.monotonic() - cached[0] < 1.0:
+            return cached[2]
+        if getattr(self, "_jobs_inflight", None) is None:
+            self._jobs_inflight = asyncio.ensure_future(self._query_jobs())
+        task = self._jobs_inflight
+        try:
+            jobs = await asyncio.shield(task)
+        finally:
+            if task.done() and self._jobs_inflight is task:
+                self._jobs_inflight = None
+        self._jobs_cache = (time.monotonic(), stamp, jobs)
+        return jobs
+
+    async def _query_jobs(self) -> list:
         if not self.containers:
             return []
         names = ",".join(f"sc-{self.cluster_id}-{tag}" for tag in self.containers)

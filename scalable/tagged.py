@@ -214,15 +214,18 @@ class TaggedCluster(ExposedCluster):
             new[name] = self._worker_spec(tag, name)
         if not new:
             return []
+        # added here, at once, so that calls in quick succession are started (and submitted)
+        # together by the next state correction
+        self.worker_spec.update(new)
         if not wait:
-            self.loop.add_callback(self._add_specs, new)
+            self.loop.add_callback(self._start_new, list(new))
             return list(new)
-        return self.sync(self._add_specs, new, True)
+        return self.sync(self._start_new, list(new), True)
 
     add_worker = add_workers  # the spelling of the original README
 
     async def _add_specs(self, new, raise_errors=False):
-        # worker_spec changes only on the event loop, where SpecCluster reads it
+        """Add worker specs from the event loop (scheduler handlers, recovery) and start them."""
         if self.status not in (Status.running, Status.starting, Status.created):
             return []
         self.worker_spec.update(new)
@@ -328,7 +331,7 @@ class TaggedCluster(ExposedCluster):
         self.loop.add_callback(self._correct_state)
 
     # -- status -----------------------------------------------------------------------------
-    async def _jobs_async(self) -> list:
+    async def _jobs_async(self, fresh=False) -> list:
         """This cluster's jobs: dicts with job_id, name, tag, state, reason, node."""
         raise NotImplementedError
 

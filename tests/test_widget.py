@@ -106,7 +106,8 @@ def test_panel_on_slurm_clicks_coalesce_and_counts_follow(tmp_path, make_image, 
         queries = cluster.slurm_commands["squeue"] - before_q
         refreshes = panel.refreshes - before_r
         # a refresh under way at either end of the window counts its squeue but not itself
-        assert refreshes >= 3 and refreshes - 1 <= queries <= refreshes + 1
+        # (status readers share one squeue per second, so never more than one per refresh)
+        assert refreshes >= 3 and 1 <= queries <= refreshes + 1
 
         panel.minus["model"].click()
         wait_until(lambda: cluster.targets == {"model": 2}, what="target 2")
