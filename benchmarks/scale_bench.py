@@ -135,8 +135,12 @@ class Bench:
                 else cluster.job_script(TAG)}
 
     # -- the machine's own limit -------------------------------------------------------------
-    def bare_burst(self, n):
-        """``n`` bare ``dask worker`` processes (no Slurm, no container) to connected."""
+    def bare_burst(self, n, stagger=0.0):
+        """``n`` bare ``dask worker`` processes (no Slurm, no container) to connected.
+
+        ``stagger`` seconds between starts: 50 started in the same instant import in lockstep
+        and all finish late; slightly spread (as Slurm's launches are) they finish sooner.
+        """
         with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             rss0 = rss()
@@ -147,10 +151,12 @@ class Bench:
             # each its own scratch directory, as each container's private /tmp gives the
             # others: 50 workers sharing one contend for its locks
             scratch = tempfile.mkdtemp(prefix="bare-", dir=self.work)
-            procs = [subprocess.Popen([*argv, "--name", f"bare-{i}", "--local-directory",
-                                       os.path.join(scratch, str(i))],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                     for i in range(n)]
+            procs = []
+            for i in range(n):
+                own = ["--name", f"bare-{i}", "--local-directory", os.path.join(scratch, str(i))]
+                procs.append(subprocess.Popen([*argv, *own], stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+                time.sleep(stagger)
             try:
                 client.wait_for_workers(n, timeout=self.args.timeout)
                 seconds = time.perf_counter() - t0
@@ -212,8 +218,11 @@ def run(args) -> list:
                     print(f"  {system:9s} N={n:<3d} {row['seconds']:6.2f}s  "
                           f"burst {row['burst_by']}  close {row['close']}", file=sys.stderr)
         b = args.burst
-        for system in ("bare", "scalable", "jobqueue"):
-            row = bench.bare_burst(b) if system == "bare" else bench.scale_up(system, b)
+        for system in ("bare", "bare-staggered", "scalable", "jobqueue"):
+            if system.startswith("bare"):
+                row = bench.bare_burst(b, args.bare_stagger if "stagger" in system else 0.0)
+            else:
+                row = bench.scale_up(system, b)
             results[system, b] = [row]
             print(f"  {system:9s} N={b:<3d} {row['seconds']:6.2f}s", file=sys.stderr)
         tp = bench.scale_up("scalable", args.tp_workers, measure=bench.throughput)["extra"]
@@ -237,13 +246,16 @@ def table(args, res, tp) -> list:
 
     for n in args.sizes:
         s, j = median(res["scalable", n]), median(res["jobqueue", n])
-        row(f"time to {n} workers connected, s: median (min-max) of {args.repeats}",
+        row(f"time to {n} worker{'s' * (n > 1)} connected, s: median (min-max) of {args.repeats}",
             spread(res["scalable", n]), spread(res["jobqueue", n]), f"{s / j:.2f}x", "<= 1.0x",
             s <= j)
     b = args.burst
-    s, j, bare = (res[k, b][0]["seconds"] for k in ("scalable", "jobqueue", "bare"))
-    row(f"burst of {b} workers, s (bare processes: {bare:.2f})", f"{s:.2f}", f"{j:.2f}",
-        f"{s / bare:.2f}x bare", "<= 1.2x bare", s <= 1.2 * bare)
+    s, j, once, spread_ = (res[k, b][0]["seconds"]
+                           for k in ("scalable", "jobqueue", "bare", "bare-staggered"))
+    bare = min(once, spread_)  # the machine's limit: the better way to start them directly
+    row(f"burst of {b} workers, s (bare processes: {once:.1f} at once, {spread_:.1f} "
+        f"{args.bare_stagger:g} s apart)", f"{s:.2f}", f"{j:.2f}", f"{s / bare:.2f}x bare",
+        "<= 1.2x bare", s <= 1.2 * bare)
     for n in [*args.sizes, b]:
         s, j = (max(res[k, n], key=lambda r: r["burst"])["burst_by"]
                 for k in ("scalable", "jobqueue"))
@@ -279,6 +291,8 @@ def main(argv=None) -> int:
     p.add_argument("--burst", type=int, default=50)
     p.add_argument("--tasks", type=int, default=10_000)
     p.add_argument("--tp-workers", type=int, default=4, help="workers for the throughput run")
+    p.add_argument("--bare-stagger", type=float, default=0.1,
+                   help="seconds between bare worker starts in the staggered bare burst")
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--cpus-per-node", type=int, default=20)
     p.add_argument("--timeout", type=float, default=300, help="longest wait for a burst, s")
