@@ -150,9 +150,8 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         self.log_directory = os.path.join(
             self.work_dir, config.get("slurm.log-directory", log_directory)
         )
-        self._submitter = SlurmSubmitter(
-            window=float(config.get("slurm.submit-window")), cwd=self.work_dir
-        )
+        self.start_delay = float(config.get("slurm.submit-window"))
+        self._submitter = SlurmSubmitter(window=self.start_delay, cwd=self.work_dir)
         if kwargs.get("security"):
             # TLS files for workers must be readable on compute nodes and inside images:
             # the work directory is both (it is every container's home)

@@ -9,6 +9,7 @@ there. :class:`TaggedCluster` is a mixin: :class:`scalable.slurm.SlurmCluster` a
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -63,6 +64,8 @@ class TaggedCluster(ExposedCluster):
 
     #: workers per worker_spec entry (one Slurm job may pack several)
     workers_per_spec = 1
+    #: seconds to wait for more add_workers calls before starting workers
+    start_delay = 0.0
     #: whether add_container insists on an image file (Slurm: yes; local: only if path= given)
     require_image = True
     kind = "cluster"
@@ -233,6 +236,10 @@ class TaggedCluster(ExposedCluster):
 
     async def _start_new(self, names, raise_errors=False):
         error = None
+        if self.start_delay:
+            # let every add_workers call of this burst add its specs first: one state
+            # correction then starts them all, so they share one submission
+            await asyncio.sleep(self.start_delay)
         try:
             await self._correct_state()
         except Exception as exc:
