@@ -14,20 +14,11 @@ import pytest
 
 from scalable import ScalableClient, SlurmCluster
 from scalable.runner import run
+from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
 FAST_RECOVERY = {"scalable.recovery.interval": "0.5s", "scalable.recovery.backoff-max": "1s"}
-
-
-def wait_for(predicate, timeout=60, what="condition", every=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def live_jobs(cluster_id):

@@ -11,18 +11,9 @@ from pathlib import Path
 import pytest
 
 from slurm_harness import DaemonExited, SlurmTestCluster, processes_of
+from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
-
-
-def wait_for(predicate, timeout=30.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_cluster_is_up(slurm):

@@ -2,24 +2,14 @@
 
 import os
 import shutil
-import time
 
 import pytest
 
 from scalable import ScalableClient, SlurmCluster
 from scalable.runner import run
+from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cluster_jobs(slurm, cluster):

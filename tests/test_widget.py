@@ -11,14 +11,7 @@ import pytest
 from jupyter_fixtures import _ipython, shell  # noqa: F401  (fixtures)
 from scalable import LocalCluster
 from scalable.jupyter import widget
-
-
-def wait_until(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+from waiting import wait_for as wait_until
 
 
 @pytest.fixture(autouse=True)
