@@ -12,10 +12,11 @@ import logging
 import os
 import signal
 
-from distributed import Nanny, Scheduler
+from distributed import Nanny
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
 from . import config
+from .scheduler import ScalableScheduler
 from .tagged import TaggedCluster
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
         self._init_tags(work_dir, runtime)
         self.death_timeout = config.get("local.death-timeout", death_timeout)
         scheduler = {
-            "cls": Scheduler,
+            "cls": ScalableScheduler,
             "options": {
                 "host": "127.0.0.1",
                 "port": 0,

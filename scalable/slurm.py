@@ -13,6 +13,7 @@ from dask.utils import parse_timedelta
 from dask_jobqueue import SLURMCluster as _JobqueueSLURMCluster
 
 from . import config, records, runner
+from .scheduler import ScalableScheduler
 from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
 from .tagged import TaggedCluster, tag_of
 from .walltime import WalltimeGuard
@@ -170,6 +171,7 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
             job_extra_directives=list(config.get("slurm.job-extra-directives", job_extra_directives)),
             death_timeout=config.get("slurm.death-timeout", death_timeout),
             scheduler_options=options,
+            scheduler_cls=ScalableScheduler,
             # placeholders: every tag brings its own cpus and memory
             cores=1,
             memory="1GiB",
