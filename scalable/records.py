@@ -18,6 +18,22 @@ from . import runner
 RECORD_DIR = os.path.join(".scalable", "clusters")
 
 
+def parse_squeue(stdout: str, fields) -> list:
+    r"""Rows of ``squeue --noheader --format=%a|%b|...`` as dicts keyed by ``fields``.
+
+    Examples
+    --------
+    >>> parse_squeue("12_0|RUNNING\n", ("job_id", "state"))
+    [{'job_id': '12_0', 'state': 'RUNNING'}]
+    """
+    rows = []
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == len(fields):
+            rows.append(dict(zip(fields, parts)))
+    return rows
+
+
 def record_dir(work_dir: str) -> str:
     return os.path.join(work_dir, RECORD_DIR)
 
@@ -32,7 +48,7 @@ def write(work_dir: str, cluster_id: str, **extra) -> str:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     path = os.path.join(folder, f"{cluster_id}.json")
     record = {"id": cluster_id, "host": socket.gethostname(), "pid": os.getpid(),
-              "pidns": _pid_namespace(), "created": time.time(), **extra}
+              "pidns": pid_namespace(), "created": time.time(), **extra}
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(record, f)
@@ -60,7 +76,8 @@ def read_all(work_dir: str) -> list:
     return out
 
 
-def _pid_namespace() -> str | None:
+def pid_namespace() -> str | None:
+    """This process's pid namespace (pids of other namespaces cannot be checked from here)."""
     try:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
@@ -69,7 +86,7 @@ def _pid_namespace() -> str | None:
 
 def is_alive(record: dict) -> bool | None:
     """True/False for a record of this host; None when it was written on another host."""
-    if record.get("host") != socket.gethostname() or record.get("pidns") != _pid_namespace():
+    if record.get("host") != socket.gethostname() or record.get("pidns") != pid_namespace():
         return None  # another machine, or another container's process ids: cannot tell
     try:
         os.kill(int(record["pid"]), 0)
@@ -88,16 +105,10 @@ def jobs_of(records: list) -> list:
                          "--format=%i|%j|%T|%r|%N"], timeout=60)
     by_prefix = {job_prefix(r["id"]): r for r in records}
     jobs = []
-    for line in result.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 5:
-            continue
-        job_id, name, state, reason, node = parts
-        prefix = name[: name.rfind("-") + 1]
-        if prefix in by_prefix:
-            r = by_prefix[prefix]
-            jobs.append({"job_id": job_id, "name": name, "state": state, "reason": reason,
-                         "node": node, "cluster": r["id"], "alive": is_alive(r)})
+    for job in parse_squeue(result.stdout, ("job_id", "name", "state", "reason", "node")):
+        r = by_prefix.get(job["name"][: job["name"].rfind("-") + 1])
+        if r is not None:
+            jobs.append({**job, "cluster": r["id"], "alive": is_alive(r)})
     return jobs
 
 

@@ -13,6 +13,7 @@ from dask.utils import parse_timedelta
 from dask_jobqueue import SLURMCluster as _JobqueueSLURMCluster
 
 from . import config, records, runner
+from .records import parse_squeue
 from .scheduler import ScalableScheduler
 from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
 from .tagged import TaggedCluster, tag_of
@@ -337,17 +338,10 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
              "--format=%i|%T|%r|%N|%j"],
             cwd=self.work_dir, timeout=60,
         )
-        jobs = []
-        for line in result.stdout.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) != 5:
-                continue
-            job_id, state, reason, node, job_name = parts
-            jobs.append({
-                "job_id": job_id, "state": state, "reason": reason,
-                "node": node, "tag": job_name.rsplit("-", 1)[-1],
-                "worker": self._worker_of_job(job_id),
-            })
+        jobs = parse_squeue(result.stdout, ("job_id", "state", "reason", "node", "tag"))
+        for job in jobs:
+            job["tag"] = job["tag"].rsplit("-", 1)[-1]  # job names are sc-<cluster id>-<tag>
+            job["worker"] = self._worker_of_job(job["job_id"])
         return jobs
 
     def _worker_of_job(self, job_id):

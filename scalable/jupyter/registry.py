@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..records import pid_namespace
+
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "SCALABLE_REGISTRY_DIR"
@@ -92,13 +94,6 @@ def check_id(cluster_id: str) -> str:
     return cluster_id
 
 
-def _pid_namespace() -> str | None:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
 def _kernel_id() -> str | None:
     """The id of the IPython kernel this process runs, if it is one (never imports ipykernel)."""
     import sys
@@ -133,7 +128,7 @@ def register(entry: dict) -> Path:
     entry.setdefault("host", socket.gethostname())
     entry.setdefault("created", time.time())
     entry.setdefault("kernel_id", _kernel_id())
-    entry.setdefault("pidns", _pid_namespace())
+    entry.setdefault("pidns", pid_namespace())
     directory = _ensure_dir()
     path = directory / f"{cluster_id}.json"
     fd, tmp = tempfile.mkstemp(prefix=f".{cluster_id}.", suffix=".tmp", dir=directory)  # mode 0600
@@ -204,7 +199,7 @@ def is_alive(entry: dict) -> bool:
     scheduler refuses connections means the cluster closed without unregistering. Elsewhere only
     the scheduler's answer counts.
     """
-    local = entry.get("host") == socket.gethostname() and entry.get("pidns") in (None, _pid_namespace())
+    local = entry.get("host") == socket.gethostname() and entry.get("pidns") in (None, pid_namespace())
     pid = entry.get("pid")
     if local and isinstance(pid, int) and not _pid_alive(pid):
         return False
