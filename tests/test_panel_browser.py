@@ -86,7 +86,9 @@ def drive(page, lab):
     assert "has no workers to run the cell" in cell.inner_text()
     cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Control+Enter")  # run in place
-    cell.locator(".jp-OutputArea-output", has_text="42").wait_for(timeout=60_000)
+    # the result exactly: the printed pid may contain "42" too
+    cell.locator(".jp-OutputArea-output[data-mime-type='text/plain']",
+                 has_text=re.compile(r"^\s*42\s*$")).wait_for(timeout=60_000)
     text = cell.inner_text()
     assert "cell ran in pid" in text and "Traceback" not in text and "UsageError" not in text
     panel.scroll_into_view_if_needed()
