@@ -31,10 +31,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--in-flight", type=int, default=40,
+                        help="most unfinished tasks at any time (default 40)")
     args = parser.parse_args(argv)
     random.seed(args.seed)
 
     import dask
+    from distributed import wait
     from slurm_harness import SlurmTestCluster
 
     from scalable import ScalableClient, SlurmCluster
@@ -57,10 +60,17 @@ def main(argv=None) -> int:
         cluster.add_workers(2, "stitches")
         client = ScalableClient(cluster)
         deadline = time.monotonic() + args.minutes * 60
+        unfinished = []
         while time.monotonic() < deadline:
+            # a steady stream, not an ever-growing backlog: at most --in-flight unfinished
+            # tasks, so the end of the run measures losses rather than queue length
+            unfinished = [f for f in unfinished if not f.done()]
             tag = random.choice(["gcam", "stitches"])
-            futures.append((submitted, client.submit(work, submitted, tag=tag, pure=False)))
-            submitted += 1
+            if len(unfinished) < args.in_flight:
+                fut = client.submit(work, submitted, tag=tag, pure=False)
+                futures.append((submitted, fut))
+                unfinished.append(fut)
+                submitted += 1
             roll = random.random()
             if roll < 0.02:
                 jobs = [j for j in cluster.workers.values() if getattr(j, "job_id", None)]
@@ -71,10 +81,14 @@ def main(argv=None) -> int:
                 cluster.scale_tag(tag, random.randint(1, 4))
                 rescales += 1
             time.sleep(0.2)
+        try:
+            wait([f for _, f in futures], timeout=900)
+        except TimeoutError:
+            pass  # what is still unfinished counts as lost below
         completed = lost = 0
         for x, fut in futures:
             try:
-                ok = fut.result(timeout=600) == x * x
+                ok = fut.done() and fut.result() == x * x
             except Exception as e:  # noqa: BLE001 - a soak counts every kind of loss
                 print(f"task {x} lost: {e}", file=sys.stderr)
                 ok = False

@@ -5,7 +5,9 @@ makes one job-status query (one ``squeue`` on Slurm) and:
 
 - replaces workers whose job ended unexpectedly (cancelled from outside, node failure, OOM,
   worker crash); Dask reruns their tasks elsewhere;
-- counts starts that failed (the job ended before its worker ever connected); after
+- replaces jobs that ended before they ever started (cancelled while pending) without counting
+  them as failures, with backoff if it keeps happening;
+- counts starts that failed (the job ran but ended before its worker connected); after
   ``max-failures`` in a row for a tag it stops retrying that tag and records why (the tail of
   the job's log, where the container runtime's error lands) in ``cluster.tag_errors``, with
   exponential backoff before then;
@@ -53,6 +55,7 @@ class Watcher:
         self.backoff_max = parse_timedelta(config.get("recovery.backoff-max"))
         self.lead = parse_timedelta(config.get("recovery.rollover-lead"))
         self.failures = defaultdict(int)  # tag -> consecutive failed starts
+        self.vanished = defaultdict(int)  # tag -> consecutive jobs that ended before starting
         self.errors = {}  # tag -> why we stopped retrying
         self.owed = defaultdict(list)  # tag -> [due time of a replacement]
         self.seen = {}  # spec name -> monotonic time its worker first connected
@@ -77,6 +80,7 @@ class Watcher:
     def reset(self, tag):
         """The user asked for workers again: forget past failures of ``tag``."""
         self.failures.pop(tag, None)
+        self.vanished.pop(tag, None)
         self.errors.pop(tag, None)
 
     async def _tick(self):
@@ -110,6 +114,7 @@ class Watcher:
                     if name not in self.seen:
                         self.seen[name] = now
                         self.failures.pop(c.tag_of(name), None)
+                        self.vanished.pop(c.tag_of(name), None)
                     continue
                 if c._job_alive(worker, live):
                     continue
@@ -130,6 +135,15 @@ class Watcher:
             self.seen.pop(name)
             logger.info("worker %s was lost; replacing it", name)
             self.owed[tag].append(now)
+            return
+        if not c._job_started(worker):
+            # cancelled while pending (by the user, an admin, a preemption): the container never
+            # got to fail, so this says nothing about the tag; replace it, backing off if it
+            # keeps happening
+            self.vanished[tag] += 1
+            delay = 0 if self.vanished[tag] == 1 else min(2.0 ** self.vanished[tag], self.backoff_max)
+            logger.info("job of worker %s ended before it started; replacing it", name)
+            self.owed[tag].append(now + delay)
             return
         self.failures[tag] += 1
         n = self.failures[tag]

@@ -366,6 +366,10 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
     def _failure_detail(self, job) -> str:
         return f"{self._log_path(job)}:\n{self._read_log(job, 15)}"
 
+    def _job_started(self, job) -> bool:
+        # Slurm creates the output file when the job starts, before the script's first line
+        return os.path.exists(self._log_path(job))
+
     def logs(self, tag=None, lines=50) -> dict:
         """The last ``lines`` of each current job log of ``tag``: {worker name: text}."""
         tag = self._check_tag(tag)
