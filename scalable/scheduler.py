@@ -4,10 +4,11 @@ When a worker dies unexpectedly, Dask counts every task assigned to it as "suspi
 a task that was on ``allowed-failures`` dead workers with ``KilledWorker``. Tasks restricted to a
 tag are all assigned to that tag's workers at once, so on an HPC, where jobs are cancelled,
 preempted or lose their node for reasons unrelated to the tasks, a backlog waiting behind one
-running task would be failed after a few unrelated losses. :class:`ScalableScheduler` counts only
-the tasks that were really executing on the dead worker, when its last heartbeat accounts for all
-of its threads; otherwise it counts every task, as Dask does, so a task that crashes its workers
-still fails in the end.
+running task would be failed after a few unrelated losses. :class:`ScalableScheduler` blames at
+most as many tasks as the worker had threads: those its last heartbeat reported executing, then
+the highest-priority ones it held (a worker runs its ready tasks in priority order, so those are
+the ones that can have started since). A task that crashes its workers is among those every
+time, so it still fails in the end; the backlog behind it does not.
 """
 
 from __future__ import annotations
@@ -21,13 +22,20 @@ class ScalableScheduler(Scheduler):
     async def remove_worker(self, address, *, stimulus_id, expected=False, close=True):
         ws = self.workers.get(self.coerce_address(address))
         if ws is not None and not expected and len(ws.processing) > ws.nthreads:
-            executing = {ts for ts in ws.executing if ts in ws.processing}
-            if len(executing) >= ws.nthreads:  # the heartbeat knows what every thread ran
-                for ts in ws.processing:
-                    if ts not in executing:
-                        # Dask adds one right after this: net zero for a task that never ran
-                        ts.suspicious -= 1
-                        ts.prefix.suspicious -= 1
+            for ts in ws.processing - self._maybe_running(ws):
+                # Dask adds one right after this: net zero for a task that never ran
+                ts.suspicious -= 1
+                ts.prefix.suspicious -= 1
         return await super().remove_worker(
             address, stimulus_id=stimulus_id, expected=expected, close=close
         )
+
+    @staticmethod
+    def _maybe_running(ws) -> set:
+        """At most ``ws.nthreads`` tasks of ``ws`` that may have been running when it died."""
+        running = {ts for ts in ws.executing if ts in ws.processing}
+        if len(running) < ws.nthreads:
+            # the heartbeat is up to a second old: whatever started since came first in order
+            rest = sorted(ws.processing - running, key=lambda ts: ts.priority or ())
+            running.update(rest[: ws.nthreads - len(running)])
+        return running

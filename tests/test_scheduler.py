@@ -3,6 +3,7 @@
 import os
 import time
 
+import pytest
 from distributed import KilledWorker
 
 from scalable import LocalCluster, ScalableClient
@@ -25,7 +26,7 @@ def test_queued_tasks_survive_repeated_worker_deaths(tmp_path):
             futs = client.map(slow, range(8), tag="m")
             for _ in range(4):  # Dask's default fails a task after 3 dead workers (allowed-failures)
                 wait_for(lambda: client.scheduler_info()["workers"], 60, "a worker")
-                time.sleep(1.2)  # a heartbeat reports what runs
+                time.sleep(0.3)  # mid-task, before any heartbeat says what runs
                 try:
                     client.run(die)
                 except Exception:
@@ -38,3 +39,24 @@ def test_queued_tasks_survive_repeated_worker_deaths(tmp_path):
                     results.append(None)
     # the one task running at each death may be blamed; the ones waiting behind it are not
     assert sum(r is not None for r in results) >= 4, results
+
+
+def test_a_task_that_kills_its_workers_still_fails(tmp_path):
+    def crash():
+        time.sleep(0.5)
+        os._exit(1)
+
+    def slow(i):
+        time.sleep(0.2)
+        return i
+
+    with LocalCluster(work_dir=str(tmp_path)) as cluster:
+        cluster.add_container(tag="m", cpus=1, memory="512M")
+        cluster.add_workers(1, "m")
+        with ScalableClient(cluster) as client:
+            client.wait_for_workers(1, timeout=60)
+            bad = client.submit(crash, tag="m", priority=10)  # first in line on every worker
+            good = client.map(slow, range(6), tag="m")
+            with pytest.raises(KilledWorker):
+                bad.result(timeout=180)
+            assert client.gather(good, errors="raise") == list(range(6))
