@@ -3,9 +3,9 @@
 The kernel and the Dask scheduler run inside the scalable image, where Slurm's commands and
 munge are absent. :class:`RelayServer` listens on a Unix socket that only its owner can reach
 (a 0700 directory, a 0600 socket, and an ``SO_PEERCRED`` uid check), and runs one allowlisted
-program per request with an argv list -- never a shell, never a network address. Requests are
-served concurrently on one asyncio loop, so a pending ``salloc``-like command never delays a
-``squeue``.
+program per request with an argv list -- never a shell, never a network address. Each request
+is served by a thread of its own (blocking sockets and pipes: a round trip costs a fraction of
+what an event loop adds), so a slow command never delays a ``squeue``.
 
 Examples
 --------
@@ -27,9 +27,11 @@ import shlex
 import shutil
 import signal
 import socket
+import selectors
 import stat
 import struct
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
@@ -155,9 +157,12 @@ class RelayServer:
         bad = sorted(n for n in self.allowlist if not _NAME.match(n))
         if bad:
             raise RelayError(f"relay allowlist entries {bad} are not bare program names; list names like 'squeue'")
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._running: list[dict] = []  # commands in flight, stopped by close()
+        self._slots: threading.BoundedSemaphore | None = None  # commands running at once
+        self._running: set = set()  # Popen objects in flight, stopped by close()
+        self._lock = threading.Lock()
+        self._closed: asyncio.Event | None = None
         self._programs: dict[str, str | None] = {}  # name -> path on the host PATH
         self._uid = os.getuid()
         self._log = logging.getLogger(__name__)  # replaced by the request log in start()
@@ -181,32 +186,37 @@ class RelayServer:
         prepare_socket_dir(os.path.dirname(self.socket_path))
         clear_stale_socket(self.socket_path)
         self._log = self._request_logger()
-        self._pool = ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="relay-command")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
         try:
-            self._server = await asyncio.start_unix_server(self._handle, path=self.socket_path)
+            listener.bind(self.socket_path)
         finally:
             os.umask(old)
         os.chmod(self.socket_path, 0o600)
+        listener.listen(128)
+        self._listener = listener
+        self._closed = asyncio.Event()
+        self._slots = threading.BoundedSemaphore(self.max_concurrent)
+        # threads for connections, not only for commands: clients still sending their request
+        # or waiting for a slot must never hold up the others
+        self._pool = ThreadPoolExecutor(4 * self.max_concurrent, thread_name_prefix="relay-request")
+        threading.Thread(target=self._accept, args=(listener,), name="relay-accept", daemon=True).start()
         self._log.info("relay started pid=%d socket=%s allowlist=%s", os.getpid(), self.socket_path,
                        ",".join(sorted(self.allowlist)))
 
     async def serve_forever(self) -> None:
-        assert self._server is not None, "call start() first"
-        try:
-            await self._server.serve_forever()
-        except asyncio.CancelledError:
-            pass
+        assert self._closed is not None, "call start() first"
+        await self._closed.wait()
 
     async def close(self) -> None:
-        """Stop accepting requests and remove the socket."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for state in list(self._running):  # nobody will read their output any more
-            state["gone"] = True
-            if state["proc"] is not None:
-                _kill_group(state["proc"].pid)
+        """Stop accepting requests, stop the commands in flight and remove the socket."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
+            listener.close()
+        with self._lock:  # nobody will read their output any more
+            for proc in self._running:
+                _kill_group(proc.pid)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         try:
@@ -217,19 +227,31 @@ class RelayServer:
         for h in list(self._log.handlers):
             h.close()
             self._log.removeHandler(h)
+        if self._closed is not None:
+            self._closed.set()
 
-    # --- one request --------------------------------------------------------------------------
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue  # closed (the loop ends) or a transient accept error
+            try:
+                self._pool.submit(self._handle, conn)
+            except RuntimeError:  # the pool shut down meanwhile
+                conn.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # --- one request (in a pool thread) -------------------------------------------------------
+
+    def _handle(self, conn: socket.socket) -> None:
         pid = uid = -1
         argv: list[str] = []
         t0 = time.monotonic()
         try:
-            sock = writer.get_extra_info("socket")
-            pid, uid, _gid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+            pid, uid, _gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
             if uid != self._uid:
                 raise Refused(f"the relay serves only uid {self._uid}; uid {uid} is refused")
-            header, stdin = await asyncio.wait_for(self._read_request(reader), READ_TIMEOUT)
+            header, stdin = self._read_request(conn, t0 + READ_TIMEOUT)
             argv = header["argv"]
             program = self._resolve(argv[0])
             cwd = header["cwd"]
@@ -239,37 +261,37 @@ class RelayServer:
                     f"bound at the same path inside and outside the image (e.g. the work directory)"
                 )
             timeout = self.timeout if header["timeout"] is None else min(float(header["timeout"]), self.timeout)
-            rc, out, err, timed_out = await self._run(program, argv, stdin, cwd, timeout, reader)
+            rc, out, err, timed_out = self._run(program, argv, stdin, cwd, timeout, conn)
             if rc is None:  # the client went away; the command was stopped
                 self._log.info("uid=%d pid=%d client gone, command killed after %.3fs cwd=%s argv=%s",
                                uid, pid, time.monotonic() - t0, cwd, shlex.join(argv))
                 return
             self._log.info("uid=%d pid=%d rc=%d%s %.3fs cwd=%s argv=%s", uid, pid, rc,
                            " TIMEOUT" if timed_out else "", time.monotonic() - t0, cwd, shlex.join(argv))
-            await self._reply(writer, reply_header(rc, out, err, timed_out=timed_out), out, err)
+            self._reply(conn, reply_header(rc, out, err, timed_out=timed_out), out, err)
         except Refused as e:
             self._log.info("uid=%d pid=%d REFUSED %s argv=%s", uid, pid, e, shlex.join(argv))
-            await self._reply(writer, reply_header(e.returncode, b"", b"", error=str(e)), b"", b"")
+            self._reply(conn, reply_header(e.returncode, b"", b"", error=str(e)), b"", b"")
         except ProtocolError as e:
             self._log.info("uid=%d pid=%d BAD REQUEST %s", uid, pid, e)
-            await self._reply(writer, reply_header(126, b"", b"", error=f"bad relay request: {e}"), b"", b"")
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
+            self._reply(conn, reply_header(126, b"", b"", error=f"bad relay request: {e}"), b"", b"")
+        except (TimeoutError, EOFError, OSError) as e:
             self._log.info("uid=%d pid=%d dropped: %s", uid, pid, type(e).__name__)
         except Exception:  # one bad request must never take the relay down
             logger.exception("relay request failed")
             self._log.exception("uid=%d pid=%d internal error argv=%s", uid, pid, shlex.join(argv))
         finally:
-            writer.close()
+            conn.close()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[dict, bytes]:
-        (size,) = struct.unpack(">I", await reader.readexactly(4))
+    def _read_request(self, conn: socket.socket, deadline: float) -> tuple[dict, bytes]:
+        (size,) = struct.unpack(">I", _recv_exactly(conn, 4, deadline))
         if size > MAX_HEADER:
             raise ProtocolError(f"header of {size} bytes exceeds {MAX_HEADER}")
-        header = decode_header(await reader.readexactly(size))
+        header = decode_header(_recv_exactly(conn, size, deadline))
         check_request(header)
         if header["stdin"] > self.max_input:
             raise ProtocolError(f"stdin of {header['stdin']} bytes exceeds the relay's limit of {self.max_input}")
-        stdin = await reader.readexactly(header["stdin"]) if header["stdin"] else b""
+        stdin = _recv_exactly(conn, header["stdin"], deadline) if header["stdin"] else b""
         return header, stdin
 
     def _resolve(self, name: str) -> str:
@@ -292,68 +314,130 @@ class RelayServer:
             raise Refused(f"{name!r} is allowed but not found on the host's PATH; load Slurm (e.g. module load slurm) before starting the relay", 127)
         return path
 
-    async def _run(self, program, argv, stdin, cwd, timeout, reader):
-        # Commands run in a thread pool with plain subprocess (vfork): measured about twice as
-        # fast per command as asyncio's subprocess transports, and just as concurrent.
-        state = {"proc": None, "gone": False}
-        self._running.append(state)
-        work = asyncio.get_running_loop().run_in_executor(
-            self._pool, _run_command, program, argv, stdin, cwd, state
-        )
-        # A client sends nothing after its request: EOF means it went away (killed, Ctrl-C).
-        gone = asyncio.ensure_future(reader.read(1))
+    def _run(self, program, argv, stdin, cwd, timeout, conn):
+        """Run one command; ``(None, ...)`` if the client hung up first (the command is killed)."""
+        deadline = time.monotonic() + timeout
+        note = f"\nscalable relay: {argv[0]} timed out after {timeout:g} s and was killed\n".encode()
+        if not self._slots.acquire(timeout=timeout):
+            return -signal.SIGKILL, b"", note.lstrip(), True  # never got a slot to start in
         try:
-            await asyncio.wait({work, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if work.done():
-                gone.cancel()
-                return work.result()
-            timed_out = not gone.done()
-            state["gone"] = True
-            if state["proc"] is not None:
-                _kill_group(state["proc"].pid)
-            rc, out, err, _ = await work
+            proc = subprocess.Popen(
+                argv,
+                executable=program,  # argv[0] stays the bare name, as when run from a shell
+                cwd=cwd,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # so a timeout can stop the command and its children
+            )
+            with self._lock:
+                self._running.add(proc)
+            try:
+                out, err, outcome = _communicate(proc, stdin, conn, deadline)
+            finally:
+                with self._lock:
+                    self._running.discard(proc)
         finally:
-            self._running.remove(state)
-        gone.cancel()
-        if timed_out:
-            rc = -signal.SIGKILL if rc is None else rc  # None: it never got a slot to start in
-            note = f"\nscalable relay: {argv[0]} timed out after {timeout:g} s and was killed\n".encode()
-            return rc, out, err + note, True
-        return None, b"", b"", False
+            self._slots.release()
+        if outcome == "gone":
+            return None, b"", b"", False
+        if outcome == "timeout":
+            return proc.returncode, out, err + note, True
+        return proc.returncode, out, err, False
 
-    async def _reply(self, writer, header, out: bytes, err: bytes) -> None:
+    def _reply(self, conn: socket.socket, header, out: bytes, err: bytes) -> None:
         head = encode_header(header)
         try:
+            conn.settimeout(READ_TIMEOUT)  # a client that stops reading is dropped
             if len(out) + len(err) < 1 << 16:
-                writer.write(head + out + err)  # one send() for the usual small reply
+                conn.sendall(head + out + err)  # one send() for the usual small reply
             else:
                 for part in (head, out, err):
-                    writer.write(part)
-            await writer.drain()
-        except ConnectionError:
+                    conn.sendall(part)
+        except OSError:
             self._log.info("client gone before its reply")
 
 
-def _run_command(program, argv, stdin, cwd, state):
-    """Run one command to completion (in a pool thread); ``state`` lets the loop stop it."""
-    if state["gone"]:
-        return None, b"", b"", False
-    proc = subprocess.Popen(
-        argv,
-        executable=program,  # argv[0] stays the bare name, as when run from a shell
-        cwd=cwd,
-        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # so a timeout can stop the command and its children
-    )
-    state["proc"] = proc
-    if state["gone"]:
-        _kill_group(proc.pid)
-    # No timeout here: communicate(timeout=) polls waitpid with sleeps (milliseconds per
-    # command); the event loop enforces the timeout by killing the process group instead.
-    out, err = proc.communicate(stdin or None)
-    return proc.returncode, out, err, False
+def _recv_exactly(conn: socket.socket, n: int, deadline: float) -> bytes:
+    """``n`` bytes from ``conn`` before ``deadline``; EOFError if the client hangs up first."""
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        conn.settimeout(left)
+        chunk = conn.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def _communicate(proc: subprocess.Popen, stdin: bytes, conn: socket.socket, deadline: float):
+    """Feed ``stdin``, collect stdout/stderr and wait, watching the client and the clock.
+
+    Returns ``(stdout, stderr, outcome)``, outcome being ``"done"``, ``"timeout"`` (the command's
+    process group was killed) or ``"gone"`` (the client hung up: it sends nothing after its
+    request, so end-of-file on its socket means it was killed or interrupted).
+    """
+    out, err = [], []
+    pipes = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    sel = selectors.PollSelector()
+    for fd in pipes:
+        sel.register(fd, selectors.EVENT_READ)
+    sel.register(conn, selectors.EVENT_READ)
+    data, sent, wfd = memoryview(stdin), 0, None
+    if stdin:
+        wfd = proc.stdin.fileno()
+        os.set_blocking(wfd, False)
+        sel.register(wfd, selectors.EVENT_WRITE)
+    outcome, open_pipes, give_up = "done", set(pipes), None
+    try:
+        while open_pipes or wfd is not None:
+            now = time.monotonic()
+            if outcome == "done" and now >= deadline:
+                outcome, give_up = "timeout", now + 5.0
+                _kill_group(proc.pid)
+            if give_up is not None and now >= give_up:
+                break  # something outside the killed group holds the pipes: stop waiting
+            wait = (deadline if give_up is None else give_up) - now
+            for key, _ in sel.select(max(wait, 0)):
+                fd = key.fd
+                if fd == wfd:
+                    try:
+                        sent += os.write(fd, data[sent:sent + (1 << 20)])
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        sent = len(data)  # the command stopped reading, as with communicate()
+                    if sent >= len(data):
+                        sel.unregister(fd)
+                        proc.stdin.close()
+                        wfd = None
+                elif key.fileobj is conn:
+                    try:
+                        gone = not conn.recv(4096)
+                    except OSError:
+                        gone = True
+                    if gone:
+                        sel.unregister(conn)
+                        if outcome == "done":
+                            outcome, give_up = "gone", time.monotonic() + 5.0
+                            _kill_group(proc.pid)
+                else:
+                    chunk = os.read(fd, 1 << 16)
+                    if chunk:
+                        pipes[fd].append(chunk)
+                    else:
+                        sel.unregister(fd)
+                        open_pipes.discard(fd)
+    finally:
+        sel.close()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
+    proc.wait()
+    return b"".join(out), b"".join(err), outcome
 
 
 def _kill_group(pid: int) -> None:
