@@ -235,7 +235,9 @@ class RelayServer:
             try:
                 conn, _ = listener.accept()
             except OSError:
-                continue  # closed (the loop ends) or a transient accept error
+                if self._listener is listener:
+                    time.sleep(0.05)  # e.g. out of file descriptors: retry, without spinning
+                continue
             try:
                 self._pool.submit(self._handle, conn)
             except RuntimeError:  # the pool shut down meanwhile
