@@ -89,7 +89,18 @@ class ExposedCluster:
             "walltime": getattr(self, "walltime", None),
             "work_dir": self.work_dir,
             "created": getattr(self, "_created_at", time.time()),
+            "tls": self._registry_tls(),
         }
+
+    def _registry_tls(self):
+        # A TLS scheduler talks only to holders of a certificate its CA signed: the Jupyter
+        # server (same user, same host) gets the client's credentials through the registry
+        # entry, which only its owner can read. PEM text or file paths, as Security holds them.
+        sec = getattr(self, "security", None)
+        if sec is None or not getattr(sec, "require_encryption", False):
+            return None
+        return {"ca": sec.tls_ca_file, "cert": sec.tls_client_cert or sec.tls_cert,
+                "key": sec.tls_client_key or sec.tls_key}
 
     def _registry_update(self):
         if getattr(self, "scheduler", None) is None or self.scheduler.status.name != "running":

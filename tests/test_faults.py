@@ -1,6 +1,7 @@
 """Fault injection on the real test Slurm: lost workers, node failure, a killed client process,
 walltime rollover, and clean-up of dead clusters' jobs."""
 
+import asyncio
 import os
 import select
 import signal
@@ -13,6 +14,8 @@ import dask
 import pytest
 
 from scalable import ScalableClient, SlurmCluster
+from scalable.jupyter import registry
+from scalable.jupyter.handlers import call_scheduler
 from scalable.runner import run
 from waiting import wait_for
 
@@ -205,5 +208,11 @@ def test_tls_security_with_containerized_workers(work, slurm):
                 return os.environ["APPTAINER_NAME"]
 
             assert client.submit(image, tag="gcam").result(timeout=90) == "gcam_container.sif"
+        # the sidebar reaches a TLS cluster with the credentials in its private registry entry
+        entry = registry.read_entry(cluster.cluster_id)
+        status = asyncio.run(call_scheduler(entry, "scalable_status", timeout=10))
+        assert status["tags"]["gcam"]["running"] == 1, status
+        with pytest.raises(Exception):  # and nothing reaches it without them
+            asyncio.run(call_scheduler({**entry, "tls": None}, "scalable_status", timeout=5))
         tls_dir = work / ".scalable" / "tls"
         assert oct(tls_dir.stat().st_mode & 0o777) == "0o700"

@@ -100,8 +100,15 @@ def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | 
 async def call_scheduler(entry: dict, method: str, timeout: float, **kwargs):
     """Call one of the cluster's scheduler handlers; raise ``OSError`` if it cannot be reached."""
     from distributed.core import rpc
+    from distributed.security import Security
 
-    conn = rpc(entry["scheduler_address"], timeout=timeout)
+    tls = entry.get("tls") or {}
+    args = {}
+    if tls:  # a cluster made with security=True: connect with its client certificate
+        args = Security(tls_ca_file=tls.get("ca"), tls_client_cert=tls.get("cert"),
+                        tls_client_key=tls.get("key"), require_encryption=True
+                        ).get_connection_args("client")
+    conn = rpc(entry["scheduler_address"], timeout=timeout, connection_args=args)
     try:
         return await asyncio.wait_for(getattr(conn, method)(**kwargs), timeout)
     except asyncio.TimeoutError as e:
