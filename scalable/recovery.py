@@ -5,9 +5,10 @@ makes one job-status query (one ``squeue`` on Slurm) and:
 
 - replaces workers whose job ended unexpectedly (cancelled from outside, node failure, OOM,
   worker crash); Dask reruns their tasks elsewhere;
-- replaces jobs that ended before they ever started (cancelled while pending) without counting
+- replaces jobs that Slurm ended before their worker connected for reasons outside the
+  container (cancelled while pending or starting, preempted, node failure) without counting
   them as failures, with backoff if it keeps happening;
-- counts starts that failed (the job ran but ended before its worker connected); after
+- counts starts that failed (the job ran and ended by itself before its worker connected); after
   ``max-failures`` in a row for a tag it stops retrying that tag and records why (the tail of
   the job's log, where the container runtime's error lands) in ``cluster.tag_errors``, with
   exponential backoff before then;
@@ -136,13 +137,13 @@ class Watcher:
             logger.info("worker %s was lost; replacing it", name)
             self.owed[tag].append(now)
             return
-        if not c._job_started(worker):
-            # cancelled while pending (by the user, an admin, a preemption): the container never
-            # got to fail, so this says nothing about the tag; replace it, backing off if it
+        if c._ended_outside(worker):
+            # cancelled (by the user, an admin, a preemption) before the container could show
+            # whether it works: this says nothing about the tag; replace it, backing off if it
             # keeps happening
             self.vanished[tag] += 1
             delay = 0 if self.vanished[tag] == 1 else min(2.0 ** self.vanished[tag], self.backoff_max)
-            logger.info("job of worker %s ended before it started; replacing it", name)
+            logger.info("job of worker %s was ended by Slurm before it connected; replacing it", name)
             self.owed[tag].append(now + delay)
             return
         self.failures[tag] += 1

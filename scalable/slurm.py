@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shlex
 import time
 import warnings
@@ -20,6 +21,9 @@ from .tagged import TaggedCluster, tag_of
 from .walltime import WalltimeGuard
 
 logger = logging.getLogger(__name__)
+
+#: what slurmstepd writes into a job's output when Slurm ends the job from outside
+_SLURM_ENDED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT ")
 
 
 def walltime_seconds(walltime: str) -> int:
@@ -366,9 +370,17 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
     def _failure_detail(self, job) -> str:
         return f"{self._log_path(job)}:\n{self._read_log(job, 15)}"
 
-    def _job_started(self, job) -> bool:
-        # Slurm creates the output file when the job starts, before the script's first line
-        return os.path.exists(self._log_path(job))
+    def _ended_outside(self, job) -> bool:
+        # Slurm creates the output file when the job starts: none means it never ran. When
+        # Slurm itself ends a running job (scancel, time limit, preemption, node failure),
+        # slurmstepd writes "*** JOB <id> ON <node> CANCELLED AT <time> [DUE TO ...] ***" there.
+        try:
+            with open(self._log_path(job), "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+                tail = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return True
+        return _SLURM_ENDED.search(tail) is not None
 
     def logs(self, tag=None, lines=50) -> dict:
         """The last ``lines`` of each current job log of ``tag``: {worker name: text}."""

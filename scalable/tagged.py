@@ -411,9 +411,10 @@ class TaggedCluster(ExposedCluster):
     def _failure_detail(self, worker) -> str:
         return ""
 
-    def _job_started(self, worker) -> bool:
-        """Whether the worker's job ever began running (a job cancelled while pending did not)."""
-        return True
+    def _ended_outside(self, worker) -> bool:
+        """Whether the worker's job was ended from outside before its worker could connect
+        (cancelled while pending or starting, preempted): then it is no failed start."""
+        return False
 
     def _lifetime_seconds(self):
         return None

@@ -69,21 +69,32 @@ def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
             assert cluster._watcher.replaced >= 1
 
 
-def test_jobs_cancelled_while_pending_are_replaced_not_counted_as_failed_starts(work, slurm):
-    # the jobs wait for a begin time an hour away, so each scancel hits a pending job
-    with dask.config.set(FAST_RECOVERY), SlurmCluster(
-            queue="slurm", interface="lo", job_extra_directives=["--begin=now+3600"]) as cluster:
+def cancel_again_and_again(cluster, started):
+    """scancel a worker's job once ``started(job)`` holds, more times than give-up allows."""
+    for _ in range(cluster._watcher.max_failures + 1):
+        victim = wait_for(lambda: [j for j in cluster.workers.values()
+                                   if getattr(j, "job_id", None) and started(j)], 60,
+                          "a job to cancel")[0].job_id
+        run(["scancel", victim])
+        wait_for(lambda: len(cluster.workers) == 2 and victim not in
+                 {getattr(j, "job_id", None) for j in cluster.workers.values()},
+                 30, f"a replacement for job {victim}")
+    assert cluster.tag_errors == {} and cluster._watcher.failures["gcam"] == 0
+    assert cluster.targets == {"gcam": 2}
+    assert len(live_jobs(cluster.cluster_id)) == 2
+
+
+@pytest.mark.parametrize("when", ["pending", "starting"])
+def test_jobs_cancelled_before_connecting_are_replaced_not_counted_as_failed_starts(work, slurm, when):
+    # pending: the jobs wait for a begin time an hour away; starting: they run, but their
+    # worker starts only after a long prologue
+    extra = ({"job_extra_directives": ["--begin=now+3600"]} if when == "pending"
+             else {"job_script_prologue": ["sleep 120"]})
+    with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo", **extra) as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_workers(2, "gcam")
-        for round in range(cluster._watcher.max_failures + 1):  # more than give-up would allow
-            victim = next(iter(cluster.workers.values())).job_id
-            run(["scancel", victim])
-            wait_for(lambda: len(cluster.workers) == 2 and victim not in
-                     {getattr(j, "job_id", None) for j in cluster.workers.values()},
-                     30, f"a replacement for pending job {victim}")
-        assert cluster.tag_errors == {} and cluster._watcher.failures["gcam"] == 0
-        assert cluster.targets == {"gcam": 2}
-        assert len(live_jobs(cluster.cluster_id)) == 2
+        cancel_again_and_again(cluster, lambda job: when == "pending" or
+                               os.path.exists(cluster._log_path(job)))
 
 
 def test_node_failure_workers_come_back_elsewhere(work, slurm):
