@@ -180,14 +180,21 @@ def check_sidebar(page, lab, kernel_cluster, errors):
         "alpha", "beta"]
     page.screenshot(path=str(ARTIFACTS / "scalable-sidebar.png"))
 
-    # + twice on alpha, quicker than a worker starts: the target shows 2 at once, then two
-    # workers connect (sidebar and scheduler agree)
+    # + twice on alpha, quicker than a worker starts: the target shows 2 at once, the clicks
+    # go out as one scale request (one submission), then two workers connect (sidebar and
+    # scheduler agree)
     alpha = card.locator('tr.jp-ScalableTag[data-tag="alpha"]')
     assert alpha.locator(".jp-ScalableTag-add").is_visible()
-    alpha.locator(".jp-ScalableTag-add").click()
-    alpha.locator(".jp-ScalableTag-add").click()
+    scale_posts = []
+    page.on("request", lambda r: r.method == "POST" and r.url.split("?")[0].endswith("/scale")
+            and scale_posts.append(r.post_data_json))
+    plus = f'.jp-ScalableCluster[data-cluster-id="{cluster_id}"] tr[data-tag="alpha"] .jp-ScalableTag-add'
+    # each click redraws the row, so the second click finds the new button
+    page.evaluate("sel => { document.querySelector(sel).click(); document.querySelector(sel).click(); }",
+                  plus)
     assert alpha.locator(".jp-ScalableTag-target").inner_text() == "2"
     page.wait_for_function(RUNNING_IS, arg=[cluster_id, "alpha", 2], timeout=90_000)
+    assert scale_posts == [{"tag": "alpha", "n": 2}], scale_posts
     assert alpha.locator(".jp-ScalableTag-target").inner_text() == "2"
     assert [w["resources"] for w in scheduler_workers(address)] == [{"alpha": 1}] * 2
     page.screenshot(path=str(ARTIFACTS / "scalable-sidebar-scaled.png"))

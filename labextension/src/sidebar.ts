@@ -8,6 +8,9 @@ import { scalableIcon } from './icons';
 import { IPlot } from './plots';
 import { ICluster, IClusterList, IScaleRequest } from './types';
 
+/** Clicks on − / + closer together than this are sent as one scale request. */
+const SCALE_COALESCE_MS = 300;
+
 export interface ISidebarOptions {
   openPlot: (cluster: ICluster, plot: IPlot) => void;
   plots: IPlot[];
@@ -76,12 +79,29 @@ export class ScalableSidebar extends Widget {
    * Set one tag's target number of workers, then redraw with the cluster's new state.
    *
    * The new target shows at once: starting workers can take seconds, and a second click
-   * meanwhile must count from the target already asked for, not from the old one.
+   * meanwhile must count from the target already asked for, not from the old one. Clicks in
+   * quick succession are sent as one request for the last target, so they cost the cluster
+   * one submission (one `sbatch --array`) instead of one per click.
    */
-  async scale(cluster: ICluster, tag: string, n: number): Promise<void> {
+  scale(cluster: ICluster, tag: string, n: number): void {
     const key = `${cluster.id}/${tag}`;
     this._pending.set(key, n);
     this._render();
+    const waiting = this._sendTimers.get(key);
+    if (waiting !== undefined) {
+      window.clearTimeout(waiting);
+    }
+    this._sendTimers.set(
+      key,
+      window.setTimeout(() => {
+        this._sendTimers.delete(key);
+        void this._sendScale(cluster, tag, this._pending.get(key) ?? n);
+      }, SCALE_COALESCE_MS)
+    );
+  }
+
+  private async _sendScale(cluster: ICluster, tag: string, n: number): Promise<void> {
+    const key = `${cluster.id}/${tag}`;
     const body: IScaleRequest = { tag, n };
     try {
       const updated = await requestAPI<ICluster>(`clusters/${encodeURIComponent(cluster.id)}/scale`, {
@@ -92,7 +112,7 @@ export class ScalableSidebar extends Widget {
     } catch (error) {
       void showErrorMessage(`Cannot scale ${tag} of ${cluster.name}`, (error as Error).message);
     } finally {
-      if (this._pending.get(key) === n) {
+      if (this._pending.get(key) === n && !this._sendTimers.has(key)) {
         this._pending.delete(key);
       }
       this._render();
@@ -100,6 +120,8 @@ export class ScalableSidebar extends Widget {
   }
 
   dispose(): void {
+    this._sendTimers.forEach(timer => window.clearTimeout(timer));
+    this._sendTimers.clear();
     if (this._timer !== null) {
       window.clearTimeout(this._timer);
       this._timer = null;
@@ -156,7 +178,7 @@ export class ScalableSidebar extends Widget {
     for (const cluster of this._clusters) {
       list.appendChild(
         clusterCard(this._withPending(cluster), this._plots, {
-          scale: (c, tag, n) => void this.scale(c, tag, n),
+          scale: (c, tag, n) => this.scale(c, tag, n),
           openPlot: this._openPlot
         })
       );
@@ -177,6 +199,7 @@ export class ScalableSidebar extends Widget {
 
   private _clusters: ICluster[] = [];
   private _pending = new Map<string, number>();
+  private _sendTimers = new Map<string, number>();
   private _error: string | null = null;
   private _interval: number;
   private _list: HTMLElement;
