@@ -239,6 +239,8 @@ def test_bad_requests_never_break_the_server(use_relay):
     assert "missing" in _error_of(_raw(use_relay, protocol.encode_header({"v": 1, "argv": ["echo"]})))
     assert "wrong type" in _error_of(_raw(use_relay, protocol.encode_header({**good, "argv": "echo hi"})))
     assert "NUL" in _error_of(_raw(use_relay, protocol.encode_header({**good, "argv": ["echo", "a\0b"]})))
+    for bad in (float("nan"), -1, 0):
+        assert "timeout must be" in _error_of(_raw(use_relay, protocol.encode_header({**good, "timeout": bad})))
     # Clients that hang up before reading their refusal harm nothing.
     for _ in range(20):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -247,14 +249,18 @@ def test_bad_requests_never_break_the_server(use_relay):
     assert "stdin of" in _error_of(_raw(use_relay, protocol.encode_header({**good, "stdin": 1 << 40})))
     # A truncated request (promises 100 bytes of stdin, sends 3, hangs up) gets no reply.
     assert _raw(use_relay, protocol.encode_header({**good, "stdin": 100}) + b"abc") == b""
-    # A client that connects and says nothing does not hold anything up.
-    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    idle.connect(use_relay)
-    idle.sendall(b"\x00\x00")
+    # Clients that connect and say nothing, more of them than command slots, hold nothing up.
+    idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(40)]
+    for s in idle:
+        s.connect(use_relay)
+        s.sendall(b"\x00\x00")
     try:
+        t0 = time.monotonic()
         assert relay_run(["echo", "ok"]).stdout == "ok\n"
+        assert time.monotonic() - t0 < 10  # not the 30 s the idle ones may keep their thread
     finally:
-        idle.close()
+        for s in idle:
+            s.close()
     assert relay_run(["echo", "ok"]).stdout == "ok\n"
 
 
@@ -426,3 +432,66 @@ def test_allowlist_and_limits_come_from_config(tmp_path):
         assert RelayServer(sock, allowlist=["sacct"], timeout=9).allowlist == frozenset({"sacct"})
     with pytest.raises(RelayError, match="not bare program names"):
         RelayServer(sock, allowlist=["/bin/sh"])
+
+
+def test_command_that_closes_its_output_still_meets_the_timeout(tmp_path, monkeypatch):
+    # a program that shuts its stdout/stderr and keeps running: the pipes say nothing about it
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "quiet-sleep").write_text("#!/bin/sh\nexec >&- 2>&-\nexec sleep 30\n")
+    (bin_dir / "quiet-sleep").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    proc, sock = start_relay(tmp_path, "quiet-sleep")
+    try:
+        monkeypatch.setenv("SCALABLE_RELAY", sock)
+        t0 = time.monotonic()
+        with pytest.raises(CommandError, match="timed out"):
+            relay_run(["quiet-sleep"], timeout=1)
+        assert time.monotonic() - t0 < 20
+        assert not _procs_with("sleep 30")
+    finally:
+        stop(proc)
+
+
+def test_stopping_the_relay_starts_nothing_more_and_exits_at_once(tmp_path, monkeypatch):
+    # one command slot: a slow command holds it, a second request waits for it, a third
+    # client says nothing; SIGTERM must stop the first, never start the second, and exit
+    monkeypatch.setenv("DASK_SCALABLE__RELAY__MAX_CONCURRENT", "1")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mark").write_text('#!/bin/sh\ntouch "$1"\n')
+    (bin_dir / "mark").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    proc, sock = start_relay(tmp_path, "sleep", "mark")
+    monkeypatch.setenv("SCALABLE_RELAY", sock)
+    marker = tmp_path / "must-not-exist"
+    results = {}
+
+    def call(key, argv):
+        try:
+            results[key] = relay_run(argv)
+        except CommandError as e:
+            results[key] = e
+
+    slow = threading.Thread(target=call, args=("slow", ["sleep", "42.5"]))
+    slow.start()
+    deadline = time.monotonic() + 20
+    while not _procs_with("sleep 42.5"):
+        assert time.monotonic() < deadline, "the relayed command never started"
+        time.sleep(0.05)
+    queued = threading.Thread(target=call, args=("queued", ["mark", str(marker)]))
+    queued.start()
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(sock)
+    time.sleep(0.5)  # the second request is read and waits for the slot
+    t0 = time.monotonic()
+    proc.terminate()
+    proc.wait(15)
+    assert time.monotonic() - t0 < 10, "the relay waited for its clients before exiting"
+    slow.join(10)
+    queued.join(10)
+    idle.close()
+    assert not _procs_with("sleep 42.5")
+    assert isinstance(results["slow"], CommandError) and "stopped" in str(results["slow"])
+    assert isinstance(results["queued"], CommandError) and "stopping" in str(results["queued"])
+    assert not marker.exists(), "a command started after the relay was told to stop"

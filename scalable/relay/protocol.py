@@ -80,6 +80,8 @@ def check_request(header: dict) -> None:
         raise ProtocolError("argv and cwd cannot contain NUL characters")
     if header["stdin"] < 0:
         raise ProtocolError("stdin length is negative")
+    if header["timeout"] is not None and not 0 < header["timeout"] < float("inf"):
+        raise ProtocolError("timeout must be a positive number of seconds, or null for the relay's own")
 
 
 def request_header(argv, cwd: str, timeout: float | None, stdin_len: int) -> dict:

@@ -22,18 +22,19 @@ import asyncio
 import errno
 import logging
 import os
+import queue
 import re
+import select
+import selectors
 import shlex
 import shutil
 import signal
 import socket
-import selectors
 import stat
 import struct
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from .protocol import (
@@ -158,10 +159,13 @@ class RelayServer:
         if bad:
             raise RelayError(f"relay allowlist entries {bad} are not bare program names; list names like 'squeue'")
         self._listener: socket.socket | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._slots: threading.BoundedSemaphore | None = None  # commands running at once
+        self._lock = threading.Lock()  # guards the four below
+        self._closing = False
         self._running: set = set()  # Popen objects in flight, stopped by close()
-        self._lock = threading.Lock()
+        self._conns: set = set()  # open client connections, shut down by close()
+        self._idle = 0  # request threads waiting for a connection
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # connections for idle threads
         self._closed: asyncio.Event | None = None
         self._programs: dict[str, str | None] = {}  # name -> path on the host PATH
         self._uid = os.getuid()
@@ -197,9 +201,6 @@ class RelayServer:
         self._listener = listener
         self._closed = asyncio.Event()
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
-        # threads for connections, not only for commands: clients still sending their request
-        # or waiting for a slot must never hold up the others
-        self._pool = ThreadPoolExecutor(4 * self.max_concurrent, thread_name_prefix="relay-request")
         threading.Thread(target=self._accept, args=(listener,), name="relay-accept", daemon=True).start()
         self._log.info("relay started pid=%d socket=%s allowlist=%s", os.getpid(), self.socket_path,
                        ",".join(sorted(self.allowlist)))
@@ -214,11 +215,23 @@ class RelayServer:
         if listener is not None:
             listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
             listener.close()
-        with self._lock:  # nobody will read their output any more
-            for proc in self._running:
+        with self._lock:
+            self._closing = True  # no command starts from now on
+            for proc in self._running:  # nobody will read their output any more
                 _kill_group(proc.pid)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            for conn in self._conns:
+                # end-of-input wakes threads reading a request or watching their client; they
+                # can still write the reply that says the relay stopped
+                try:
+                    conn.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+            for _ in range(self._idle):
+                self._queue.put(None)  # idle request threads end
+            self._idle = 0
+        deadline = time.monotonic() + 3.0
+        while self._conns and time.monotonic() < deadline:  # let them answer before we exit
+            await asyncio.sleep(0.02)
         try:
             os.unlink(self.socket_path)
         except FileNotFoundError:
@@ -238,10 +251,34 @@ class RelayServer:
                 if self._listener is listener:
                     time.sleep(0.05)  # e.g. out of file descriptors: retry, without spinning
                 continue
+            with self._lock:
+                if self._closing:
+                    conn.close()
+                    return
+                self._conns.add(conn)
+                spawn = self._idle == 0
+                if not spawn:
+                    self._idle -= 1
+            # A thread per connection in flight, reused afterwards: a client still sending,
+            # waiting for a slot or reading slowly never holds up another one, and a thread
+            # that is already waiting costs a round trip far less than a new one.
+            if spawn:
+                threading.Thread(target=self._serve_connections, args=(conn,),
+                                 name="relay-request", daemon=True).start()
+            else:
+                self._queue.put(conn)
+
+    def _serve_connections(self, conn) -> None:
+        while conn is not None:
             try:
-                self._pool.submit(self._handle, conn)
-            except RuntimeError:  # the pool shut down meanwhile
-                conn.close()
+                self._handle(conn)
+            finally:
+                with self._lock:
+                    self._conns.discard(conn)
+                    if self._closing:
+                        return
+                    self._idle += 1
+            conn = self._queue.get()
 
     # --- one request (in a pool thread) -------------------------------------------------------
 
@@ -273,10 +310,10 @@ class RelayServer:
             self._reply(conn, reply_header(rc, out, err, timed_out=timed_out), out, err)
         except Refused as e:
             self._log.info("uid=%d pid=%d REFUSED %s argv=%s", uid, pid, e, shlex.join(argv))
-            self._reply(conn, reply_header(e.returncode, b"", b"", error=str(e)), b"", b"")
+            self._refuse(conn, e.returncode, str(e))
         except ProtocolError as e:
             self._log.info("uid=%d pid=%d BAD REQUEST %s", uid, pid, e)
-            self._reply(conn, reply_header(126, b"", b"", error=f"bad relay request: {e}"), b"", b"")
+            self._refuse(conn, 126, f"bad relay request: {e}")
         except (TimeoutError, EOFError, OSError) as e:
             self._log.info("uid=%d pid=%d dropped: %s", uid, pid, type(e).__name__)
         except Exception:  # one bad request must never take the relay down
@@ -284,6 +321,21 @@ class RelayServer:
             self._log.exception("uid=%d pid=%d internal error argv=%s", uid, pid, shlex.join(argv))
         finally:
             conn.close()
+
+    def _refuse(self, conn: socket.socket, returncode: int, message: str) -> None:
+        self._reply(conn, reply_header(returncode, b"", b"", error=message), b"", b"")
+        # The client may still be sending (a refusal can come before its request was read):
+        # closing now would make its write fail and could hide the reply from it, so wait
+        # briefly for it to finish, discarding what it sends.
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 1.0
+            while (left := deadline - time.monotonic()) > 0:
+                conn.settimeout(left)
+                if not conn.recv(1 << 16):
+                    break
+        except OSError:
+            pass
 
     def _read_request(self, conn: socket.socket, deadline: float) -> tuple[dict, bytes]:
         (size,) = struct.unpack(">I", _recv_exactly(conn, 4, deadline))
@@ -320,19 +372,34 @@ class RelayServer:
         """Run one command; ``(None, ...)`` if the client hung up first (the command is killed)."""
         deadline = time.monotonic() + timeout
         note = f"\nscalable relay: {argv[0]} timed out after {timeout:g} s and was killed\n".encode()
-        if not self._slots.acquire(timeout=timeout):
-            return -signal.SIGKILL, b"", note.lstrip(), True  # never got a slot to start in
+        while not self._slots.acquire(timeout=0.25):  # all slots busy: keep watching the client
+            if self._closing:  # (before the client check: closing ends its input too)
+                raise Refused("the host relay is stopping; run the command again once it is back")
+            if _hung_up(conn):
+                return None, b"", b"", False  # never started: nothing to undo
+            if time.monotonic() >= deadline:
+                return -signal.SIGKILL, b"", note.lstrip(), True  # never got a slot to start in
         try:
-            proc = subprocess.Popen(
-                argv,
-                executable=program,  # argv[0] stays the bare name, as when run from a shell
-                cwd=cwd,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # so a timeout can stop the command and its children
-            )
+            if self._closing:
+                raise Refused("the host relay is stopping; run the command again once it is back")
+            if _hung_up(conn):
+                return None, b"", b"", False  # gone while waiting: nothing started
             with self._lock:
+                if self._closing:
+                    raise Refused("the host relay is stopping; run the command again once it is back")
+                try:
+                    proc = subprocess.Popen(
+                        argv,
+                        executable=program,  # argv[0] stays the bare name, as from a shell
+                        cwd=cwd,
+                        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,  # so a timeout stops the command and its children
+                    )
+                except OSError as e:
+                    raise Refused(f"{argv[0]} could not be started on the host: {e.strerror or e}",
+                                  127 if e.errno == errno.ENOENT else 126) from None
                 self._running.add(proc)
             try:
                 out, err, outcome = _communicate(proc, stdin, conn, deadline)
@@ -341,6 +408,8 @@ class RelayServer:
                     self._running.discard(proc)
         finally:
             self._slots.release()
+        if self._closing:
+            raise Refused(f"the host relay stopped while {argv[0]} ran, and stopped it", -signal.SIGKILL)
         if outcome == "gone":
             return None, b"", b"", False
         if outcome == "timeout":
@@ -375,12 +444,22 @@ def _recv_exactly(conn: socket.socket, n: int, deadline: float) -> bytes:
     return bytes(buf)
 
 
+def _hung_up(conn: socket.socket) -> bool:
+    """Has the client closed its end? (It sends nothing after its request.)"""
+    try:
+        return select.select([conn], [], [], 0)[0] != [] and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def _communicate(proc: subprocess.Popen, stdin: bytes, conn: socket.socket, deadline: float):
     """Feed ``stdin``, collect stdout/stderr and wait, watching the client and the clock.
 
     Returns ``(stdout, stderr, outcome)``, outcome being ``"done"``, ``"timeout"`` (the command's
     process group was killed) or ``"gone"`` (the client hung up: it sends nothing after its
-    request, so end-of-file on its socket means it was killed or interrupted).
+    request, so end-of-file on its socket means it was killed or interrupted). The command's
+    exit is watched too (a pidfd), so one that closes its output and keeps running still meets
+    the timeout and the client's hang-up.
     """
     out, err = [], []
     pipes = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
@@ -388,14 +467,19 @@ def _communicate(proc: subprocess.Popen, stdin: bytes, conn: socket.socket, dead
     for fd in pipes:
         sel.register(fd, selectors.EVENT_READ)
     sel.register(conn, selectors.EVENT_READ)
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+        sel.register(pidfd, selectors.EVENT_READ)
+    except (AttributeError, OSError):  # Linux before 5.3: poll for the exit below instead
+        pidfd = None
     data, sent, wfd = memoryview(stdin), 0, None
     if stdin:
         wfd = proc.stdin.fileno()
         os.set_blocking(wfd, False)
         sel.register(wfd, selectors.EVENT_WRITE)
-    outcome, open_pipes, give_up = "done", set(pipes), None
+    outcome, open_pipes, exited, give_up = "done", set(pipes), pidfd is None, None
     try:
-        while open_pipes or wfd is not None:
+        while open_pipes or wfd is not None or not exited:
             now = time.monotonic()
             if outcome == "done" and now >= deadline:
                 outcome, give_up = "timeout", now + 5.0
@@ -405,7 +489,10 @@ def _communicate(proc: subprocess.Popen, stdin: bytes, conn: socket.socket, dead
             wait = (deadline if give_up is None else give_up) - now
             for key, _ in sel.select(max(wait, 0)):
                 fd = key.fd
-                if fd == wfd:
+                if fd == pidfd:
+                    exited = True  # (without a pidfd, exited starts True: see below)
+                    sel.unregister(pidfd)
+                elif fd == wfd:
                     try:
                         sent += os.write(fd, data[sent:sent + (1 << 20)])
                     except BlockingIOError:
@@ -433,12 +520,25 @@ def _communicate(proc: subprocess.Popen, stdin: bytes, conn: socket.socket, dead
                     else:
                         sel.unregister(fd)
                         open_pipes.discard(fd)
+        while pidfd is None and proc.poll() is None and give_up is None:
+            # no pidfd: the output is closed but the command runs on; check every 0.1 s
+            if time.monotonic() >= deadline:
+                outcome, give_up = "timeout", 0
+            elif select.select([conn], [], [], 0.1)[0] and _hung_up(conn):
+                outcome, give_up = "gone", 0
+            if give_up is not None:
+                _kill_group(proc.pid)
+    except BaseException:
+        _kill_group(proc.pid)  # never leave a command running unsupervised
+        raise
     finally:
         sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f is not None:
                 f.close()
-    proc.wait()
+        proc.wait()
     return b"".join(out), b"".join(err), outcome
 
 
