@@ -127,7 +127,7 @@ class LabServer:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers={
             "Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=60) as r:  # starting a kernel can take a while
             text = r.read()
         return json.loads(text) if text else None
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from bootstrap_harness import (HERE, Running, bootstrap_args, execute, get_json,  # noqa: F401
                                host, laptop, needs_sshd, run_bootstrap)
+from waiting import wait_for
 
 pytestmark = [pytest.mark.ssh, needs_sshd]
 
@@ -86,8 +87,13 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
     r = run_bootstrap(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--stop"])
     assert r.returncode == 0 and f"stopped JupyterLab pid {pid}" in r.stdout, r.stdout + r.stderr
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    def gone():  # exited (a zombie not yet reaped by its parent counts as exited)
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+
+    wait_for(gone, 60, f"JupyterLab pid {pid} to exit")
     print(f"\nbootstrap first run {run1.elapsed:.1f} s, re-run {run2.elapsed:.1f} s, "
           f"connect {run3.elapsed:.1f} s")
     assert "scalable" in specs, f"kernelspecs: {sorted(specs)}\n{run1.text}"

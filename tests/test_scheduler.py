@@ -22,7 +22,7 @@ def test_queued_tasks_survive_repeated_worker_deaths(tmp_path):
         cluster.add_container(tag="m", cpus=1, memory="512M")
         cluster.add_workers(1, "m")
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(1, timeout=60)
+            client.wait_for_workers(1, timeout=180)
             futs = client.map(slow, range(8), tag="m")
             for _ in range(4):  # Dask's default fails a task after 3 dead workers (allowed-failures)
                 wait_for(lambda: client.scheduler_info()["workers"], 60, "a worker")
@@ -54,7 +54,7 @@ def test_a_task_that_kills_its_workers_still_fails(tmp_path):
         cluster.add_container(tag="m", cpus=1, memory="512M")
         cluster.add_workers(1, "m")
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(1, timeout=60)
+            client.wait_for_workers(1, timeout=180)
             bad = client.submit(crash, tag="m", priority=10)  # first in line on every worker
             good = client.map(slow, range(6), tag="m")
             with pytest.raises(KilledWorker):

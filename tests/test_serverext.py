@@ -109,7 +109,8 @@ def cluster(shared_registry, tmp_path_factory):
 def jp_server_config(shared_registry):
     return Config({
         "ServerApp": {"jpserver_extensions": {"scalable": True, "jupyter_server_proxy": True}},
-        "ScalableServer": {"registry_dir": str(shared_registry)},
+        # a loaded machine may take seconds to answer: unreachable must mean unreachable
+        "ScalableServer": {"registry_dir": str(shared_registry), "status_timeout": 30},
     })
 
 
@@ -199,8 +200,9 @@ async def test_scale_adds_a_worker_seen_by_the_scheduler(jp_fetch, cluster):
                              body=json.dumps({"tag": "beta", "n": 1}))
     beta = next(t for t in model["tags"] if t["tag"] == "beta")
     assert beta["target"] == 1
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while beta["running"] != 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
         model = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id)
         beta = next(t for t in model["tags"] if t["tag"] == "beta")
     assert beta["running"] == 1

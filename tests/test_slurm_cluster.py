@@ -114,7 +114,7 @@ def test_scaling_changes_squeue_and_scheduler_and_close_spares_other_jobs(work, 
         assert cluster.slurm_commands["sbatch"] == 2
         assert len(cluster_jobs(slurm, cluster)) == 4
         client = ScalableClient(cluster)
-        client.wait_for_workers(4, timeout=90)
+        client.wait_for_workers(4, timeout=180)
         status = cluster.tag_status()
         assert {t: (s["target"], s["running"]) for t, s in status.items()} == {
             "gcam": (3, 3), "osiris": (1, 1)}
@@ -124,7 +124,7 @@ def test_scaling_changes_squeue_and_scheduler_and_close_spares_other_jobs(work, 
         wait_for(lambda: len([j for j in cluster_jobs(slurm, cluster) if "gcam" in j["name"]]) == 1,
                  30, "gcam jobs to be cancelled")
         cluster.scale(3, tag="osiris")
-        client.wait_for_workers(4, timeout=90)
+        client.wait_for_workers(4, timeout=180)
         assert cluster.targets == {"gcam": 1, "osiris": 3}
         client.close()
     finally:
@@ -199,7 +199,7 @@ def test_only_the_scheduler_listens_beyond_loopback(work, slurm):
         assert "--dashboard-address 127.0.0.1:0" in cluster.job_script("gcam")
         cluster.add_workers(2, "gcam")
         with ScalableClient(cluster) as client:
-            client.wait_for_workers(2, timeout=90)
+            client.wait_for_workers(2, timeout=180)
             # dashboards (the scheduler's and each worker's HTTP server) stay on loopback
             assert client.run_on_scheduler(http_hosts) == ["127.0.0.1"]
             assert list(client.run(http_hosts).values()) == [["127.0.0.1"], ["127.0.0.1"]]
