@@ -261,6 +261,7 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
             submitter=self._submitter,
             array=self.job_arrays,
             work_dir=self.work_dir,
+            log_directory=self.log_directory,
             cores=spec.cpus,
             memory=spec.memory,
             processes=k,
@@ -355,7 +356,7 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         return None
 
     def _log_path(self, job) -> str:
-        # the names the "-o %x-%A_%a.log" / "%x-%j.log" directive gives
+        # the names the "-o %x-%A_%a.log" directive (array tasks) or "%x-%j.log" (jobs) gives
         base, _, task = job.job_id.partition("_")
         stem = f"sc-{self.cluster_id}-{job.tag}-{base}"
         return os.path.join(self.log_directory, f"{stem}_{task}.log" if task else f"{stem}.log")

@@ -191,3 +191,22 @@ def test_cpus_not_shared_evenly_by_packed_workers_is_refused(work, slurm, counts
             cluster.add_workers(2, "gcam")
         assert counts.since(before)["sbatch"] == 0  # refused before anything reached Slurm
         assert cluster.targets == {"gcam": 0}
+
+
+def test_a_burst_of_one_is_a_plain_job_with_its_log(work, slurm, counts):
+    """One worker goes as a plain job (it starts sooner than an array of one), logs found."""
+    with make_cluster() as cluster:
+        cluster.add_container(tag="gcam", cpus=1, memory="256M")
+        before = counts()
+        cluster.add_workers(1, "gcam")
+        (job_id,) = job_ids(cluster).values()
+        assert "_" not in job_id and counts.since(before)["sbatch"] == 1
+        with ScalableClient(cluster) as client:
+            client.wait_for_workers(1, timeout=180)
+            assert client.submit(lambda: 6 * 7, tag="gcam").result(timeout=60) == 42
+        log = cluster._log_path(next(iter(cluster.workers.values())))
+        assert log.endswith(f"-{job_id}.log") and os.path.exists(log)
+        (text,) = cluster.logs("gcam").values()
+        assert "gcam-0" in text or "Starting Worker" in text, text
+        cluster.add_workers(2, "gcam")  # the next burst is an array again
+        assert sorted(i.split("_")[1] for n, i in job_ids(cluster).items() if i != job_id) == ["0", "1"]

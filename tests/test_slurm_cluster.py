@@ -171,7 +171,7 @@ def test_job_script_text_and_bad_arguments(work):
                           f"#SBATCH -o {work}/logs/%x-%A_%a.log"):
             assert directive in lines
         assert "module load apptainer" in lines
-        assert "SCALABLE_WORKER_NAME=${SCALABLE_NAMES[$SLURM_ARRAY_TASK_ID]}" in lines
+        assert "SCALABLE_WORKER_NAME=${SCALABLE_NAMES[${SLURM_ARRAY_TASK_ID:-0}]}" in lines
         worker = lines[-1]
         assert worker.startswith(
             f"apptainer exec --bind {work}/gcam_data:/data --env OMP_NUM_THREADS=4 "
