@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         with open(os.path.join(work_dir, "containers", f"{tag}_container.sif"), "w") as f:
             f.write("stand-in image\n")
 
-    submitted, futures, kills, rescales = 0, [], 0, 0
+    submitted, kills, rescales = 0, 0, 0
     with SlurmTestCluster() as slurm, dask.config.set({"scalable.recovery.interval": "1s"}):
         os.environ["SLURM_CONF"] = slurm.conf
         cluster = SlurmCluster(queue="slurm", interface="lo", work_dir=work_dir)
@@ -60,16 +60,31 @@ def main(argv=None) -> int:
         cluster.add_workers(2, "stitches")
         client = ScalableClient(cluster)
         deadline = time.monotonic() + args.minutes * 60
-        unfinished = []
+        pending = {}  # x -> future of work(x), until its result is fetched
+        completed = lost = 0
+
+        def harvest():
+            # fetch results as they come, as a workflow does: a result left in a worker's
+            # memory would be lost (and recomputed) with every killed worker
+            nonlocal completed, lost
+            for x, fut in list(pending.items()):
+                if fut.done():
+                    try:
+                        ok = fut.result() == x * x
+                    except Exception as e:  # noqa: BLE001 - a soak counts every kind of loss
+                        print(f"task {x} lost: {e}", file=sys.stderr)
+                        ok = False
+                    completed += ok
+                    lost += not ok
+                    del pending[x]
+
         while time.monotonic() < deadline:
+            harvest()
+            tag = random.choice(["gcam", "stitches"])
             # a steady stream, not an ever-growing backlog: at most --in-flight unfinished
             # tasks, so the end of the run measures losses rather than queue length
-            unfinished = [f for f in unfinished if not f.done()]
-            tag = random.choice(["gcam", "stitches"])
-            if len(unfinished) < args.in_flight:
-                fut = client.submit(work, submitted, tag=tag, pure=False)
-                futures.append((submitted, fut))
-                unfinished.append(fut)
+            if len(pending) < args.in_flight:
+                pending[submitted] = client.submit(work, submitted, tag=tag, pure=False)
                 submitted += 1
             roll = random.random()
             if roll < 0.02:
@@ -82,18 +97,13 @@ def main(argv=None) -> int:
                 rescales += 1
             time.sleep(0.2)
         try:
-            wait([f for _, f in futures], timeout=900)
+            wait(list(pending.values()), timeout=900)
         except TimeoutError:
             pass  # what is still unfinished counts as lost below
-        completed = lost = 0
-        for x, fut in futures:
-            try:
-                ok = fut.done() and fut.result() == x * x
-            except Exception as e:  # noqa: BLE001 - a soak counts every kind of loss
-                print(f"task {x} lost: {e}", file=sys.stderr)
-                ok = False
-            completed += ok
-            lost += not ok
+        harvest()
+        for x in pending:
+            print(f"task {x} lost: unfinished 900 s after the stream stopped", file=sys.stderr)
+        lost += len(pending)
         client.close()
         cluster.close()
         time.sleep(5)
