@@ -305,9 +305,11 @@ class RelayServer:
                 self._log.info("uid=%d pid=%d client gone, command killed after %.3fs cwd=%s argv=%s",
                                uid, pid, time.monotonic() - t0, cwd, shlex.join(argv))
                 return
-            self._log.info("uid=%d pid=%d rc=%d%s %.3fs cwd=%s argv=%s", uid, pid, rc,
-                           " TIMEOUT" if timed_out else "", time.monotonic() - t0, cwd, shlex.join(argv))
+            took = time.monotonic() - t0
             self._reply(conn, reply_header(rc, out, err, timed_out=timed_out), out, err)
+            # logged after replying: the caller does not wait for the log file
+            self._log.info("uid=%d pid=%d rc=%d%s %.3fs cwd=%s argv=%s", uid, pid, rc,
+                           " TIMEOUT" if timed_out else "", took, cwd, shlex.join(argv))
         except Refused as e:
             self._log.info("uid=%d pid=%d REFUSED %s argv=%s", uid, pid, e, shlex.join(argv))
             self._refuse(conn, e.returncode, str(e))
