@@ -138,6 +138,7 @@ def make_spec(
     work_dir: str,
     runtime: ContainerRuntime | None,
     require_image: bool = True,
+    prologue: bool = False,
 ) -> ContainerSpec:
     """Validate ``add_container`` arguments and return a :class:`ContainerSpec`.
 
@@ -192,7 +193,8 @@ def make_spec(
                 f"container {tag!r}: image {image!r} does not exist: build it "
                 f"(scalable bootstrap) or pass path='/path/to/{tag}_container.sif'."
             )
-    if image is not None and runtime is not None and runtime.which() is None:
+    if image is not None and runtime is not None and not prologue and runtime.which() is None:
+        # (with a job-script prologue, e.g. "module load apptainer", the nodes may well have it)
         warnings.warn(
             f"container {tag!r}: the runtime {runtime.executable!r} is not on this machine's "
             f"PATH; jobs will fail unless it exists on the compute nodes (add e.g. "

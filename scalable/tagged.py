@@ -131,6 +131,7 @@ class TaggedCluster(ExposedCluster):
         spec = make_spec(
             tag, cpus, memory, dirs, path, env,
             work_dir=self.work_dir, runtime=self.runtime, require_image=self.require_image,
+            prologue=bool(getattr(self, "_job_kwargs", {}).get("job_script_prologue")),
         )
         self.containers[spec.tag] = spec
         self._counters.setdefault(spec.tag, itertools.count())

@@ -60,6 +60,22 @@ def test_runtime_missing_is_a_warning_naming_compute_nodes(work):
         spec(work, runtime=ContainerRuntime("no-such-runtime"))
 
 
+def test_runtime_missing_is_no_warning_with_a_job_prologue(work, monkeypatch):
+    from scalable import SlurmCluster
+
+    (work / "containers").mkdir(exist_ok=True)
+    (work / "containers" / "gcam_container.sif").write_text("image")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no apptainer here
+    with SlurmCluster(queue="slurm", interface="lo", work_dir=str(work),
+                      job_script_prologue=["module load apptainer"]) as cluster:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cluster.add_container(tag="gcam")
+    with SlurmCluster(queue="slurm", interface="lo", work_dir=str(work)) as cluster:
+        with pytest.warns(UserWarning, match="not on this machine's PATH"):
+            cluster.add_container(tag="gcam")
+
+
 def test_runtime_present_no_warning(work, apptainer):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
