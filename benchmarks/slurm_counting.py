@@ -40,6 +40,7 @@ class CommandCounter:
     def __init__(self, directory):
         self.bin = Path(directory, "shims")
         self.log = Path(directory, "slurm-commands.log")
+        self.real = {}  # program -> the real one, for the benchmark's own uncounted queries
 
     def install(self) -> "CommandCounter":
         self.bin.mkdir(parents=True, exist_ok=True)
@@ -48,6 +49,7 @@ class CommandCounter:
             real = shutil.which(prog)
             if real is None:
                 raise SystemExit(f"{prog} is not on PATH: apt-get install slurm-wlm")
+            self.real[prog] = real
             shim = self.bin / prog
             # O_APPEND writes of one short line are atomic: concurrent calls never mix lines
             shim.write_text(
