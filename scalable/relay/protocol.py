@@ -45,6 +45,10 @@ class ProtocolError(Exception):
     """A message did not follow the relay's wire format."""
 
 
+class Truncated(ProtocolError, EOFError):
+    """The peer closed the connection in the middle of a message."""
+
+
 def encode_header(header: dict) -> bytes:
     """Return ``header`` as a length-prefixed JSON frame."""
     data = json.dumps(header, separators=(",", ":")).encode()
@@ -96,30 +100,37 @@ def reply_header(returncode: int, stdout: bytes, stderr: bytes, error: str | Non
 
 # --- blocking client side (shims, relay_run) ---------------------------------------------------
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+def recv_exactly(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """Read ``n`` bytes; :class:`Truncated` if the peer closes first, ``TimeoutError`` if
+    ``deadline`` (a :func:`time.monotonic` time) passes first."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
         k = sock.recv_into(view[got:], n - got)
         if not k:
-            raise ProtocolError(f"connection closed after {got} of {n} bytes")
+            raise Truncated(f"connection closed after {got} of {n} bytes")
         got += k
     return bytes(buf)
 
 
 def recv_message(sock: socket.socket) -> tuple[dict, bytes, bytes]:
     """Read one reply: ``(header, stdout, stderr)``."""
-    (size,) = _LEN.unpack(_recv_exactly(sock, 4))
+    (size,) = _LEN.unpack(recv_exactly(sock, 4))
     if size > MAX_HEADER:
         raise ProtocolError(f"reply header of {size} bytes is too large")
-    header = decode_header(_recv_exactly(sock, size))
+    header = decode_header(recv_exactly(sock, size))
     try:
         n_out, n_err = int(header["stdout"]), int(header["stderr"])
     except (KeyError, TypeError, ValueError):
         raise ProtocolError("reply header lacks stdout/stderr lengths") from None
-    out = _recv_exactly(sock, n_out)
-    err = _recv_exactly(sock, n_err)
+    out = recv_exactly(sock, n_out)
+    err = recv_exactly(sock, n_err)
     return header, out, err
 
 

@@ -42,6 +42,7 @@ from .protocol import (
     check_request,
     decode_header,
     encode_header,
+    recv_exactly,
     reply_header,
 )
 
@@ -312,11 +313,11 @@ class RelayServer:
         except Refused as e:
             self._log.info("uid=%d pid=%d REFUSED %s argv=%s", uid, pid, e, shlex.join(argv))
             self._refuse(conn, e.returncode, str(e))
+        except (TimeoutError, EOFError, OSError) as e:  # before ProtocolError: Truncated is both
+            self._log.info("uid=%d pid=%d dropped: %s", uid, pid, type(e).__name__)
         except ProtocolError as e:
             self._log.info("uid=%d pid=%d BAD REQUEST %s", uid, pid, e)
             self._refuse(conn, 126, f"bad relay request: {e}")
-        except (TimeoutError, EOFError, OSError) as e:
-            self._log.info("uid=%d pid=%d dropped: %s", uid, pid, type(e).__name__)
         except Exception:  # one bad request must never take the relay down
             logger.exception("relay request failed")
             self._log.exception("uid=%d pid=%d internal error argv=%s", uid, pid, shlex.join(argv))
@@ -339,14 +340,14 @@ class RelayServer:
             pass
 
     def _read_request(self, conn: socket.socket, deadline: float) -> tuple[dict, bytes]:
-        (size,) = struct.unpack(">I", _recv_exactly(conn, 4, deadline))
+        (size,) = struct.unpack(">I", recv_exactly(conn, 4, deadline))
         if size > MAX_HEADER:
             raise ProtocolError(f"header of {size} bytes exceeds {MAX_HEADER}")
-        header = decode_header(_recv_exactly(conn, size, deadline))
+        header = decode_header(recv_exactly(conn, size, deadline))
         check_request(header)
         if header["stdin"] > self.max_input:
             raise ProtocolError(f"stdin of {header['stdin']} bytes exceeds the relay's limit of {self.max_input}")
-        stdin = _recv_exactly(conn, header["stdin"], deadline) if header["stdin"] else b""
+        stdin = recv_exactly(conn, header["stdin"], deadline) if header["stdin"] else b""
         return header, stdin
 
     def _resolve(self, name: str) -> str:
@@ -428,21 +429,6 @@ class RelayServer:
                     conn.sendall(part)
         except OSError:
             self._log.info("client gone before its reply")
-
-
-def _recv_exactly(conn: socket.socket, n: int, deadline: float) -> bytes:
-    """``n`` bytes from ``conn`` before ``deadline``; EOFError if the client hangs up first."""
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        conn.settimeout(left)
-        chunk = conn.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
 
 
 async def serve(socket_path: str, *, ready=None, **kwargs) -> None:
