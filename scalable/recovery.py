@@ -142,9 +142,9 @@ class Watcher:
             # whether it works: this says nothing about the tag; replace it, backing off if it
             # keeps happening
             self.vanished[tag] += 1
-            delay = 0 if self.vanished[tag] == 1 else min(2.0 ** self.vanished[tag], self.backoff_max)
+            n = self.vanished[tag]
             logger.info("job of worker %s was ended by Slurm before it connected; replacing it", name)
-            self.owed[tag].append(now + delay)
+            self.owed[tag].append(now + (self._backoff(n) if n > 1 else 0))
             return
         self.failures[tag] += 1
         n = self.failures[tag]
@@ -161,10 +161,14 @@ class Watcher:
             logger.error(self.errors[tag])
             warnings.warn(self.errors[tag], RuntimeWarning)
         else:
-            delay = min(2.0 ** n, self.backoff_max)
+            delay = self._backoff(n)
             logger.warning("worker %s of %r failed to start (%d in a row), retrying in %.0f s: %s",
                            name, tag, n, delay, why.strip().splitlines()[-1:] or "")
             self.owed[tag].append(now + delay)
+
+    def _backoff(self, n) -> float:
+        """Seconds to wait before retrying a tag after its ``n``-th setback in a row."""
+        return min(2.0 ** n, self.backoff_max)
 
     def _rollover(self, now):
         c = self.cluster
@@ -200,5 +204,4 @@ class Watcher:
                                             f"{self.failures[tag]} times: {c.last_error}")
                         self.owed.pop(tag, None)
                         continue
-                    self.owed[tag].append(time.monotonic() + min(2.0 ** self.failures[tag],
-                                                                  self.backoff_max))
+                    self.owed[tag].append(time.monotonic() + self._backoff(self.failures[tag]))
