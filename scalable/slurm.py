@@ -371,6 +371,9 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
     def _failure_detail(self, job) -> str:
         return f"{self._log_path(job)}:\n{self._read_log(job, 15)}"
 
+    def _has_job_prologue(self) -> bool:
+        return bool(self._job_kwargs.get("job_script_prologue"))
+
     def _ended_outside(self, job) -> bool:
         # Slurm creates the output file when the job starts: none means it never ran. When
         # Slurm itself ends a running job (scancel, time limit, preemption, node failure),

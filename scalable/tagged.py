@@ -131,7 +131,7 @@ class TaggedCluster(ExposedCluster):
         spec = make_spec(
             tag, cpus, memory, dirs, path, env,
             work_dir=self.work_dir, runtime=self.runtime, require_image=self.require_image,
-            prologue=bool(getattr(self, "_job_kwargs", {}).get("job_script_prologue")),
+            prologue=self._has_job_prologue(),
         )
         self.containers[spec.tag] = spec
         self._counters.setdefault(spec.tag, itertools.count())
@@ -411,6 +411,10 @@ class TaggedCluster(ExposedCluster):
 
     def _failure_detail(self, worker) -> str:
         return ""
+
+    def _has_job_prologue(self) -> bool:
+        """Whether workers start after lines of the user's (which may load the runtime)."""
+        return False
 
     def _ended_outside(self, worker) -> bool:
         """Whether the worker's job was ended from outside before its worker could connect
