@@ -28,6 +28,11 @@ _LAZY = {
 
 __all__ = sorted(_LAZY) + ["load_ipython_extension"]
 
+# @cacheable and its argument types, as the original exported them (scalable.caching)
+_LAZY.update({name: "scalable.caching" for name in (
+    "cacheable", "GenericType", "FileType", "DirType", "ValueType", "ObjectType", "UtilityType")})
+__all__ += ["DirType", "FileType", "GenericType", "ObjectType", "UtilityType", "ValueType", "cacheable"]
+
 
 def __getattr__(name):
     if name in _LAZY:

@@ -11,6 +11,7 @@ from importlib import import_module
 COMMANDS = [
     "scalable.demo",
     "scalable.jobs_cli",
+    "scalable.cache_cli",
     "scalable.relay.cli",
     "scalable.kernel.cli",
     "scalable.bootstrap.cli",
