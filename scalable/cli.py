@@ -14,6 +14,7 @@ COMMANDS = [
     "scalable.cache_cli",
     "scalable.relay.cli",
     "scalable.kernel.cli",
+    "scalable.kernel.python_cli",
     "scalable.bootstrap.cli",
 ]
 

@@ -43,6 +43,9 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 #: what runs inside the image: put the shims first on PATH, then become ipykernel_launcher
 BOOT = ("import os, runpy, sys; os.environ['PATH'] = {shims!r} + os.pathsep + os.environ.get('PATH', ''); "
         "sys.argv[0] = 'ipykernel_launcher'; runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)")
+#: the same for any other command (``scalable python``): shims first on PATH, then exec argv[1:]
+BOOT_EXEC = ("import os, sys; os.environ['PATH'] = {shims!r} + os.pathsep + os.environ.get('PATH', ''); "
+             "os.execvp(sys.argv[1], sys.argv[1:])")
 
 
 class LaunchError(Exception):
@@ -79,8 +82,9 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def plan(args, relay_dir: str) -> tuple[list[str], dict]:
-    """Return the runtime argv for the kernel and the facts the launcher reports."""
+def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[str], dict]:
+    """Return the runtime argv for the kernel (or, given ``command``, for that argv run inside
+    the image with the relay's shims on ``PATH``) and the facts the launcher reports."""
     runtime = shutil.which(args.runtime)
     if runtime is None:
         raise LaunchError(f"the container runtime {args.runtime!r} is not on PATH; load it (e.g. "
@@ -90,7 +94,7 @@ def plan(args, relay_dir: str) -> tuple[list[str], dict]:
     if not os.path.isfile(image):
         raise LaunchError(f"image {image} does not exist; copy it there (scalable bootstrap) or "
                           f"reinstall the kernel with scalable kernel install --image PATH")
-    conn = os.path.abspath(args.connection_file)
+    conn = os.path.abspath(args.connection_file) if command is None else None
     cwd = os.getcwd()
     work = os.path.abspath(args.work_dir) if args.work_dir else cwd
     if not os.path.isdir(work):
@@ -104,8 +108,9 @@ def plan(args, relay_dir: str) -> tuple[list[str], dict]:
         if path != "/" and not any(src == dst and _under(path, src) for src, dst in binds.items()):
             binds[path] = path
 
-    for path in (work, cwd, os.path.dirname(conn), registry):
-        same_path(path)
+    for path in (work, cwd, os.path.dirname(conn) if conn else None, registry):
+        if path:
+            same_path(path)
     binds[relay_dir] = relay_dir
     for item in args.bind:
         src, _, dst = item.partition(":")
@@ -124,7 +129,7 @@ def plan(args, relay_dir: str) -> tuple[list[str], dict]:
         if not sep:
             raise LaunchError(f"--env {item!r} is not K=V; reinstall the kernel with e.g. --env OMP_NUM_THREADS=4")
         env[key] = value
-    boot = BOOT.format(shims=os.path.join(relay_dir, "bin"))
+    shims = os.path.join(relay_dir, "bin")
     # Spelled as scalable.runtimes.ContainerRuntime.exec_argv spells it (a test holds them
     # equal); that module is not imported here because it loads scalable, and dask, first.
     from_rt = [runtime, "exec", *args.exec_arg]
@@ -132,7 +137,11 @@ def plan(args, relay_dir: str) -> tuple[list[str], dict]:
         from_rt += ["--bind", f"{src}:{dst}"]
     for key, value in env.items():
         from_rt += ["--env", f"{key}={value}"]
-    argv = from_rt + ["--pwd", cwd, image, args.python, "-c", boot, "-f", conn]
+    if command is None:
+        inner = [args.python, "-c", BOOT.format(shims=shims), "-f", conn]
+    else:
+        inner = [args.python, "-c", BOOT_EXEC.format(shims=shims), *command]
+    argv = from_rt + ["--pwd", cwd, image, *inner]
     return argv, {"binds": binds, "env": env, "image": image}
 
 
@@ -191,14 +200,29 @@ def _stop_group(pid: int, grace: float = 2.0) -> None:
         pass
 
 
-def launch(args) -> int:
+def launch(args, command: list[str] | None = None, foreground: bool = False) -> int:
+    """Run the kernel (or ``command``, see :func:`plan`) in the image beside a private relay;
+    return its exit status.
+
+    ``foreground`` (``scalable python``): the child gets its own process group and, when this
+    process owns the terminal, the terminal, so Ctrl-C and Ctrl-\\ reach the child once, from
+    the terminal, and stdin reads do not stop it; signals sent to this process are forwarded as
+    for the kernel. The kernel instead runs in its own session, away from any terminal.
+    """
     base = os.environ.get("XDG_RUNTIME_DIR")
     base = base if base and os.path.isdir(base) and os.access(base, os.W_OK) else tempfile.gettempdir()
     relay_dir = tempfile.mkdtemp(prefix="scalable-kernel-", dir=base)  # 0700
     watchdog = _watchdog(relay_dir)
+    tty = None
     try:
-        argv, _facts = plan(args, relay_dir)
-        kernel = subprocess.Popen(argv, start_new_session=True)
+        argv, _facts = plan(args, relay_dir, command)
+        if foreground:
+            tty = _terminal()
+            kernel = subprocess.Popen(argv, process_group=0)
+            if tty is not None:
+                _give_terminal(tty, kernel.pid)
+        else:
+            kernel = subprocess.Popen(argv, start_new_session=True)
     except BaseException:
         shutil.rmtree(relay_dir, ignore_errors=True)
         os.write(watchdog, b"clean\n")
@@ -223,6 +247,8 @@ def launch(args) -> int:
     finally:
         if kernel.poll() is None:
             _stop_group(kernel.pid)
+        if tty is not None:
+            _give_terminal(tty, os.getpgrp())
         shutil.rmtree(relay_dir, ignore_errors=True)
         os.write(watchdog, b"clean\n")
         os.close(watchdog)
@@ -265,6 +291,30 @@ async def _stop_when_orphaned(kernel: subprocess.Popen, interval: float = 1.0) -
     while os.getppid() == parent:
         await asyncio.sleep(interval)
     _forward(kernel, signal.SIGTERM)
+
+
+def _terminal() -> int | None:
+    """stdin's terminal if this process is in its foreground (never steal it from a shell that
+    ran us in the background), else None."""
+    try:
+        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
+            return 0
+    except OSError:
+        pass
+    return None
+
+
+def _give_terminal(fd: int, pgid: int) -> None:
+    """Make ``pgid`` the terminal's foreground group, as a shell does for a job."""
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # we may be in the background by now
+    try:
+        os.tcsetpgrp(fd, pgid)
+        if pgid != os.getpgrp():
+            os.killpg(pgid, signal.SIGCONT)  # in case it read the terminal before it owned it
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
 
 
 def _warn(problem: str) -> None:
