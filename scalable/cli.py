@@ -54,5 +54,10 @@ def main(argv=None) -> int:
         return 1
 
 
+def bootstrap_main(argv=None) -> int:
+    """``scalable_bootstrap``, the original's command: the same as ``scalable bootstrap``."""
+    return main(["bootstrap", *(sys.argv[1:] if argv is None else argv)])
+
+
 if __name__ == "__main__":
     sys.exit(main())

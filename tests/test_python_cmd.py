@@ -9,8 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from bootstrap_harness import (  # noqa: F401
+    HERE,
+    bootstrap_args,
+    host,
+    laptop,
+    needs_sshd,
+    run_bootstrap,
+)
 
 from scalable.kernel.python_cli import (
     UsageError,
@@ -173,3 +182,42 @@ def test_a_batch_workflow_creates_a_slurm_cluster_through_the_relay(slurm, work,
     while {j["job_id"].split("_")[0] for j in slurm.squeue()} & set(got["jobs"]):
         assert time.monotonic() < deadline, "close() did not cancel the jobs"
         time.sleep(0.3)
+
+
+@pytest.mark.ssh
+@needs_sshd
+def test_bootstrap_installs_the_python3_wrapper_when_asked(host, laptop, tmp_path):  # noqa: F811
+    # The host's Python must import this checkout of scalable, as an installed one would.
+    remote_python = tmp_path / "host-python"
+    remote_python.write_text(f"#!/bin/sh\nPYTHONPATH={PROJECT} exec {sys.executable} \"$@\"\n")
+    remote_python.chmod(0o755)
+    args = bootstrap_args(host, "--until", "kernel", "--remote-python", str(remote_python),
+                          "--module-load", f"export PATH={TESTS_BIN}:{HERE / 'fake_docker'}:$PATH")
+    r = run_bootstrap(laptop, args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (host.work_dir / "python3").exists()  # opt-in
+    r = run_bootstrap(laptop, [*args, "--python3-wrapper"])  # a re-run with the flag redoes the kernel step
+    assert r.returncode == 0, r.stdout + r.stderr
+    wrapper = host.work_dir / "python3"
+    assert f"{wrapper} runs Python in the scalable image" in r.stdout
+    assert json.loads((Path(laptop["XDG_CONFIG_HOME"]) / "scalable" / "bootstrap.json").read_text())["python3_wrapper"]
+    # The wrapper loads the site's module line itself, so it works from a plain login shell.
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "PYTHONPATH": PROJECT}
+    code = ("import os, shutil, sys; print(os.environ['APPTAINER_NAME'], shutil.which('sbatch') is not None, "
+            "os.environ['DASK_SCALABLE__WORK_DIRECTORY']); sys.exit(2)")
+    out = subprocess.run([str(wrapper), "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert (out.returncode, out.stdout.split()) == (2, ["scalable_container.sif", "True", str(host.work_dir)]), out.stderr
+
+
+def test_scalable_bootstrap_is_an_alias_of_scalable_bootstrap(capsys):
+    import tomllib
+
+    from scalable.cli import bootstrap_main
+
+    with open(os.path.join(PROJECT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts["scalable_bootstrap"] == "scalable.cli:bootstrap_main"
+    with pytest.raises(SystemExit) as e:
+        bootstrap_main(["--help"])
+    assert e.value.code == 0 and "usage: scalable bootstrap" in capsys.readouterr().out

@@ -21,7 +21,7 @@ from .steps import STEPS, Bootstrap, BootstrapError
 _SAVED = ("host", "user", "work_dir", "identity_file", "targets", "ssh_config", "dockerfile",
           "local_dir", "converter", "docker", "apptainer", "module_load", "remote_python",
           "remote_pip_spec", "remote_base_python", "system_site_packages", "jupyter_port",
-          "local_port")
+          "local_port", "python3_wrapper")
 
 
 def register(subparsers) -> None:
@@ -56,6 +56,9 @@ def register(subparsers) -> None:
                                                 "(default: python3)")
     o.add_argument("--system-site-packages", action="store_true", default=None,
                    help="let the venv see the base interpreter's packages (e.g. a site's JupyterLab)")
+    o.add_argument("--python3-wrapper", action="store_true", default=None,
+                   help="also install <work_dir>/python3 on the host: Python in the scalable image "
+                        "with Slurm through the relay (scalable python), as the original's python3")
     o.add_argument("--jupyter-port", type=int, help="JupyterLab's port on the host (default: a free one)")
     o.add_argument("--local-port", type=int, help="port of the forward here (default: a free one)")
     r = p.add_argument_group("what to do")

@@ -146,6 +146,17 @@ def install_kernel(session: SSHSession, python: str, work_dir: str,
     return prefix
 
 
+def install_python3_wrapper(session: SSHSession, python: str, work_dir: str, module_load: str = "") -> str:
+    """Write ``<work_dir>/python3``: ``scalable python`` with this work directory's scalable image,
+    as the original's ``python3`` alias was; the host's scalable writes it (``--write-wrapper``)."""
+    path = posixpath.join(work_dir, "python3")
+    image = posixpath.join(work_dir, "containers", sif_name("scalable"))
+    session.run([python, "-m", "scalable.cli", "python", f"--work-dir={work_dir}", f"--image={image}",
+                 *([f"--module-load={module_load}"] if module_load else []), f"--write-wrapper={path}"],
+                timeout=120)
+    return path
+
+
 def helper_source() -> str:
     """Text of the host-side JupyterLab helper, sent to the host's Python on stdin."""
     return (Path(__file__).with_name("remote_jupyter.py")).read_text()

@@ -75,6 +75,7 @@ class Settings:
     remote_pip_spec: str = ""     # what the host env installs; empty: scalable[jupyter]==<this version>
     remote_base_python: str = ""  # interpreter the venv is made from; empty: python3
     system_site_packages: bool = False  # the venv also sees the base interpreter's packages
+    python3_wrapper: bool = False  # install <work_dir>/python3, which runs scalable python
     jupyter_port: int = 0         # on the host; 0: a free one
     local_port: int = 0           # on this machine; 0: a free one
 

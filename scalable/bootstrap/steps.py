@@ -128,7 +128,7 @@ class Bootstrap:
             return fingerprint(where, s.remote_python, s.remote_pip_spec, s.remote_base_python,
                                s.system_site_packages, str(images.scalable_checkout(s.dockerfile)))
         if step == "kernel":
-            return fingerprint(where, s.python())
+            return fingerprint(where, s.python(), *(["python3-wrapper", s.module_load] if s.python3_wrapper else []))
         return ""
 
     # -- the run -------------------------------------------------------------------------------
@@ -259,6 +259,9 @@ class Bootstrap:
             self.say("  JupyterLab will start without it; run `scalable bootstrap` again to retry.")
             return False
         self.say(f"  kernelspec 'scalable' installed under {prefix}")
+        if self.s.python3_wrapper:
+            path = remote.install_python3_wrapper(self.ssh(), self.s.python(), self.s.work_dir, self.s.module_load)
+            self.say(f"  {path} runs Python in the scalable image (scalable python)")
 
     def step_jupyter(self):
         argv = [self.s.python(), "-", "start", self.s.work_dir]
