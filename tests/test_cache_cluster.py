@@ -1,7 +1,7 @@
 """@cacheable on workers of two container tags sharing the work directory's cache.
 
-Local cluster with the apptainer stand-in: every worker runs in its tag's image with the work
-directory as home and current directory, as on Slurm.
+With the apptainer stand-in, on the local cluster and on the real test Slurm: every worker runs in
+its tag's image with the work directory as home and current directory.
 """
 
 import os
@@ -10,7 +10,7 @@ import pickle
 import dask
 import pytest
 
-from scalable import LocalCluster, ScalableClient
+from scalable import LocalCluster, ScalableClient, SlurmCluster
 from scalable.cache import Store
 
 
@@ -21,9 +21,15 @@ def work(tmp_path, make_image, apptainer):
     return tmp_path
 
 
-@pytest.fixture
-def client(work):
-    with LocalCluster(work_dir=str(work)) as cluster:
+@pytest.fixture(params=["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def client(request, work, monkeypatch):
+    if request.param == "slurm":
+        request.getfixturevalue("slurm")
+        monkeypatch.chdir(work)
+        make = lambda: SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo")
+    else:
+        make = lambda: LocalCluster(work_dir=str(work))
+    with make() as cluster:
         cluster.add_container(tag="a", cpus=3, memory="1G")
         cluster.add_container(tag="b", cpus=3, memory="1G")
         cluster.add_workers(n=1, tag="a")
