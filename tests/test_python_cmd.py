@@ -131,6 +131,36 @@ def test_ctrl_c_on_a_terminal_reaches_python_once(work):
     assert out.count(b"interrupted") == 1 and b"Traceback" not in out, out
 
 
+def test_no_arguments_is_an_interactive_session_that_survives_ctrl_c(work):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, scalable_python())
+    out = b""
+
+    def read_until(marker: bytes):
+        nonlocal out
+        deadline = time.monotonic() + 120
+        while marker not in out:
+            assert time.monotonic() < deadline, out
+            out += os.read(fd, 1024)
+
+    read_until(b">>> ")
+    os.write(fd, b"import os; print(os.environ['APPTAINER_NAME'])\n")
+    read_until(b"scalable_container.sif")
+    os.write(fd, b"\x03")  # at the prompt: KeyboardInterrupt, and the session goes on
+    read_until(b"KeyboardInterrupt")
+    os.write(fd, b"print(6 * 7); raise SystemExit(9)\n")
+    read_until(b"42")
+    try:
+        while os.read(fd, 1024):
+            pass
+    except OSError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 9, out
+
+
 def test_wrapper_runs_scalable_python(work, tmp_path):
     ns = launcher_args({"bind": [], "env": ["A=1"], "work_dir": str(work)})
     text = wrapper_text(ns, module_load="true  # module load apptainer")
