@@ -31,8 +31,8 @@ def register(subparsers) -> None:
 
 
 def _serve_options(p, default) -> None:
-    p.add_argument("--socket", default=default, help="socket path (default: $SCALABLE_RELAY or "
-                   "$XDG_RUNTIME_DIR|/tmp/scalable-relay-<uid>/relay.sock)")
+    p.add_argument("--socket", default=default, help="socket path, in a directory only you can write "
+                   "(default: $SCALABLE_RELAY, else a fresh private directory under $XDG_RUNTIME_DIR or /tmp)")
     p.add_argument("--allow", action="append", metavar="NAME", default=default,
                    help="allowlisted program (repeat); default scalable.relay.allowlist")
     p.add_argument("--timeout", type=float, default=default, help="longest a command may run, seconds")

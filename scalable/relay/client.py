@@ -6,6 +6,11 @@ exactly as on the host. A non-zero exit comes back as a :class:`~scalable.runner
 (the runner decides whether to raise); a relay that cannot be reached, a refused request or a
 timeout raise :class:`~scalable.runner.CommandError`, as a local failure would.
 
+Before sending anything the client checks that its own uid serves the socket (``SO_PEERCRED``):
+a path can be planted by another user, and a job script must never reach them. Deadlines to be
+served (``scalable.relay.connect-timeout``, a busy relay is asked again meanwhile) and to be
+answered (``scalable.relay.reply-timeout``) turn a relay that stopped answering into an error.
+
 Job scripts: dask-jobqueue writes its job script to the container's private ``/tmp``, which the
 host cannot see. When ``sbatch`` is given a script path that exists here, the client sends the
 script's content on stdin instead (``sbatch`` reads a script from there), whatever the image binds.
@@ -14,10 +19,12 @@ script's content on stdin instead (``sbatch`` reads a script from there), whatev
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
+from .. import config
 from ..runner import RELAY_ENV, CommandError, CommandResult
 from . import protocol
 from .shim import sbatch_stdin
@@ -40,6 +47,10 @@ def _prepare(argv, input, cwd):
     if argv[0] == "sbatch" and not stdin:
         argv, stdin = sbatch_stdin(argv)
     return argv, stdin, os.path.abspath(cwd or os.getcwd())
+
+
+def _timeouts(timeout):
+    return protocol.timeouts(config.get("relay.connect-timeout"), config.get("relay.reply-timeout"), timeout)
 
 
 def _result(argv, timeout, header, out: bytes, err: bytes) -> CommandResult:
@@ -87,13 +98,21 @@ def relay_run(
     path = _socket_path(argv)
     original = list(argv)
     argv, stdin, cwd = _prepare(argv, input, cwd)
+    connect_for, reply_for = _timeouts(timeout)
     try:
-        header, out, err = protocol.call(path, argv, stdin=stdin, cwd=cwd, timeout=timeout)
+        header, out, err = protocol.call(path, argv, stdin=stdin, cwd=cwd, timeout=timeout,
+                                         connect_timeout=connect_for, reply_timeout=reply_for)
     except OSError as e:
         raise _unreachable(original, path, e) from None
     except protocol.ProtocolError as e:
-        raise CommandError(original, 126, "", f"the host relay answered badly: {e}") from None
+        raise _bad_answer(original, e) from None
     return _result(original, timeout, header, out, err)
+
+
+def _bad_answer(argv, e: protocol.ProtocolError) -> CommandError:
+    if isinstance(e, (protocol.ForeignRelay, protocol.NoReply)):
+        return CommandError(argv, 126, "", str(e))
+    return CommandError(argv, 126, "", f"the host relay answered badly: {e}")
 
 
 async def relay_arun(
@@ -106,26 +125,47 @@ async def relay_arun(
     path = _socket_path(argv)
     original = list(argv)
     argv, stdin, cwd = _prepare(argv, input, cwd)
-    deadline = time.monotonic() + protocol.READY_WAIT
+    connect_for, reply_for = _timeouts(timeout)
+    t0 = time.monotonic()
+    connect_by, reply_by = t0 + connect_for, t0 + reply_for
+    request = protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin
+    delay = 0.05
     while True:
         try:
-            reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
-            break
+            header, out, err = await _aexchange(path, request, connect_by, reply_by)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _bad_answer(original, protocol.no_reply(path, reply_for)) from None
+        except (asyncio.IncompleteReadError, protocol.ProtocolError) as e:
+            e = e if isinstance(e, protocol.ProtocolError) else protocol.Truncated(str(e))
+            raise _bad_answer(original, e) from None
         except OSError as e:
-            if not protocol.starting(path, e, deadline):
-                raise _unreachable(original, path, e) from None
+            raise _unreachable(original, path, e) from None
+        if not header.get("retry") or time.monotonic() + delay >= connect_by:
+            return _result(original, timeout, header, out, err)
+        await asyncio.sleep(delay)  # the relay was too busy to read the request: send it again
+        delay = min(2 * delay, 1.0)
+
+
+async def _aexchange(path: str, request: bytes, connect_by: float, reply_by: float):
+    ready_by = min(connect_by, time.monotonic() + protocol.READY_WAIT)
+    while True:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(path, limit=1 << 20), max(connect_by - time.monotonic(), 0.001))
+            break
+        except (asyncio.TimeoutError, TimeoutError):
+            raise OSError(errno.ETIMEDOUT, "no connection accepted in time (scalable.relay.connect-timeout)") from None
+        except OSError as e:
+            if not protocol.retryable(path, e, ready_by, connect_by):
+                raise
         await asyncio.sleep(0.05)
     try:
+        protocol.check_peer(writer.get_extra_info("socket"), path)
         try:
-            writer.write(protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin)
-            await writer.drain()
+            writer.write(request)
+            await asyncio.wait_for(writer.drain(), max(reply_by - time.monotonic(), 0.001))
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the relay refused before reading (another uid): its reply is waiting
-        header, out, err = await protocol.arecv_message(reader)
-    except (asyncio.IncompleteReadError, protocol.ProtocolError) as e:
-        raise CommandError(original, 126, "", f"the host relay answered badly: {e}") from None
-    except OSError as e:
-        raise _unreachable(original, path, e) from None
+            pass  # the relay refused before reading (busy, another uid): its reply is waiting
+        return await asyncio.wait_for(protocol.arecv_message(reader), max(reply_by - time.monotonic(), 0.001))
     finally:
         writer.close()
-    return _result(original, timeout, header, out, err)

@@ -2,17 +2,19 @@
 
 The kernel and the Dask scheduler run inside the scalable image, where Slurm's commands and
 munge are absent. :class:`RelayServer` listens on a Unix socket that only its owner can reach
-(a 0700 directory, a 0600 socket, and an ``SO_PEERCRED`` uid check), and runs one allowlisted
-program per request with an argv list -- never a shell, never a network address. Each request
-is served by a thread of its own (blocking sockets and pipes: a round trip costs a fraction of
-what an event loop adds), so a slow command never delays a ``squeue``.
+(a private directory made as :mod:`scalable.relay.paths` describes, a 0600 socket, and an
+``SO_PEERCRED`` uid check), and runs one allowlisted program per request with an argv list --
+never a shell, never a network address -- logging each one. Each request is served by a thread
+of its own (blocking sockets and pipes: a round trip costs a fraction of what an event loop
+adds), so a slow command never delays a ``squeue``; :mod:`scalable.relay.pool` bounds them.
 
 Examples
 --------
 From a shell on the host::
 
-    $ scalable relay --socket /tmp/me-relay/relay.sock
-    $ SCALABLE_RELAY=/tmp/me-relay/relay.sock python -c \\
+    $ scalable relay
+    scalable relay serving /tmp/scalable-relay-k2j4x9/relay.sock (log: ...)
+    $ SCALABLE_RELAY=/tmp/scalable-relay-k2j4x9/relay.sock python -c \\
         "from scalable.relay.client import relay_run; print(relay_run(['squeue']).stdout)"
 """
 
@@ -22,20 +24,28 @@ import asyncio
 import errno
 import logging
 import os
-import queue
 import re
 import shlex
 import shutil
 import signal
 import socket
-import stat
 import struct
 import subprocess
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from .commands import communicate, hung_up, kill_group
+from .paths import (
+    RelayError,
+    bind_private,
+    clear_stale_socket,
+    pick_socket_directory,
+    remove_socket,
+    request_logger,
+    socket_directory,
+)
+from .pool import RequestThreads
 from .protocol import (
     MAX_HEADER,
     ProtocolError,
@@ -45,6 +55,8 @@ from .protocol import (
     recv_exactly,
     reply_header,
 )
+
+__all__ = ["Refused", "RelayError", "RelayServer", "clear_stale_socket", "default_socket_path", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +69,6 @@ _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 READ_TIMEOUT = 30.0
 
 
-class RelayError(RuntimeError):
-    """The relay cannot start (e.g. another relay already serves the socket)."""
-
-
 class Refused(Exception):
     """A request the relay will not run; the message is a sentence for the user."""
 
@@ -69,52 +77,16 @@ class Refused(Exception):
         self.returncode = returncode
 
 
-def prepare_socket_dir(path: str) -> None:
-    """Create ``path`` as a 0700 directory, or check an existing one is ours and private."""
-    try:
-        os.makedirs(path, mode=0o700)
-    except FileExistsError:
-        pass
-    st = os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise RelayError(f"{path} is not a directory; choose another socket path")
-    if st.st_uid != os.getuid():
-        raise RelayError(f"{path} belongs to uid {st.st_uid}; choose a socket path in a directory of yours")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)  # only the owner may reach the socket
-
-
-def clear_stale_socket(path: str) -> None:
-    """Remove ``path`` if it is a socket nobody serves; refuse if a live relay answers."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise RelayError(f"{path} exists and is not a socket; remove it or choose another socket path")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError as e:
-        if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            logger.info("removing stale relay socket %s", path)
-            os.unlink(path)
-            return
-        raise
-    else:
-        raise RelayError(f"a relay is already serving {path}; stop it first or choose another socket path")
-    finally:
-        probe.close()
-
-
 class RelayServer:
     """Serve allowlisted host commands on a private Unix socket.
 
     Parameters
     ----------
-    socket_path : str
-        Where to listen. Its directory is created 0700 if needed. Keep it short: Unix socket
-        paths are limited to 107 bytes.
+    socket_path : str, optional
+        Where to listen; by default ``relay.sock`` in a fresh private directory (see
+        :func:`~scalable.relay.paths.pick_socket_directory`). A given directory is created 0700
+        if missing, and refused if it is a symbolic link, is not ours or others can write it.
+        Keep it short: Unix socket paths are limited to 107 bytes.
     allowlist : iterable of str, optional
         Program names that may run; default ``scalable.relay.allowlist`` from config.
     timeout : float, optional
@@ -126,6 +98,11 @@ class RelayServer:
         Largest stdin accepted, in bytes.
     max_concurrent : int, optional
         Commands running at once; more requests wait their turn.
+    max_threads : int, optional
+        Requests served at once (reading, waiting for a slot, running, replying); past that a
+        client is told the relay is busy and retries.
+    idle_timeout : float, optional
+        Seconds an idle request thread lives on (a few are kept warm).
 
     Examples
     --------
@@ -137,67 +114,80 @@ class RelayServer:
 
     def __init__(
         self,
-        socket_path: str,
+        socket_path: str | None = None,
         *,
         allowlist: Iterable[str] | None = None,
         timeout: float | None = None,
         log_file: str | None = None,
         max_input: int | None = None,
         max_concurrent: int | None = None,
+        max_threads: int | None = None,
+        idle_timeout: float | None = None,
     ):
         from .. import config
 
-        self.socket_path = os.path.abspath(socket_path)
+        self._given = socket_path is not None
+        self.socket_path = os.path.abspath(socket_path) if socket_path else ""
         self.allowlist = frozenset(config.get("relay.allowlist", allowlist, DEFAULT_ALLOWLIST))
         self.timeout = float(config.get("relay.timeout", timeout, 600))
         self.max_input = int(config.get("relay.max-input", max_input, 64 << 20))
         self.max_concurrent = int(config.get("relay.max-concurrent", max_concurrent, 32))
-        self.log_file = config.get("relay.log-file", log_file) or os.path.join(
-            os.path.dirname(self.socket_path), "relay.log"
-        )
+        self.max_threads = int(config.get("relay.max-threads", max_threads, 64))
+        self.idle_timeout = float(config.get("relay.idle-timeout", idle_timeout, 10))
+        self._log_file = config.get("relay.log-file", log_file)
         bad = sorted(n for n in self.allowlist if not _NAME.match(n))
         if bad:
             raise RelayError(f"relay allowlist entries {bad} are not bare program names; list names like 'squeue'")
         self._listener: socket.socket | None = None
+        self._bound: tuple[int, int] | None = None  # (device, inode) of the socket we made
         self._slots: threading.BoundedSemaphore | None = None  # commands running at once
-        self._lock = threading.Lock()  # guards the four below
+        self._lock = threading.Lock()  # guards the three below
         self._closing = False
         self._running: set = set()  # Popen objects in flight, stopped by close()
         self._conns: set = set()  # open client connections, shut down by close()
-        self._idle = 0  # request threads waiting for a connection
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # connections for idle threads
+        self.threads = RequestThreads(self._served, max_threads=self.max_threads,
+                                      idle_timeout=self.idle_timeout)
+        self._log_stream = None
         self._closed: asyncio.Event | None = None
         self._programs: dict[str, str | None] = {}  # name -> path on the host PATH
         self._uid = os.getuid()
         self._log = logging.getLogger(__name__)  # replaced by the request log in start()
 
-    def _request_logger(self) -> logging.Logger:
-        log = logging.getLogger(f"scalable.relay.requests.{id(self)}")
-        log.propagate = False
-        log.setLevel(logging.INFO)
-        handler = logging.FileHandler(self.log_file)
-        os.chmod(self.log_file, 0o600)  # argv may name private paths
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(handler)
-        return log
+    @property
+    def log_file(self) -> str:
+        """The request log: as configured, else ``relay.log`` beside the socket."""
+        return self._log_file or os.path.join(os.path.dirname(self.socket_path), "relay.log")
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the socket (replacing a stale one) and start accepting requests."""
-        if len(os.fsencode(self.socket_path)) > 107:
-            raise RelayError(f"socket path {self.socket_path} is longer than 107 bytes; choose a shorter one")
-        prepare_socket_dir(os.path.dirname(self.socket_path))
-        clear_stale_socket(self.socket_path)
-        self._log = self._request_logger()
+        """Make or check the socket's directory, bind the socket (replacing a stale one of ours)
+        and start accepting requests."""
+        if self._given:
+            directory, created = socket_directory(os.path.dirname(self.socket_path))
+        else:
+            directory, created = socket_directory(pick_socket_directory())
+        self.socket_path = os.path.join(directory, os.path.basename(self.socket_path) or "relay.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
         try:
-            listener.bind(self.socket_path)
-        finally:
-            os.umask(old)
-        os.chmod(self.socket_path, 0o600)
-        listener.listen(128)
+            if len(os.fsencode(self.socket_path)) > 107:
+                raise RelayError(f"socket path {self.socket_path} is longer than 107 bytes; choose a shorter one")
+            clear_stale_socket(self.socket_path)
+            self._log, self._log_stream = request_logger(self.log_file, f"scalable.relay.requests.{id(self)}")
+            self._bound = bind_private(listener, self.socket_path)
+            listener.listen(128)
+        except BaseException:
+            listener.close()
+            if self._bound is not None:
+                remove_socket(self.socket_path, self._bound)
+            if self._log_stream is not None:
+                self._log_stream.close()
+            if created:
+                try:
+                    os.rmdir(directory)  # ours and still empty; a log in it stays
+                except OSError:
+                    pass
+            raise
         self._listener = listener
         self._closed = asyncio.Event()
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
@@ -226,20 +216,17 @@ class RelayServer:
                     conn.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
-            for _ in range(self._idle):
-                self._queue.put(None)  # idle request threads end
-            self._idle = 0
+            self.threads.close()  # idle request threads end
         deadline = time.monotonic() + 3.0
         while self._conns and time.monotonic() < deadline:  # let them answer before we exit
             await asyncio.sleep(0.02)
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        remove_socket(self.socket_path, self._bound)  # only if it is still the one we made
         self._log.info("relay stopped")
         for h in list(self._log.handlers):
             h.close()
             self._log.removeHandler(h)
+        if self._log_stream is not None:
+            self._log_stream.close()
         if self._closed is not None:
             self._closed.set()
 
@@ -256,29 +243,33 @@ class RelayServer:
                     conn.close()
                     return
                 self._conns.add(conn)
-                spawn = self._idle == 0
-                if not spawn:
-                    self._idle -= 1
-            # A thread per connection in flight, reused afterwards: a client still sending,
-            # waiting for a slot or reading slowly never holds up another one, and a thread
-            # that is already waiting costs a round trip far less than a new one.
-            if spawn:
-                threading.Thread(target=self._serve_connections, args=(conn,),
-                                 name="relay-request", daemon=True).start()
-            else:
-                self._queue.put(conn)
+            if not self.threads.submit(conn):
+                self._busy(conn)
 
-    def _serve_connections(self, conn) -> None:
-        while conn is not None:
-            try:
-                self._handle(conn)
-            finally:
-                with self._lock:
-                    self._conns.discard(conn)
-                    if self._closing:
-                        return
-                    self._idle += 1
-            conn = self._queue.get()
+    def _served(self, conn) -> None:
+        try:
+            self._handle(conn)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+
+    def _busy(self, conn: socket.socket) -> None:
+        """No thread for ``conn`` (at the limit, or one could not start): say so and go on
+        accepting. The request is never read, so the client may safely send it again."""
+        try:
+            self._log.info("BUSY no thread for a request (%d serving, at most %d); told the client to retry",
+                           self.threads.count, self.max_threads)
+            conn.setblocking(False)  # a short reply fits the socket buffer; never wait here
+            conn.send(encode_header(reply_header(
+                75, b"", b"", retry=True,  # EX_TEMPFAIL
+                error="the host relay is too busy to take this request; run the command again in a moment",
+            )))
+        except OSError:  # the client is gone: nothing to tell it
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
 
     # --- one request (in a pool thread) -------------------------------------------------------
 
@@ -450,10 +441,7 @@ async def serve(socket_path: str, *, ready=None, **kwargs) -> None:
         await server.close()
 
 
-def default_socket_path() -> str:
-    """``$SCALABLE_RELAY`` if set, else ``relay.sock`` in a per-user directory under
-    ``$XDG_RUNTIME_DIR`` or ``/tmp`` (short, so it fits the 107-byte socket path limit)."""
-    if os.environ.get("SCALABLE_RELAY"):
-        return os.environ["SCALABLE_RELAY"]
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return os.path.join(base, f"scalable-relay-{os.getuid()}", "relay.sock")
+def default_socket_path() -> str | None:
+    """``$SCALABLE_RELAY`` if set, else ``None``: the relay then makes a fresh private directory
+    (a fixed name such as ``/tmp/scalable-relay-<uid>`` is one another user can plant first)."""
+    return os.environ.get("SCALABLE_RELAY") or None

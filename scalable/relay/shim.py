@@ -129,6 +129,9 @@ def forward(argv) -> int:
         sys.stderr.write(f"{name}: cannot reach the host relay at {path} ({e.strerror or e}); restart "
                          f"the kernel to start a new relay\n")
         return 127
+    except (protocol.ForeignRelay, protocol.NoReply) as e:
+        sys.stderr.write(f"{name}: {e}\n")
+        return 126
     except protocol.ProtocolError as e:
         sys.stderr.write(f"{name}: the host relay answered badly: {e}\n")
         return 126
