@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from scalable.relay import protocol
 from scalable.relay.client import relay_arun, relay_run
 from scalable.relay.server import RelayError, clear_stale_socket
 from scalable.relay.shim import is_shim, sbatch_stdin, write_shims
 from scalable.runner import CommandError, run
-from waiting import wait_for
 
 ALLOW = ("echo", "cat", "ls", "sleep", "head", "pwd", "true")
 
@@ -271,7 +271,7 @@ def _nobody_can_run(python_dir: str, sock: str) -> subprocess.CompletedProcess:
         ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
          "/usr/bin/python3", os.path.join(python_dir, "echo"), "from", "nobody"],
         env={"SCALABLE_RELAY": sock, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=30, cwd="/",
+        check=False, capture_output=True, text=True, timeout=30, cwd="/",
     )
 
 
@@ -289,13 +289,23 @@ def test_other_uid_is_refused():
             # The 0700 directory alone keeps other users out...
             r = _nobody_can_run(shims, sock)
             assert r.returncode == 127 and "Permission denied" in r.stderr
-            # ...and should it be opened up by mistake, the SO_PEERCRED check still refuses.
+            # ...should it be opened up by mistake, the client sees the relay is not its own...
             os.chmod(os.path.dirname(sock), 0o711)
             os.chmod(sock, 0o666)
             r = _nobody_can_run(shims, sock)
             assert r.returncode == 126, r
-            assert "serves only uid 0; uid 65534 is refused" in r.stderr
+            assert f"the relay socket {sock} is served by uid 0, not by you (uid 65534)" in r.stderr
             assert "from nobody" not in r.stdout
+            # ...and a client that does not check is refused by the relay's SO_PEERCRED check.
+            raw = ("import socket, struct, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                   "s.sendall(bytes.fromhex(sys.argv[2])); s.shutdown(socket.SHUT_WR); "
+                   "sys.stdout.buffer.write(s.recv(65536))")
+            request = protocol.encode_header(protocol.request_header(["echo", "from nobody"], "/", None, 0))
+            r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                                "/usr/bin/python3", "-c", raw, sock, request.hex()],
+                               check=False, capture_output=True, timeout=30, cwd="/")
+            assert "serves only uid 0; uid 65534 is refused" in _error_of(r.stdout), r
+            assert b"from nobody" not in r.stdout
         finally:
             stop(proc)
     finally:
@@ -306,21 +316,21 @@ def test_shims_forward_argv_stdout_stderr_exit_code_cwd(use_relay, tmp_path):
     shims = tmp_path / "shims"
     write_shims(str(shims), names=["echo", "ls", "pwd"], python=sys.executable)
     env = {**os.environ, "PATH": f"{shims}:/usr/bin:/bin"}
-    r = subprocess.run([str(shims / "echo"), "a b", "c|d"], env=env, capture_output=True, text=True)
+    r = subprocess.run([str(shims / "echo"), "a b", "c|d"], env=env, check=False, capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (0, "a b c|d\n")
-    r = subprocess.run([str(shims / "ls"), "/no/such"], env=env, capture_output=True, text=True)
+    r = subprocess.run([str(shims / "ls"), "/no/such"], env=env, check=False, capture_output=True, text=True)
     assert r.returncode == 2 and "/no/such" in r.stderr
-    r = subprocess.run([str(shims / "pwd")], env=env, capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run([str(shims / "pwd")], env=env, check=False, capture_output=True, text=True, cwd=tmp_path)
     assert r.stdout.strip() == str(tmp_path)
     del env["SCALABLE_RELAY"]
-    r = subprocess.run([str(shims / "echo")], env=env, capture_output=True, text=True)
+    r = subprocess.run([str(shims / "echo")], env=env, check=False, capture_output=True, text=True)
     assert r.returncode == 127 and "SCALABLE_RELAY is not set" in r.stderr
     assert is_shim(str(shims / "echo")) and not is_shim(shutil.which("echo"))
 
 
 def test_shims_command_writes_every_slurm_shim(tmp_path):
     r = subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "shims", str(tmp_path / "bin")],
-                       capture_output=True, text=True)
+                       check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for name in ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct"):
         assert os.access(tmp_path / "bin" / name, os.X_OK)
@@ -335,7 +345,7 @@ def test_shims_start_without_importing_dask(tmp_path):
             "try:\n runpy.run_path(sys.argv[0], run_name='__main__')\n"
             "except SystemExit: pass\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'scalable', 'distributed')))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                        env={k: v for k, v in os.environ.items() if k != "SCALABLE_RELAY"})
     assert r.stdout.strip() == "[]", r
 
@@ -368,11 +378,11 @@ def test_stale_socket_is_replaced_and_live_one_refused(tmp_path):
     try:
         assert sock2 == sock
         assert subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "run", "--socket", sock,
-                               "--", "echo", "hi"], capture_output=True, text=True).stdout == "hi\n"
+                               "--", "echo", "hi"], check=False, capture_output=True, text=True).stdout == "hi\n"
         with pytest.raises(RelayError, match="already serving"):
             clear_stale_socket(sock)
         second = subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "--socket", sock],
-                                capture_output=True, text=True, timeout=30)
+                                check=False, capture_output=True, text=True, timeout=30)
         assert second.returncode == 1 and "already serving" in second.stderr
     finally:
         stop(proc)
