@@ -304,6 +304,8 @@ def request_threads() -> int:
 
 @contextlib.contextmanager
 def relay_in_process(tmp_path, monkeypatch):
+    # threads of an earlier in-process relay end soon after it closes; counts start from none
+    wait_for(lambda: request_threads() == 0, what="request threads of earlier relays to end")
     server = RelayServer(str(tmp_path / "r" / "relay.sock"), allowlist=["echo"])
     asyncio.run(server.start())
     monkeypatch.setenv("SCALABLE_RELAY", server.socket_path)
@@ -351,35 +353,51 @@ def test_a_thread_that_cannot_start_answers_busy_and_the_relay_keeps_serving(tmp
         assert "BUSY" in (Path(sock).parent / "relay.log").read_text()
 
 
-def test_threads_are_bounded_and_idle_ones_reaped_after_a_burst(tmp_path, monkeypatch):
-    before = request_threads()
-    config = {"scalable.relay.max-threads": 8, "scalable.relay.idle-timeout": 0.5}
-    with dask.config.set(config), relay_in_process(tmp_path, monkeypatch) as sock:
-        silent = []
+def silent_clients(sock, n) -> list[socket.socket]:
+    """``n`` clients that connect and say nothing: each holds a request thread while it is read."""
+    clients = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock)
+        s.sendall(b"\x00\x00")
+        clients.append(s)
+    return clients
+
+
+def test_request_threads_are_bounded_and_past_the_bound_clients_are_told_to_retry(tmp_path, monkeypatch):
+    with dask.config.set({"scalable.relay.max-threads": 8}), relay_in_process(tmp_path, monkeypatch) as sock:
+        silent = silent_clients(sock, 12)
         try:
-            for _ in range(12):  # say nothing: each holds a thread while it is read
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(sock)
-                s.sendall(b"\x00\x00")
-                silent.append(s)
             for s in silent[8:]:  # past the bound: told at once to retry
                 s.settimeout(30)
                 (n,) = struct.unpack(">I", protocol.recv_exactly(s, 4))
                 assert protocol.decode_header(protocol.recv_exactly(s, n))["retry"]
-            assert request_threads() - before <= 8
-            wait_for(lambda: request_threads() - before == 8, what="8 request threads")
+            assert request_threads() == 8
         finally:
             for s in silent:
                 s.close()
-        # a burst served, then idle: its threads end, a couple stay warm
-        wait_for(lambda: request_threads() - before <= 2, what="idle request threads to end")
-        assert relay_run(["echo", "after"]).stdout == "after\n"
-        burst = [threading.Thread(target=relay_run, args=(["echo", str(i)],)) for i in range(30)]
+        # and a burst larger than the bound is served in full: busy clients retry by themselves
+        results = {}
+        burst = [threading.Thread(target=lambda i=i: results.update({i: relay_run(["echo", str(i)]).stdout}))
+                 for i in range(30)]
         for t in burst:
             t.start()
         for t in burst:
-            t.join(60)
-        wait_for(lambda: request_threads() - before <= 2, what="idle request threads to end")
+            t.join(120)
+        assert results == {i: f"{i}\n" for i in range(30)}
+        assert "BUSY" in (Path(sock).parent / "relay.log").read_text()
+
+
+def test_idle_request_threads_end_after_a_burst(tmp_path, monkeypatch):
+    with dask.config.set({"scalable.relay.idle-timeout": 0.5}), relay_in_process(tmp_path, monkeypatch) as sock:
+        silent = silent_clients(sock, 40)
+        try:
+            wait_for(lambda: request_threads() >= 40, what="a thread for each of 40 clients")
+        finally:
+            for s in silent:
+                s.close()
+        wait_for(lambda: request_threads() <= 2, what="idle request threads to end (2 stay warm)")
+        assert relay_run(["echo", "after"]).stdout == "after\n"
 
 
 def test_a_relay_that_never_answers_is_an_error_not_a_hang(tmp_path, monkeypatch):
