@@ -13,10 +13,10 @@ that is already waiting costs a round trip far less than a new one. Three limits
 
 Examples
 --------
->>> threads = RequestThreads(print, max_threads=2, idle_timeout=1.0)
->>> threads.submit("a connection")
-a connection
-True
+>>> served = threading.Event()
+>>> threads = RequestThreads(lambda conn: served.set(), max_threads=2, idle_timeout=1.0)
+>>> threads.submit("a connection"), served.wait(10)
+(True, True)
 >>> threads.close()
 """
 
