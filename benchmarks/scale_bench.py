@@ -4,7 +4,7 @@ Starts its own private Slurm (tests/slurm_harness.py; nodes claim enough CPUs fo
 workers), puts the bubblewrap apptainer stand-in (tests/bin/apptainer) and counting shims for
 ``sbatch``/``squeue``/``scancel`` first on ``PATH``, and prints one table measured in one run:
 
-1. time from ``add_workers(N)`` (scalable) / ``scale(N)`` (dask-jobqueue) to N workers connected,
+1. time from ``add_workers(tag, N)`` (scalable) / ``scale(N)`` (dask-jobqueue) to N workers connected,
    N = 1, 4, 8, 16, same cores, memory and worker command (``apptainer exec ... python -m
    distributed.cli.dask_worker ...`` through the stand-in), median of ``--repeats`` runs, the two
    systems interleaved;
@@ -137,7 +137,7 @@ class Bench:
         """Time from the scale-up call to ``n`` workers connected; commands per burst/close."""
         if system == "scalable":
             cluster, prefix = self.scalable_cluster()
-            start = lambda: cluster.add_workers(n, TAG)  # noqa: E731
+            start = lambda: cluster.add_workers(TAG, n)  # noqa: E731
         else:
             cluster, prefix = self.jobqueue_cluster()
             start = lambda: cluster.scale(n)  # noqa: E731

@@ -56,8 +56,8 @@ def main(argv=None) -> int:
         cluster = SlurmCluster(queue="slurm", interface="lo", work_dir=work_dir)
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_container(tag="stitches", cpus=1, memory="512M")
-        cluster.add_workers(3, "gcam")
-        cluster.add_workers(2, "stitches")
+        cluster.add_workers("gcam", 3)
+        cluster.add_workers("stitches", 2)
         client = ScalableClient(cluster)
         deadline = time.monotonic() + args.minutes * 60
         pending = {}  # x -> future of work(x), until its result is fetched

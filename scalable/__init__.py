@@ -4,8 +4,8 @@ Examples
 --------
 >>> from scalable import SlurmCluster, ScalableClient        # doctest: +SKIP
 >>> cluster = SlurmCluster(queue="slurm", walltime="02:00:00", account="GCIMS", interface="ib0")
->>> cluster.add_container(tag="gcam", cpus=10, memory="20G", dirs={"/rcfs": "/rcfs"})
->>> cluster.add_workers(n=3, tag="gcam")
+>>> cluster.add_container("gcam", {"/rcfs": "/rcfs"}, cpus=10, memory="20G")
+>>> cluster.add_workers("gcam", 3)
 >>> client = ScalableClient(cluster)
 >>> client.submit(run_gcam, "scenario", tag="gcam").result()
 """
@@ -24,9 +24,22 @@ _LAZY = {
     "ContainerSpec": "scalable.containers",
     "ContainerError": "scalable.containers",
     "CommandError": "scalable.runner",
+    # names the original scalable's users import with `from scalable import *`
+    "get_worker": "distributed",
+    "Security": "distributed",
+    "JobQueueCluster": "dask_jobqueue",
 }
 
-__all__ = sorted(_LAZY) + ["load_ipython_extension"]
+# `from scalable import *` gives exactly what the original scalable's users imported that way.
+__all__ = [
+    "JobQueueCluster",
+    "ScalableClient",
+    "Security",
+    "SlurmCluster",
+    "get_worker",
+    # -- caching names (cacheable, GenericType, FileType, DirType, ValueType, ObjectType,
+    #    UtilityType) are added here with scalable's cache ------------------------------
+]
 
 # @cacheable and its argument types, as the original exported them (scalable.caching)
 _LAZY.update({name: "scalable.caching" for name in (

@@ -8,7 +8,6 @@ from distributed import Client
 
 from .tagged import UnknownTagError
 
-
 #: keyword arguments of Client.submit that are not passed on to the function
 _CLIENT_KWARGS = {
     "key", "workers", "resources", "retries", "priority", "fifo_timeout",
@@ -40,11 +39,19 @@ class ScalableClient(Client):
         self._tagged_cluster = cluster if hasattr(cluster, "containers") else None
         super().__init__(cluster, *args, **kwargs)
 
-    def _resources_for(self, tag, kwargs):
-        if "n" in kwargs:
-            raise TypeError(
-                "submit(..., n=) is not supported: a tag's workers each run one task at a "
-                "time; to run several copies use client.map(func, inputs, tag=...)."
+    def _resources_for(self, tag, n, kwargs, call):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{call}(..., n={n!r}): n is the number of workers per task; "
+                             f"leave it out or pass n=1.")
+        if n > 1:
+            fix = ("give the container more cpus instead (cluster.add_container(tag, cpus=...)): "
+                   "a task's threads are its worker's cpus")
+            if call == "submit":
+                fix += ", or run several tasks with client.map(func, inputs, tag=...)"
+            raise ValueError(
+                f"{call}(..., n={n}) asks for {n} workers per task, which scalable does not "
+                f"do: each task runs on one worker of its tag; pass n=1 (or leave it out), "
+                f"or {fix}."
             )
         if tag is None:
             return kwargs
@@ -61,24 +68,35 @@ class ScalableClient(Client):
             cluster.warn_if_no_workers(tag)
         return dict(kwargs, resources={tag: 1})
 
-    def submit(self, func, *args, tag=None, **kwargs):
+    def submit(self, func, *args, tag=None, n=1, **kwargs):
         """Like :meth:`distributed.Client.submit`; ``tag=`` picks the workers.
+
+        ``n=1`` (the original scalable's workers per task) is accepted; more is refused.
+        Tags are case-insensitive.
 
         Examples
         --------
         >>> client.submit(pow, 2, 10, tag="gcam").result()  # doctest: +SKIP
         1024
         """
-        kwargs = self._resources_for(tag, kwargs)
+        tag = _lower(tag)
+        kwargs = self._resources_for(tag, n, kwargs, "submit")
         if tag is not None and kwargs.get("key") is None and kwargs.get("pure", True):
             # the same call sent to two tags is two different results: the tag is in the key
             fkw = {k: v for k, v in kwargs.items() if k not in _CLIENT_KWARGS}
             kwargs["key"] = f"{funcname(func)}-{tag}-{tokenize(func, fkw, tag, *args)}"
         return super().submit(func, *args, **kwargs)
 
-    def map(self, func, *iterables, tag=None, **kwargs):
-        """Like :meth:`distributed.Client.map`; ``tag=`` picks the workers."""
-        kwargs = self._resources_for(tag, kwargs)
+    def map(self, func, *iterables, tag=None, n=1, **kwargs):
+        """Like :meth:`distributed.Client.map`; ``tag=`` picks the workers (``n=1`` as
+        :meth:`submit`)."""
+        tag = _lower(tag)
+        kwargs = self._resources_for(tag, n, kwargs, "map")
         if tag is not None and kwargs.get("key") is None:
             kwargs["key"] = f"{funcname(func)}-{tag}"  # a prefix: keys differ per tag
         return super().map(func, *iterables, **kwargs)
+
+
+def _lower(tag):
+    """Tags are case-insensitive, as in the original scalable."""
+    return tag.lower() if isinstance(tag, str) else tag

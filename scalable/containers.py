@@ -24,11 +24,13 @@ class ContainerError(ValueError):
 
 
 def check_tag(tag) -> str:
-    """Return ``tag`` if it is a valid tag, else raise :class:`ContainerError`.
+    """Return ``tag`` lower-cased if it is a valid tag, else raise :class:`ContainerError`.
+
+    Tags are case-insensitive, as in the original scalable: ``"GCAM"`` is ``"gcam"``.
 
     Examples
     --------
-    >>> check_tag("gcam")
+    >>> check_tag("GCAM")
     'gcam'
     """
     if not isinstance(tag, str) or not TAG_RE.match(tag):
@@ -37,9 +39,9 @@ def check_tag(tag) -> str:
             suggestion = "t" + suggestion
         raise ContainerError(
             f"tag {tag!r} is not valid: use letters, digits and underscores, starting with a "
-            f"letter, at most 32 characters (e.g. tag={suggestion[:32]!r})."
+            f"letter, at most 32 characters (e.g. tag={suggestion[:32].lower()!r})."
         )
-    return tag
+    return tag.lower()
 
 
 def parse_memory(memory, tag: str = "?") -> int:
@@ -102,6 +104,9 @@ class ContainerSpec:
         Host path -> container path bind mounts.
     env : dict
         Environment variables set inside the container.
+    preload : str, optional
+        Dask preload each worker runs (``--preload``): a module name, or a file's path as
+        the container sees it.
     """
 
     tag: str
@@ -110,6 +115,7 @@ class ContainerSpec:
     memory: int = 2**30
     dirs: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
+    preload: str | None = None
 
     @property
     def memory_text(self) -> str:
@@ -124,6 +130,7 @@ class ContainerSpec:
             "memory": slurm_memory(self.memory),
             "dirs": dict(self.dirs),
             "env": dict(self.env),
+            "preload": self.preload,
         }
 
 
@@ -134,21 +141,28 @@ def make_spec(
     dirs=None,
     path=None,
     env=None,
+    preload_script=None,
     *,
     work_dir: str,
     runtime: ContainerRuntime | None,
     require_image: bool = True,
     prologue: bool = False,
+    defaults: Mapping | None = None,
 ) -> ContainerSpec:
     """Validate ``add_container`` arguments and return a :class:`ContainerSpec`.
 
     Values left as None come from ``scalable.containers.<tag>`` in the config, then from
-    built-in defaults (1 cpu, 1G). Every check names the tag and what to change.
+    ``defaults`` (the cluster's ``cpus=``/``memory=``), then from built-in defaults (1 cpu,
+    1G). Every check names the tag and what to change.
     """
-    check_tag(tag)
-    preset = dict(config.get(f"containers.{tag}", default=None) or {})
-    cpus = cpus if cpus is not None else preset.get("cpus", 1)
-    memory = memory if memory is not None else preset.get("memory", "1G")
+    tag = check_tag(tag)
+    presets = config.get("containers", default=None) or {}
+    # config keys are matched case-insensitively, like tags
+    preset = dict(next((v for k, v in presets.items() if str(k).lower() == tag), None) or {})
+    defaults = dict(defaults or {})
+    cpus = cpus if cpus is not None else preset.get("cpus", defaults.get("cpus") or 1)
+    memory = memory if memory is not None else preset.get("memory", defaults.get("memory") or "1G")
+    preload_script = preload_script if preload_script is not None else preset.get("preload_script")
     dirs = dirs if dirs is not None else preset.get("dirs", {})
     env = env if env is not None else preset.get("env", {})
     path = path if path is not None else preset.get("path")
@@ -201,4 +215,39 @@ def make_spec(
             f"job_script_prologue=['module load apptainer']).",
             stacklevel=3,
         )
-    return ContainerSpec(tag, image, cpus, nbytes, binds, {str(k): str(v) for k, v in env.items()})
+    preload = None
+    if preload_script is not None:
+        # a worker without an image (local only) sees the host's paths
+        preload = inside_path(tag, "preload_script", preload_script, work_dir,
+                              binds if image is not None else None)
+    return ContainerSpec(tag, image, cpus, nbytes, binds, {str(k): str(v) for k, v in env.items()},
+                         preload)
+
+
+def inside_path(tag, what, value, work_dir, binds) -> str:
+    """Where a file given to ``add_container`` is seen inside the container.
+
+    A bare dotted name (``my_preload``) is a module in the image and is kept as it is. A path
+    (relative to the work directory) must be a file on this machine; under the work
+    directory (every container's home) or a bind source it is found through that mount,
+    elsewhere it is bound at its own path (added to ``binds``). ``binds=None``: no
+    container, the host path is returned.
+    """
+    text = os.path.expanduser(str(value))
+    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", text) and \
+            not os.path.exists(os.path.join(work_dir, text)):
+        return text  # a module importable inside the image
+    host = os.path.abspath(os.path.join(work_dir, text))
+    if not os.path.isfile(host):
+        raise ContainerError(
+            f"container {tag!r}: {what} {host!r} is not a file on this machine: fix the path "
+            f"(relative paths start at the work directory {work_dir!r}) or name a module "
+            f"inside the image, e.g. {what}='my_preload'."
+        )
+    if binds is None or host.startswith(work_dir.rstrip("/") + "/"):
+        return host
+    for src, dst in binds.items():
+        if host.startswith(src.rstrip("/") + "/"):
+            return dst.rstrip("/") + host[len(src.rstrip("/")):]
+    binds[host] = host
+    return host

@@ -135,6 +135,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
                     "host": "127.0.0.1",
                     "dashboard_address": "127.0.0.1:0",
                     "silence_logs": logging.ERROR,
+                    "preload": [spec.preload] if spec.preload else [],
                 },
             }
         python = config.get("container.python")
@@ -143,7 +144,8 @@ class LocalCluster(TaggedCluster, SpecCluster):
             [python, "-m", "distributed.cli.dask_worker", "--host", "127.0.0.1",
              "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
              "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
-             "--no-dashboard", "--dashboard-address", "127.0.0.1:0"],
+             "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+             *(["--preload", spec.preload] if spec.preload else [])],
             binds=spec.dirs, env=spec.env, home=self.work_dir, cwd=self.work_dir,
         )
         return {"cls": ContainerWorker, "options": {"argv": argv, "cwd": self.work_dir}}

@@ -13,7 +13,7 @@ import warnings
 from dask.utils import parse_timedelta
 from dask_jobqueue import SLURMCluster as _JobqueueSLURMCluster
 
-from . import config, records, runner
+from . import config, original, records, runner
 from .records import parse_squeue
 from .scheduler import ScalableScheduler
 from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
@@ -106,6 +106,14 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         Pack this many workers of a tag into one job, each with its share of the cpus.
     death_timeout : int, optional
         Seconds a worker waits for a lost scheduler before it exits (and its job ends).
+    logs_location, suppress_logs, worker_env_vars, cpus, memory, run_scripts_path, \
+use_run_scripts, comm_port, config_overwrite
+        The original scalable's keywords (see :mod:`scalable.original`): ``logs_location``
+        is ``log_directory``; ``suppress_logs=True`` has workers log errors only;
+        ``worker_env_vars`` is every container's environment; ``cpus``/``memory`` size
+        containers that do not give their own; ``<run_scripts_path>/<tag>_script.sh``
+        (default ``<work_dir>/run_scripts``) wraps a tag's worker inside its container.
+        ``comm_port`` and ``config_overwrite`` are accepted with a note (replaced).
     **kwargs
         Passed to ``dask_jobqueue.SLURMCluster`` (``security``, ``scheduler_options``, ...).
 
@@ -145,6 +153,8 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
                 "SlurmCluster starts with no workers: add them per tag with "
                 "cluster.add_workers(n=2, tag='gcam')."
             )
+        self._original = original.take_original_keywords(kwargs, log_directory)
+        log_directory = self._original.log_directory
         self._init_tags(work_dir, runtime)
         self._walltime = check_walltime(config.get("slurm.walltime", walltime))
         self.job_arrays = bool(config.get("slurm.job-arrays", job_arrays))
@@ -245,15 +255,25 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
         stagger = min(parse_timedelta(config.get("slurm.lifetime-stagger")), life / 10)
         return ["--lifetime", f"{life}s", "--lifetime-stagger", f"{int(stagger)}s"]
 
+    def _container_defaults(self) -> dict:
+        return self._original.defaults
+
+    def _prepare_container(self, spec):
+        original.run_script(self._original, spec, self.work_dir)  # refused now, not at submit
+
     def _job_options(self, tag) -> dict:
         spec = self.containers[tag]
         k = self.workers_per_spec
+        wrapper = original.run_script(self._original, spec, self.work_dir)
         python = spec.image and shlex.join(
             self.runtime.exec_argv(
-                spec.image, [self.python], binds=spec.dirs, env=spec.env,
+                spec.image, [*filter(None, [wrapper]), self.python], binds=spec.dirs,
+                env=original.worker_env(self._original, spec.env),
                 home=self.work_dir, cwd=self.work_dir,
             )
         )
+        # (dask-jobqueue joins worker arguments unquoted into the script)
+        preload = ["--preload", shlex.quote(spec.preload)] if spec.preload else []
         log_name = "%x-%A_%a.log" if self.job_arrays else "%x-%j.log"
         options = dict(self._job_kwargs)
         options.update(
@@ -270,7 +290,7 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
             walltime=self._walltime,
             # the worker's own HTTP server (health, metrics) stays on the node's loopback
             worker_extra_args=["--resources", f"{tag}=1", "--dashboard-address", "127.0.0.1:0",
-                               *self._lifetime_args()],
+                               *preload, *self._lifetime_args()],
             job_extra_directives=[
                 f"-o {os.path.join(self.log_directory, log_name)}",
                 *self._job_kwargs.get("job_extra_directives", []),

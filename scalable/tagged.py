@@ -46,6 +46,18 @@ def _whole(n, example) -> int:
     return n
 
 
+def _tag_first(method, tag, n):
+    """Refuse the old ``(n, tag)`` order with the keyword form: the tag comes first, as in
+    the original scalable (``add_workers("gcam", 4)``)."""
+    if isinstance(tag, int) and not isinstance(tag, bool):
+        called = f"{tag!r}, {n!r}" if isinstance(n, str) else f"{tag!r}"
+        fix = f"tag={n!r}, n={tag!r}" if isinstance(n, str) else f"n={tag!r}"
+        raise TypeError(
+            f"{method} takes the tag first, as the original scalable did: {method}({called}) "
+            f"reads {tag!r} as the tag; write cluster.{method}({fix})."
+        )
+
+
 def tag_of(name) -> str:
     """The tag encoded in a worker or spec name (``gcam-3`` or, packed, ``gcam-3-1``).
 
@@ -100,22 +112,30 @@ class TaggedCluster(ExposedCluster):
                 logger.info("predefined container %s skipped: %s", tag, e)
 
     # -- containers -------------------------------------------------------------------------
-    def add_container(self, tag, cpus=None, memory=None, dirs=None, path=None, env=None):
+    def add_container(self, tag, dirs=None, path=None, cpus=None, memory=None,
+                      preload_script=None, *, env=None):
         """Declare the container a tag's workers run in.
+
+        The positional order is the original scalable's: ``add_container("gcam", {"/rcfs":
+        "/rcfs"}, path, cpus, memory, preload_script)``.
 
         Parameters
         ----------
         tag : str
             Name of the pool, also the Dask resource tasks ask for (``submit(..., tag=tag)``).
-        cpus : int, optional
-            CPUs per worker (Slurm ``--cpus-per-task``; the worker's threads). Default 1, or
-            the ``scalable.containers.<tag>`` config.
-        memory : str, optional
-            Memory per worker, Slurm style (``"20G"``). Default ``"1G"``.
+            Case-insensitive: ``"GCAM"`` and ``"gcam"`` are one tag (kept lower-case).
         dirs : dict, optional
             Host path -> container path bind mounts, e.g. ``{"/rcfs": "/rcfs"}``.
         path : str, optional
             The image; default ``<work_dir>/containers/<tag>_container.sif``.
+        cpus : int, optional
+            CPUs per worker (Slurm ``--cpus-per-task``; the worker's threads). Default 1, or
+            the ``scalable.containers.<tag>`` config, or the cluster's ``cpus=``.
+        memory : str, optional
+            Memory per worker, Slurm style (``"20G"``). Default ``"1G"`` (same fallbacks).
+        preload_script : str, optional
+            A Python file (relative to the work directory) or module run by each of this
+            tag's workers as a Dask preload (``dask worker --preload``) before it starts.
         env : dict, optional
             Environment variables set inside the container.
 
@@ -128,15 +148,29 @@ class TaggedCluster(ExposedCluster):
         >>> cluster.add_container(tag="gcam", cpus=10, memory="20G",
         ...                       dirs={"/qfs/people/user/work/gcam-core": "/gcam-core"})  # doctest: +SKIP
         """
+        if isinstance(dirs, (int, float)) and not isinstance(dirs, bool):
+            raise TypeError(
+                f"add_container takes dirs second, as the original scalable did: write the "
+                f"sizes by keyword, e.g. cluster.add_container({tag!r}, cpus={dirs!r}"
+                + (f", memory={path!r}" if isinstance(path, str) else "") + ")."
+            )
         spec = make_spec(
-            tag, cpus, memory, dirs, path, env,
+            tag, cpus, memory, dirs, path, env, preload_script,
             work_dir=self.work_dir, runtime=self.runtime, require_image=self.require_image,
-            prologue=self._has_job_prologue(),
+            prologue=self._has_job_prologue(), defaults=self._container_defaults(),
         )
+        self._prepare_container(spec)
         self.containers[spec.tag] = spec
         self._counters.setdefault(spec.tag, itertools.count())
         self._registry_update()
         return spec
+
+    def _container_defaults(self) -> dict:
+        """Cluster-wide defaults for containers that do not give their own (cpus, memory)."""
+        return {}
+
+    def _prepare_container(self, spec):
+        """Backend checks of a new container spec (raise ContainerError to refuse it)."""
 
     def _check_tag(self, tag) -> str:
         if tag is None:
@@ -146,6 +180,8 @@ class TaggedCluster(ExposedCluster):
                 f"say which tag: this cluster has {self._known_tags()}; e.g. tag="
                 f"{next(iter(self.containers), 'gcam')!r}."
             )
+        if isinstance(tag, str):
+            tag = tag.lower()  # tags are case-insensitive, as in the original scalable
         if tag not in self.containers:
             check_tag(tag)
             raise UnknownTagError(
@@ -182,7 +218,7 @@ class TaggedCluster(ExposedCluster):
         """Tags whose workers kept failing to start, with the reason (see ``recovery``)."""
         return dict(self._watcher.errors)
 
-    def add_workers(self, n=1, tag=None, wait=True):
+    def add_workers(self, tag=None, n=0, wait=True):
         """Start ``n`` more workers of ``tag``.
 
         Submission failures (an invalid partition, too much memory, ...) raise here with
@@ -190,10 +226,10 @@ class TaggedCluster(ExposedCluster):
 
         Parameters
         ----------
-        n : int
-            How many workers to add.
         tag : str
             A tag given to :meth:`add_container` (optional when there is only one).
+        n : int
+            How many workers to add.
         wait : bool
             Wait until the jobs are submitted (default). ``wait=False`` returns at once and
             lets quick successive calls share one submission; errors then land in
@@ -206,9 +242,10 @@ class TaggedCluster(ExposedCluster):
 
         Examples
         --------
-        >>> cluster.add_workers(n=3, tag="gcam")  # doctest: +SKIP
+        >>> cluster.add_workers("gcam", 3)  # doctest: +SKIP
         ['gcam-0', 'gcam-1', 'gcam-2']
         """
+        _tag_first("add_workers", tag, n)
         tag = self._check_tag(tag)
         n = _whole(n, "n=2")
         self._watcher.reset(tag)
@@ -266,16 +303,26 @@ class TaggedCluster(ExposedCluster):
             logger.error("could not start workers %s: %s", names, error)
         return names
 
-    def remove_workers(self, n=1, tag=None):
+    def remove_workers(self, tag=None, n=0):
         """Stop ``n`` workers of ``tag``: jobs not started yet first, then idle workers,
-        then busy ones (their tasks move elsewhere). Their jobs are cancelled.
+        then busy ones (their tasks move elsewhere). Their jobs are cancelled. Asking for
+        more than the tag has removes them all and warns.
 
         Examples
         --------
-        >>> cluster.remove_workers(n=2, tag="gcam")  # doctest: +SKIP
+        >>> cluster.remove_workers("gcam", 2)  # doctest: +SKIP
         """
+        _tag_first("remove_workers", tag, n)
         tag = self._check_tag(tag)
-        return self.sync(self._remove, tag, _whole(n, "n=1"))
+        n = _whole(n, "n=1")
+        have = self._target(tag)
+        if n > have:
+            warnings.warn(
+                f"remove_workers({tag!r}, {n}): tag {tag!r} has only {have} worker(s), so all "
+                f"of them are removed.",
+                stacklevel=2,
+            )
+        return self.sync(self._remove, tag, n)
 
     async def _remove(self, tag, n):
         n_specs = math.ceil(n / self.workers_per_spec)
@@ -319,9 +366,9 @@ class TaggedCluster(ExposedCluster):
         n = _whole(n, "n=4")
         have = self._target(tag)
         if n > have:
-            return self.add_workers(n - have, tag, wait=wait)
+            return self.add_workers(tag, n - have, wait=wait)
         if n < have:
-            return self.remove_workers(have - n, tag)
+            return self.remove_workers(tag, have - n)
         return []
 
     def scale(self, n=0, memory=None, cores=None, tag=None, **kwargs):
@@ -430,6 +477,6 @@ class TaggedCluster(ExposedCluster):
             self._warned_no_workers.add(tag)
             warnings.warn(
                 f"tag {tag!r} has no workers yet: its tasks wait until you call "
-                f"cluster.add_workers(n=1, tag={tag!r}).",
+                f"cluster.add_workers({tag!r}, 1).",
                 stacklevel=3,
             )

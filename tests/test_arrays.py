@@ -79,8 +79,8 @@ def check_burst_remove_close(slurm, counts, cluster, array):
     assert ("%x-%A_%a.log" if array else "%x-%j.log") in script
     before = counts()
     for _ in range(3):
-        cluster.add_workers(1, "gcam", wait=False)
-    cluster.add_workers(1, "gcam")
+        cluster.add_workers("gcam", 1, wait=False)
+    cluster.add_workers("gcam", 1)
     wait_for(lambda: len(job_ids(cluster)) == 4 and all(job_ids(cluster).values()), 30,
              "four jobs submitted")
     ids = job_ids(cluster)
@@ -96,7 +96,7 @@ def check_burst_remove_close(slurm, counts, cluster, array):
     assert queued(slurm, cluster) == set(ids.values())
 
     before = counts()
-    removed = cluster.remove_workers(2, "gcam")
+    removed = cluster.remove_workers("gcam", 2)
     assert len(removed) == 2
     assert counts.since(before)["scancel"] == 1
     kept = {ids[n] for n in ids if n not in removed}
@@ -136,8 +136,8 @@ def test_two_tags_in_one_burst_are_one_array_each(work, slurm, counts, make_imag
         cluster.add_container(tag="gcam", cpus=1, memory="256M")
         cluster.add_container(tag="osiris", cpus=1, memory="256M")
         before = counts()
-        cluster.add_workers(3, "gcam", wait=False)
-        cluster.add_workers(2, "osiris")
+        cluster.add_workers("gcam", 3, wait=False)
+        cluster.add_workers("osiris", 2)
         wait_for(lambda: len(job_ids(cluster)) == 5 and all(job_ids(cluster).values()), 30,
                  "five jobs submitted")
         assert counts.since(before)["sbatch"] == 2
@@ -154,7 +154,7 @@ def test_workers_per_job_packs_workers_with_their_share(work, slurm, counts):
         script = cluster.job_script("gcam")
         assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH --mem=2G" in script
         before = counts()
-        cluster.add_workers(2, "gcam")
+        cluster.add_workers("gcam", 2)
         assert counts.since(before)["sbatch"] == 1
         assert len(queued(slurm, cluster)) == 1  # one job holds both workers
         assert cluster.targets == {"gcam": 2}
@@ -168,7 +168,7 @@ def test_workers_per_job_packs_workers_with_their_share(work, slurm, counts):
             status = cluster.tag_status()["gcam"]
             assert (status["target"], status["running"]) == (2, 2)
         before = counts()
-        cluster.remove_workers(2, "gcam")
+        cluster.remove_workers("gcam", 2)
         assert counts.since(before)["scancel"] == 1
         wait_for(lambda: not queued(slurm, cluster), 30, "the packed job to be cancelled")
     finally:
@@ -188,7 +188,7 @@ def test_cpus_not_shared_evenly_by_packed_workers_is_refused(work, slurm, counts
         before = counts()
         with pytest.raises(ValueError, match="cpus=3 cannot be shared by workers_per_job=2: "
                                              "use a multiple of 2"):
-            cluster.add_workers(2, "gcam")
+            cluster.add_workers("gcam", 2)
         assert counts.since(before)["sbatch"] == 0  # refused before anything reached Slurm
         assert cluster.targets == {"gcam": 0}
 
@@ -198,7 +198,7 @@ def test_a_burst_of_one_is_a_plain_job_with_its_log(work, slurm, counts):
     with make_cluster() as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="256M")
         before = counts()
-        cluster.add_workers(1, "gcam")
+        cluster.add_workers("gcam", 1)
         (job_id,) = job_ids(cluster).values()
         assert "_" not in job_id and counts.since(before)["sbatch"] == 1
         with ScalableClient(cluster) as client:
@@ -208,5 +208,5 @@ def test_a_burst_of_one_is_a_plain_job_with_its_log(work, slurm, counts):
         assert log.endswith(f"-{job_id}.log") and os.path.exists(log)
         (text,) = cluster.logs("gcam").values()
         assert "gcam-0" in text or "Starting Worker" in text, text
-        cluster.add_workers(2, "gcam")  # the next burst is an array again
+        cluster.add_workers("gcam", 2)  # the next burst is an array again
         assert sorted(i.split("_")[1] for n, i in job_ids(cluster).items() if i != job_id) == ["0", "1"]

@@ -53,7 +53,7 @@ def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
 
     with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo") as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
-        cluster.add_workers(2, "gcam")
+        cluster.add_workers("gcam", 2)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(2, timeout=180)
             fut = client.submit(slow, 21, tag="gcam")
@@ -93,7 +93,7 @@ def test_jobs_cancelled_before_connecting_are_replaced_not_counted_as_failed_sta
              else {"job_script_prologue": ["sleep 120"]})
     with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo", **extra) as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
-        cluster.add_workers(2, "gcam")
+        cluster.add_workers("gcam", 2)
         cancel_again_and_again(cluster, lambda job: when == "pending" or
                                os.path.exists(cluster._log_path(job)))
 
@@ -103,7 +103,7 @@ def test_node_failure_workers_come_back_elsewhere(work, slurm):
     with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo") as cluster:
         # each worker takes a whole node, so the two land on different nodes
         cluster.add_container(tag="gcam", cpus=cpus, memory="512M")
-        cluster.add_workers(2, "gcam")
+        cluster.add_workers("gcam", 2)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(2, timeout=180)
             nodes = {j["node"] for j in cluster.jobs()}
@@ -127,12 +127,12 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
         from scalable import SlurmCluster, ScalableClient
         c = SlurmCluster(queue="slurm", interface="lo", death_timeout=5)
         c.add_container(tag="gcam", cpus=1, memory="512M")
-        c.add_workers(2, "gcam")
+        c.add_workers("gcam", 2)
         ScalableClient(c).wait_for_workers(2, timeout=180)
         # a second pool that can never start: the jobs wait for a begin time an hour away
         c2 = SlurmCluster(queue="slurm", interface="lo", job_extra_directives=["--begin=now+3600"])
         c2.add_container(tag="gcam", cpus=1, memory="512M")
-        c2.add_workers(2, "gcam")
+        c2.add_workers("gcam", 2)
         print(c.cluster_id, c2.cluster_id, flush=True)
         time.sleep(600)
     """)
@@ -175,7 +175,7 @@ def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slur
     with dask.config.set(settings), SlurmCluster(queue="slurm", walltime="00:01:00",
                                                  interface="lo") as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
-        cluster.add_workers(1, "gcam")
+        cluster.add_workers("gcam", 1)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(1, timeout=180)
             first = names_of(client, "gcam")
@@ -200,7 +200,7 @@ def test_failing_container_stops_retrying_and_says_why(work, slurm, make_image):
         os.makedirs(missing)
         cluster.add_container(tag="broken", cpus=1, memory="512M", dirs={str(missing): "/x"})
         os.rmdir(missing)  # the bind source vanishes after preflight, as on a compute node
-        cluster.add_workers(1, "broken")
+        cluster.add_workers("broken", 1)
         wait_for(lambda: cluster.tag_errors.get("broken"), 90, "the tag to be given up", every=1)
         error = cluster.tag_errors["broken"]
         assert "3 workers of tag 'broken' in a row ended before connecting" in error
@@ -214,7 +214,7 @@ def test_tls_security_with_containerized_workers(work, slurm):
         assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         assert "--tls-ca-file" in cluster.job_script("gcam")
-        cluster.add_workers(1, "gcam")
+        cluster.add_workers("gcam", 1)
         with ScalableClient(cluster, security=cluster.security) as client:
             def image():
                 return os.environ["APPTAINER_NAME"]

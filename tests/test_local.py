@@ -57,30 +57,30 @@ def test_scale_per_tag_and_mistakes(tmp_path):
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         cluster.add_container(tag="x", cpus=1, memory="512M")
         cluster.add_container(tag="y", cpus=1, memory="512M")
-        assert cluster.add_workers(2, "x") == ["x-0", "x-1"]
+        assert cluster.add_workers("x", 2) == ["x-0", "x-1"]
         cluster.scale_tag("y", 1)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(3, timeout=180)
             status = cluster.tag_status()
             assert (status["x"]["running"], status["y"]["running"]) == (2, 1)
-            assert cluster.remove_workers(1, "x") == ["x-1"]
+            assert cluster.remove_workers("x", 1) == ["x-1"]
             assert cluster.targets == {"x": 1, "y": 1}
             with pytest.raises(UnknownTagError, match=r"tag 'z' was never added.*'x', 'y'"):
-                cluster.add_workers(1, "z")
+                cluster.add_workers("z", 1)
             with pytest.raises(UnknownTagError, match="add_container\\(tag='z'"):
                 client.submit(print, 1, tag="z")
-            with pytest.raises(TypeError, match=r"n=\) is not supported"):
+            with pytest.raises(ValueError, match=r"submit\(\.\.\., n=2\) asks for 2 workers"):
                 client.submit(print, 1, tag="x", n=2)
             with pytest.raises(ValueError, match="say which one"):
                 cluster.scale(3)
             with pytest.raises(ValueError, match="whole number"):
-                cluster.add_workers(-1, "x")
+                cluster.add_workers("x", -1)
             cluster.scale(0)
             assert cluster.targets == {"x": 0, "y": 0}
             # a tag with no workers warns once; its task waits instead of failing
             with pytest.warns(UserWarning, match="tag 'y' has no workers yet"):
                 fut = client.submit(sum, [1, 2], tag="y")
-            cluster.add_workers(1, "y")
+            cluster.add_workers("y", 1)
             assert fut.result(timeout=60) == 3
 
 
@@ -108,8 +108,8 @@ def test_same_call_on_two_tags_gives_two_results(tmp_path):
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         cluster.add_container(tag="p", cpus=1, memory="512M")
         cluster.add_container(tag="q", cpus=1, memory="512M")
-        cluster.add_workers(1, "p")
-        cluster.add_workers(1, "q")
+        cluster.add_workers("p", 1)
+        cluster.add_workers("q", 1)
         with ScalableClient(cluster) as client:
             assert client.submit(who, 1, tag="p").result() == (1, ["p"])
             assert client.submit(who, 1, tag="q").result() == (1, ["q"])

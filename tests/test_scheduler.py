@@ -20,7 +20,7 @@ def test_queued_tasks_survive_repeated_worker_deaths(tmp_path):
 
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         cluster.add_container(tag="m", cpus=1, memory="512M")
-        cluster.add_workers(1, "m")
+        cluster.add_workers("m", 1)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(1, timeout=180)
             futs = client.map(slow, range(8), tag="m")
@@ -52,7 +52,7 @@ def test_a_task_that_kills_its_workers_still_fails(tmp_path):
 
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         cluster.add_container(tag="m", cpus=1, memory="512M")
-        cluster.add_workers(1, "m")
+        cluster.add_workers("m", 1)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(1, timeout=180)
             bad = client.submit(crash, tag="m", priority=10)  # first in line on every worker

@@ -87,8 +87,8 @@ def test_two_tags_each_in_its_own_image_with_its_own_binds(work, slurm):
         cluster.add_container(tag="gcam", cpus=1, memory="1G", dirs={"gcam_data": "/in"})
         cluster.add_container(tag="stitches", cpus=1, memory="1G", dirs={"stitches_data": "/in"},
                               env={"MODEL": "stitches"})
-        cluster.add_workers(2, "gcam")
-        cluster.add_workers(2, "stitches")
+        cluster.add_workers("gcam", 2)
+        cluster.add_workers("stitches", 2)
         with ScalableClient(cluster) as client:
             g = client.gather(client.map(look, range(6), tag="gcam"))
             s = client.gather(client.map(look, range(6), tag="stitches"))
@@ -108,8 +108,8 @@ def test_scaling_changes_squeue_and_scheduler_and_close_spares_other_jobs(work, 
     try:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_container(tag="osiris", cpus=1, memory="512M")
-        cluster.add_workers(3, "gcam")
-        cluster.add_workers(1, "osiris")
+        cluster.add_workers("gcam", 3)
+        cluster.add_workers("osiris", 1)
         # one sbatch per tag, whatever n: job arrays
         assert cluster.slurm_commands["sbatch"] == 2
         assert len(cluster_jobs(slurm, cluster)) == 4
@@ -118,7 +118,7 @@ def test_scaling_changes_squeue_and_scheduler_and_close_spares_other_jobs(work, 
         status = cluster.tag_status()
         assert {t: (s["target"], s["running"]) for t, s in status.items()} == {
             "gcam": (3, 3), "osiris": (1, 1)}
-        cluster.remove_workers(2, "gcam")
+        cluster.remove_workers("gcam", 2)
         wait_for(lambda: len([w for w in client.scheduler_info()["workers"].values()
                               if w["name"].startswith("gcam-")]) == 1, 30, "gcam workers to go")
         wait_for(lambda: len([j for j in cluster_jobs(slurm, cluster) if "gcam" in j["name"]]) == 1,
@@ -140,13 +140,13 @@ def test_invalid_partition_and_oversize_memory_raise_at_add_workers(work, slurm)
     with SlurmCluster(queue="nope", walltime="00:10:00", interface="lo") as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="1G")
         with pytest.raises(RuntimeError, match="(?i)invalid partition"):
-            cluster.add_workers(2, "gcam")
+            cluster.add_workers("gcam", 2)
         assert cluster.targets == {"gcam": 0} and cluster.workers == {}
         assert "invalid partition" in cluster.last_error.lower()
     with SlurmCluster(queue="slurm", walltime="00:10:00", interface="lo") as cluster:
         cluster.add_container(tag="big", cpus=1, memory="500G", path=str(work / "containers" / "gcam_container.sif"))
         with pytest.raises(RuntimeError, match="(?i)Slurm refused the 'big' workers: .*memory specification"):
-            cluster.add_workers(1, "big")
+            cluster.add_workers("big", 1)
         assert cluster.targets == {"big": 0}
         assert not cluster_jobs(slurm, cluster)
 
@@ -197,7 +197,7 @@ def test_only_the_scheduler_listens_beyond_loopback(work, slurm):
     with SlurmCluster(queue="slurm", interface="lo") as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         assert "--dashboard-address 127.0.0.1:0" in cluster.job_script("gcam")
-        cluster.add_workers(2, "gcam")
+        cluster.add_workers("gcam", 2)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(2, timeout=180)
             # dashboards (the scheduler's and each worker's HTTP server) stay on loopback

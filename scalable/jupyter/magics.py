@@ -99,6 +99,8 @@ class ScalableMagics(Magics):
             if cell is not None:
                 return self._run_cell(line, cell)
             args = parse(line, self._parser)
+            if isinstance(getattr(args, "tag", None), str):
+                args.tag = args.tag.lower()  # tags are case-insensitive
             if args.command is None:
                 self._parser.print_usage()
                 print("Start with `%scalable cluster --local`; `%scalable --help` lists every subcommand.")
@@ -233,9 +235,9 @@ class ScalableMagics(Magics):
         if args.command == "scale":
             cluster.scale_tag(args.tag, args.n)
         elif args.command == "add":
-            cluster.add_workers(args.n, args.tag)
+            cluster.add_workers(args.tag, args.n)
         else:
-            cluster.remove_workers(args.n, args.tag)
+            cluster.remove_workers(args.tag, args.n)
         target = cluster.targets[args.tag]
         if getattr(args, "wait", False):
             self._wait_workers(cluster, args.tag, args.timeout)
