@@ -227,7 +227,7 @@ def make_spec(
 def inside_path(tag, what, value, work_dir, binds) -> str:
     """Where a file given to ``add_container`` is seen inside the container.
 
-    A bare dotted name (``my_preload``) is a module in the image and is kept as it is. A path
+    A bare dotted name not ending in ``.py`` (``my_preload``) is a module in the image and is kept as it is. A path
     (relative to the work directory) must be a file on this machine; under the work
     directory (every container's home) or a bind source it is found through that mount,
     elsewhere it is bound at its own path (added to ``binds``). ``binds=None``: no
@@ -235,7 +235,7 @@ def inside_path(tag, what, value, work_dir, binds) -> str:
     """
     text = os.path.expanduser(str(value))
     if re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", text) and \
-            not os.path.exists(os.path.join(work_dir, text)):
+            not text.endswith(".py") and not os.path.exists(os.path.join(work_dir, text)):
         return text  # a module importable inside the image
     host = os.path.abspath(os.path.join(work_dir, text))
     if not os.path.isfile(host):
