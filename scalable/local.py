@@ -15,7 +15,7 @@ import signal
 from distributed import Nanny
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
-from . import config
+from . import config, versions
 from .scheduler import ScalableScheduler
 from .tagged import TaggedCluster
 
@@ -141,7 +141,8 @@ class LocalCluster(TaggedCluster, SpecCluster):
         python = config.get("container.python")
         argv = self.runtime.exec_argv(
             spec.image,
-            [python, "-m", "distributed.cli.dask_worker", "--host", "127.0.0.1",
+            [*versions.worker_python(python), "-m", "distributed.cli.dask_worker",
+             "--host", "127.0.0.1",
              "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
              "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
              "--no-dashboard", "--dashboard-address", "127.0.0.1:0",

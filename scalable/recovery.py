@@ -149,8 +149,9 @@ class Watcher:
         self.failures[tag] += 1
         n = self.failures[tag]
         why = c._failure_detail(worker)
-        if n >= self.max_failures:
-            self.errors[tag] = (
+        refused = c._start_refusal(worker)  # e.g. an image with other versions: retrying won't help
+        if refused or n >= self.max_failures:
+            self.errors[tag] = refused or (
                 f"{n} workers of tag {tag!r} in a row ended before connecting, so scalable "
                 f"stopped starting more. Last job log:\n{why}"
             )

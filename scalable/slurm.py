@@ -13,7 +13,7 @@ import warnings
 from dask.utils import parse_timedelta
 from dask_jobqueue import SLURMCluster as _JobqueueSLURMCluster
 
-from . import config, original, records, runner
+from . import config, original, records, runner, versions
 from .records import parse_squeue
 from .scheduler import ScalableScheduler
 from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
@@ -267,7 +267,8 @@ use_run_scripts, comm_port, config_overwrite
         wrapper = original.run_script(self._original, spec, self.work_dir)
         python = spec.image and shlex.join(
             self.runtime.exec_argv(
-                spec.image, [*filter(None, [wrapper]), self.python], binds=spec.dirs,
+                spec.image, [*filter(None, [wrapper]), *versions.worker_python(self.python)],
+                binds=spec.dirs,
                 env=original.worker_env(self._original, spec.env),
                 home=self.work_dir, cwd=self.work_dir,
             )
@@ -390,6 +391,10 @@ use_run_scripts, comm_port, config_overwrite
 
     def _failure_detail(self, job) -> str:
         return f"{self._log_path(job)}:\n{self._read_log(job, 15)}"
+
+    def _start_refusal(self, job):
+        spec = self.containers.get(job.tag)
+        return versions.refusal(self._read_log(job, 50), job.tag, spec and spec.image)
 
     def _has_job_prologue(self) -> bool:
         return bool(self._job_kwargs.get("job_script_prologue"))

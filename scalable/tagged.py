@@ -459,6 +459,10 @@ class TaggedCluster(ExposedCluster):
     def _failure_detail(self, worker) -> str:
         return ""
 
+    def _start_refusal(self, worker) -> str | None:
+        """Why a worker that ended before connecting can never start (one sentence), or None."""
+        return None
+
     def _has_job_prologue(self) -> bool:
         """Whether workers start after lines of the user's (which may load the runtime)."""
         return False

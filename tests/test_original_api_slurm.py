@@ -1,11 +1,16 @@
 """Scripts written the way the original scalable's users write them, on the real test Slurm."""
 
 import glob
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from scalable import ScalableClient, SlurmCluster, original
 from scalable.containers import ContainerError
+from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -142,3 +147,56 @@ def test_without_run_scripts_directory_nothing_changes(tmp_path, make_image, app
         with ScalableClient(cluster) as client:
             row = client.submit(looker(), tag="gcam").result(timeout=180)
         assert (row["image"], row["run_script"]) == ("gcam_container.sif", None)
+
+
+def _python_env(where, packages=None):
+    """A Python environment of an image built elsewhere: a venv, without the host's packages
+    unless ``packages`` ({name: version}) are given; those are then declared in the venv (the
+    host's other packages stay visible), as an image with other versions would have them."""
+    venv = subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                           *(["--system-site-packages"] if packages else []), str(where)],
+                          capture_output=True, text=True, timeout=120)
+    assert venv.returncode == 0, venv.stderr
+    site = glob.glob(str(where / "lib" / "python*" / "site-packages"))[0]
+    for name, ver in (packages or {}).items():
+        info = os.path.join(site, f"{name}-{ver}.dist-info")
+        os.makedirs(info)
+        with open(os.path.join(info, "METADATA"), "w") as f:
+            f.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n")
+    return where / "bin"
+
+
+def test_images_built_elsewhere_say_which_versions_differ(work, slurm):
+    import cloudpickle
+    import distributed
+
+    for tag, packages in (("bare", None), ("old", {"distributed": "2023.1.0", "cloudpickle": "2.2.1"})):
+        bin_dir = _python_env(work / f"{tag}_env", packages)
+        (work / "containers" / f"{tag}_container.sif").write_text(
+            json.dumps({"env": {"PATH": f"{bin_dir}:$PATH"}}))
+    with SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo",
+                      use_run_scripts=False) as cluster:
+        for tag in ("bare", "old", "gcam"):
+            cluster.add_container(tag, cpus=1, memory="512M")
+            cluster.add_workers(tag, 1)
+        wait_for(lambda: set(cluster.tag_errors) == {"bare", "old"}, 180,
+                 "both mismatched tags to report")
+        errors = cluster.tag_errors
+        want = f"distributed=={distributed.__version__} cloudpickle=={cloudpickle.__version__}"
+        assert errors["bare"].startswith(
+            f"tag 'bare' cannot start workers: its image {work}/containers/bare_container.sif "
+            f"has no distributed (Python {sys.version_info[0]}.{sys.version_info[1]}); rebuild")
+        assert errors["old"].startswith(
+            f"tag 'old' cannot start workers: its image {work}/containers/old_container.sif runs "
+            f"distributed 2023.1.0 where the scheduler runs {distributed.__version__}, "
+            f"cloudpickle 2.2.1 where the scheduler runs {cloudpickle.__version__}; rebuild")
+        for text in errors.values():
+            assert want in text and "check-versions" in text and "\n" not in text
+        status = cluster.tag_status()
+        assert status["old"]["error"] == errors["old"] and status["gcam"]["error"] is None
+        assert cluster.last_error in errors.values()
+        # the refusal is final: no retries were submitted, and the good image still works
+        assert cluster.slurm_commands["sbatch"] == 3
+        with ScalableClient(cluster) as client:
+            assert client.submit(looker(), tag="gcam").result(timeout=180)["image"] == \
+                "gcam_container.sif"

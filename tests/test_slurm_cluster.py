@@ -1,12 +1,14 @@
 """SlurmCluster end to end on the real test Slurm, with the bubblewrap apptainer stand-in."""
 
 import os
+import shlex
 import shutil
 
 import pytest
 
 from scalable import ScalableClient, SlurmCluster
 from scalable.runner import run
+from scalable.versions import worker_python
 from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
@@ -175,8 +177,8 @@ def test_job_script_text_and_bad_arguments(work):
         worker = lines[-1]
         assert worker.startswith(
             f"apptainer exec --bind {work}/gcam_data:/data --env OMP_NUM_THREADS=4 "
-            f"--home {work} --pwd {work} {work}/containers/gcam_container.sif python -m "
-            f"distributed.cli.dask_worker {cluster.scheduler_address} --name ${{SCALABLE_WORKER_NAME}}")
+            f"--home {work} --pwd {work} {work}/containers/gcam_container.sif "
+            f"{shlex.join(worker_python('python'))} -m distributed.cli.dask_worker {cluster.scheduler_address} --name ${{SCALABLE_WORKER_NAME}}")
         for arg in ("--nthreads 4", "--memory-limit 8.00GiB", "--death-timeout 30",
                     "--resources gcam=1", "--lifetime", "--interface lo"):
             assert arg in worker
