@@ -55,7 +55,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 def scheduler_versions() -> dict:
     """The versions a worker must match: this process's (the scheduler runs here)."""
-    want = {"python": "%d.%d" % sys.version_info[:2]}
+    want = {"python": "{}.{}".format(*sys.version_info[:2])}
     for name in PACKAGES:
         try:
             want[name] = version(name)
