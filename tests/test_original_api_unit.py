@@ -132,3 +132,10 @@ def test_submit_and_map_take_n_1_and_refuse_more(local):
         client._resources_for("gcam", 0, {}, "map")
     with pytest.raises(UnknownTagError, match="tag 'osiris' is not a container"):
         client._resources_for("osiris", 1, {}, "submit")
+
+
+def test_the_rest_scale_route_takes_any_case(local):
+    # POST clusters/{id}/scale reaches the cluster through this scheduler handler
+    assert local.sync(local._handle_scale, tag="GCAM", n=0) == {"status": "OK", "target": 0}
+    reply = local.sync(local._handle_scale, tag="Hector", n=1)
+    assert reply["status"] == "error" and "tag 'hector' was never added" in reply["message"]
