@@ -8,9 +8,11 @@ Everything listens on loopback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import signal
+import sys
 
 from distributed import Nanny
 from distributed.deploy.spec import ProcessInterface, SpecCluster
@@ -40,17 +42,28 @@ class ContainerWorker(ProcessInterface):
 
     def __init__(self, scheduler=None, name=None, argv=(), cwd=None, **kwargs):
         super().__init__(scheduler=scheduler, name=name)
+        self.name = name
         self.argv = [*argv, scheduler, "--name", str(name)]
         self.cwd = cwd
         self.proc = None
+        self.tail = collections.deque(maxlen=50)  # last lines of its stderr
 
     async def start(self):
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
             # its own process group, so close() also stops what the runtime started
             start_new_session=True,
         )
+        self._stderr_task = asyncio.ensure_future(self._relay_stderr())
         await super().start()
+
+    async def _relay_stderr(self):
+        # passed on to this process's stderr, as before, keeping the end for failure reports
+        async for line in self.proc.stderr:
+            text = line.decode(errors="replace")
+            self.tail.append(text)
+            sys.stderr.write(text)
 
     async def close(self):
         if self.proc is not None and self.proc.returncode is None:
@@ -162,6 +175,11 @@ class LocalCluster(TaggedCluster, SpecCluster):
                 "reason": "", "node": "localhost",
             })
         return jobs
+
+    def _start_refusal(self, worker):
+        spec = self.containers.get(self.tag_of(worker.name))
+        tail = "".join(getattr(worker, "tail", ()))
+        return versions.refusal(tail, spec.tag, spec.image) if spec else None
 
     def logs(self, tag=None, lines=50) -> dict:
         """Local workers log to this process's stderr; nothing is kept per worker."""

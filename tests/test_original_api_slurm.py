@@ -3,10 +3,10 @@
 import glob
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+from test_original_api_unit import python_env
 from waiting import wait_for
 
 from scalable import ScalableClient, SlurmCluster, original
@@ -31,7 +31,6 @@ def looker():
     """What a task sees where it runs (a local function: workers cannot import tests)."""
 
     def look(_=None):
-        import os
 
         import dask
 
@@ -149,29 +148,12 @@ def test_without_run_scripts_directory_nothing_changes(tmp_path, make_image, app
         assert (row["image"], row["run_script"]) == ("gcam_container.sif", None)
 
 
-def _python_env(where, packages=None):
-    """A Python environment of an image built elsewhere: a venv, without the host's packages
-    unless ``packages`` ({name: version}) are given; those are then declared in the venv (the
-    host's other packages stay visible), as an image with other versions would have them."""
-    venv = subprocess.run([sys.executable, "-m", "venv", "--without-pip",
-                           *(["--system-site-packages"] if packages else []), str(where)],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert venv.returncode == 0, venv.stderr
-    site = glob.glob(str(where / "lib" / "python*" / "site-packages"))[0]
-    for name, ver in (packages or {}).items():
-        info = os.path.join(site, f"{name}-{ver}.dist-info")
-        os.makedirs(info)
-        with open(os.path.join(info, "METADATA"), "w") as f:
-            f.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n")
-    return where / "bin"
-
-
 def test_images_built_elsewhere_say_which_versions_differ(work, slurm):
     import cloudpickle
     import distributed
 
     for tag, packages in (("bare", None), ("old", {"distributed": "2023.1.0", "cloudpickle": "2.2.1"})):
-        bin_dir = _python_env(work / f"{tag}_env", packages)
+        bin_dir = python_env(work / f"{tag}_env", packages)
         (work / "containers" / f"{tag}_container.sif").write_text(
             json.dumps({"env": {"PATH": f"{bin_dir}:$PATH"}}))
     with SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo",

@@ -1,8 +1,14 @@
 """The original scalable's API as its users call it: the parts that need no Slurm."""
 
+import glob
+import json
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
+from waiting import wait_for
 
 from scalable import LocalCluster, ScalableClient, original
 from scalable.containers import ContainerError, check_tag, make_spec
@@ -139,3 +145,33 @@ def test_the_rest_scale_route_takes_any_case(local):
     assert local.sync(local._handle_scale, tag="GCAM", n=0) == {"status": "OK", "target": 0}
     reply = local.sync(local._handle_scale, tag="Hector", n=1)
     assert reply["status"] == "error" and "tag 'hector' was never added" in reply["message"]
+
+
+def python_env(where, packages=None):
+    """A Python environment of an image built elsewhere: a venv, without the host's packages
+    unless ``packages`` ({name: version}) are given; those are then declared in the venv (the
+    host's other packages stay visible), as an image with other versions would have them."""
+    venv = subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                           *(["--system-site-packages"] if packages else []), str(where)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert venv.returncode == 0, venv.stderr
+    site = glob.glob(str(where / "lib" / "python*" / "site-packages"))[0]
+    for name, ver in (packages or {}).items():
+        info = os.path.join(site, f"{name}-{ver}.dist-info")
+        os.makedirs(info)
+        with open(os.path.join(info, "METADATA"), "w") as f:
+            f.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n")
+    return where / "bin"
+
+
+def test_a_local_image_without_distributed_says_so(tmp_path, apptainer):
+    bin_dir = python_env(tmp_path / "env")
+    (tmp_path / "containers").mkdir()
+    image = tmp_path / "containers" / "bare_container.sif"
+    image.write_text(json.dumps({"env": {"PATH": f"{bin_dir}:$PATH"}}))
+    with LocalCluster(work_dir=str(tmp_path)) as cluster:
+        cluster.add_container("bare")
+        cluster.add_workers("bare", 1)
+        wait_for(lambda: "bare" in cluster.tag_errors, 120, "the tag to report")
+        assert cluster.tag_errors["bare"].startswith(
+            f"tag 'bare' cannot start workers: its image {image} has no distributed")
