@@ -33,6 +33,13 @@ REPLACED = {
 _noted: set = set()
 
 
+def _note(key, replacement, stacklevel=4):
+    if key not in _noted:
+        _noted.add(key)
+        warnings.warn(f"{key} is accepted for scripts written for the original scalable, but "
+                      f"{replacement}.", OriginalKeywordNote, stacklevel=stacklevel)
+
+
 class OriginalKeywordNote(UserWarning):
     """A keyword of the original scalable that is accepted but replaced here."""
 
@@ -75,11 +82,10 @@ def take_original_keywords(kwargs: dict, log_directory=None) -> OriginalOptions:
     for key, replacement in REPLACED.items():
         if key in kwargs:
             kwargs.pop(key)
-            if key not in _noted:
-                _noted.add(key)
-                warnings.warn(f"SlurmCluster({key}=...) is accepted for scripts written for the "
-                              f"original scalable, but {replacement}.", OriginalKeywordNote,
-                              stacklevel=3)
+            _note(f"SlurmCluster({key}=...)", replacement)
+    if "job_cls" in kwargs:
+        raise TypeError("job_cls is not supported: scalable's workers are its own Slurm jobs "
+                        "(one sbatch or job array per burst); leave job_cls out.")
     logs = kwargs.pop("logs_location", None)
     if logs is not None and log_directory is not None and logs != log_directory:
         raise ValueError(f"logs_location={logs!r} and log_directory={log_directory!r} name the "
@@ -133,3 +139,14 @@ def run_script(opts: OriginalOptions, spec, work_dir: str) -> str | None:
         raise ContainerError(f"container {spec.tag!r}: run script {host!r} is not executable: "
                              f"chmod +x it (it runs as `<script> python -m ...`).")
     return inside_path(spec.tag, "run script", host, work_dir, spec.dirs)
+
+
+def set_default_request_quantity(nodes):
+    """The original's ``SlurmCluster.set_default_request_quantity``: accepted with a note.
+
+    The original allocated ``nodes`` nodes at a time for its workers to share; scalable
+    submits one job per worker (a job array per burst), so there is nothing to set.
+    """
+    _note("SlurmCluster.set_default_request_quantity()",
+          "scalable allocates no nodes for workers to share: each worker is a Slurm job of "
+          "its container's size (workers_per_job=k packs k workers into one job)", 3)

@@ -127,6 +127,7 @@ use_run_scripts, comm_port, config_overwrite
     """
 
     kind = "slurm"
+    set_default_request_quantity = staticmethod(original.set_default_request_quantity)
 
     def __init__(
         self,

@@ -96,6 +96,12 @@ def test_original_keywords_are_taken_with_their_meaning_or_a_note():
         original.take_original_keywords({"logs_location": "a"}, log_directory="b")
     with pytest.raises(TypeError, match="worker_env_vars=.*must be a dict"):
         original.take_original_keywords({"worker_env_vars": ["A=1"]})
+    with pytest.raises(TypeError, match="job_cls is not supported"):
+        original.take_original_keywords({"job_cls": object})
+    from scalable import SlurmCluster
+
+    with pytest.warns(original.OriginalKeywordNote, match="set_default_request_quantity.*workers_per_job"):
+        SlurmCluster.set_default_request_quantity(5)
 
 
 @pytest.fixture(scope="module")
