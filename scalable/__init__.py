@@ -30,21 +30,25 @@ _LAZY = {
     "JobQueueCluster": "dask_jobqueue",
 }
 
-# `from scalable import *` gives exactly what the original scalable's users imported that way.
-__all__ = [
-    "JobQueueCluster",
-    "ScalableClient",
-    "Security",
-    "SlurmCluster",
-    "get_worker",
-    # -- caching names (cacheable, GenericType, FileType, DirType, ValueType, ObjectType,
-    #    UtilityType) are added here with scalable's cache ------------------------------
-]
-
 # @cacheable and its argument types, as the original exported them (scalable.caching)
 _LAZY.update({name: "scalable.caching" for name in (
     "cacheable", "GenericType", "FileType", "DirType", "ValueType", "ObjectType", "UtilityType")})
-__all__ += ["DirType", "FileType", "GenericType", "ObjectType", "UtilityType", "ValueType", "cacheable"]
+
+# `from scalable import *` gives exactly what the original scalable's users imported that way.
+__all__ = [
+    "DirType",
+    "FileType",
+    "GenericType",
+    "JobQueueCluster",
+    "ObjectType",
+    "ScalableClient",
+    "Security",
+    "SlurmCluster",
+    "UtilityType",
+    "ValueType",
+    "cacheable",
+    "get_worker",
+]
 
 
 def __getattr__(name):
