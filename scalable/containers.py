@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from dask.utils import format_bytes, parse_bytes
 
@@ -15,8 +16,13 @@ from .runtimes import ContainerRuntime
 
 #: Tags become Dask resource names, worker-name prefixes and Slurm job names, so they stay
 #: simple; the dash is kept out because worker names are ``<tag>-<number>``.
-TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
-_SLURM_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])\s*$", re.IGNORECASE)
+TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+_SLURM_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])\s*", re.IGNORECASE)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Bounds of a worker's memory: below 1 MiB nothing runs (and Slurm counts in MiB); above
+#: 1 PiB no node exists, so a larger number is a typo (``"1e100G"``).
+MIN_MEMORY = 2**20
+MAX_MEMORY = 2**50
 
 
 class ContainerError(ValueError):
@@ -33,7 +39,7 @@ def check_tag(tag) -> str:
     >>> check_tag("GCAM")
     'gcam'
     """
-    if not isinstance(tag, str) or not TAG_RE.match(tag):
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
         suggestion = re.sub(r"[^A-Za-z0-9_]", "_", str(tag or "")) or "gcam"
         if not suggestion[0].isalpha():
             suggestion = "t" + suggestion
@@ -47,6 +53,9 @@ def check_tag(tag) -> str:
 def parse_memory(memory, tag: str = "?") -> int:
     """Parse a memory size to bytes. Bare Slurm units (``20G``) are binary, as in Slurm.
 
+    A size must be finite and between 1 MiB and 1 PiB: zero would mean "unlimited" to a
+    local worker and nothing to Slurm.
+
     Examples
     --------
     >>> parse_memory("20G")
@@ -54,22 +63,43 @@ def parse_memory(memory, tag: str = "?") -> int:
     >>> parse_memory("1.5 GB")
     1500000000
     """
-    if isinstance(memory, (int, float)) and not isinstance(memory, bool) and memory > 0:
-        return int(memory)
-    if isinstance(memory, str):
-        m = _SLURM_UNIT.match(memory)
+    value = None
+    if isinstance(memory, (int, float)) and not isinstance(memory, bool):
+        value = memory
+    elif isinstance(memory, str) and memory.strip():
+        m = _SLURM_UNIT.fullmatch(memory)
         if m:
-            return int(float(m.group(1)) * 1024 ** ("KMGT".index(m.group(2).upper()) + 1))
-        try:
-            value = parse_bytes(memory)
-        except (ValueError, TypeError):
-            value = 0
-        if value > 0:
-            return value
-    raise ContainerError(
-        f"container {tag!r}: memory={memory!r} is not a size: write it as Slurm does, "
-        f"e.g. memory='20G' or memory='512M'."
-    )
+            value = float(m.group(1)) * 1024 ** ("KMGT".index(m.group(2).upper()) + 1)
+        else:
+            try:
+                value = parse_bytes(memory)
+            except (ValueError, TypeError, OverflowError):
+                value = None
+    if value is None or not math.isfinite(value) or not MIN_MEMORY <= value <= MAX_MEMORY:
+        raise ContainerError(
+            f"container {tag!r}: memory={memory!r} is not a size between 1 MiB and 1 PiB: "
+            f"write it as Slurm does, e.g. memory='20G' or memory='512M'."
+        )
+    return int(value)
+
+
+def _check_bind_path(tag, side, value, src, dst) -> None:
+    """Refuse a bind path the runtime would split: ``--bind`` takes ``SRC:DST[,SRC:DST]``,
+    so ``"/data,/etc:/stolen"`` would mount ``/etc``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ContainerError(
+            f"container {tag!r}: dirs maps {src!r} to {dst!r}, but both sides must be path "
+            f"strings, e.g. dirs={{'/qfs/people/me/data': '/data'}}."
+        )
+    text = os.fspath(value)
+    bad = [c for c in (",", ":", "\0") if c in text]
+    if bad:
+        shown = " and ".join("a NUL byte" if c == "\0" else repr(c) for c in bad)
+        raise ContainerError(
+            f"container {tag!r}: the {side} path {text!r} contains {shown}, which the container "
+            f"runtime reads as a separator between binds: rename the directory or bind a parent "
+            f"of it without {shown}."
+        )
 
 
 def slurm_memory(nbytes: int) -> str:
@@ -181,6 +211,8 @@ def make_spec(
         raise ContainerError(f"container {tag!r}: env must be a dict, e.g. env={{'OMP_NUM_THREADS': '4'}}.")
     binds = {}
     for src, dst in dirs.items():
+        for side, value in (("host", src), ("container", dst)):
+            _check_bind_path(tag, side, value, src, dst)
         src_abs = os.path.abspath(os.path.join(work_dir, os.path.expanduser(str(src))))
         if not os.path.exists(src_abs):
             raise ContainerError(
@@ -192,21 +224,42 @@ def make_spec(
                 f"container {tag!r}: bind target {dst!r} must be an absolute path inside the "
                 f"container, e.g. '/data'."
             )
+        # the working directory may bring a comma or colon of its own
+        _check_bind_path(tag, "host", src_abs, src, dst)
         binds[src_abs] = str(dst)
-    for key in env:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
-            raise ContainerError(f"container {tag!r}: {key!r} is not a valid environment variable name.")
+    for key, value in env.items():
+        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
+            raise ContainerError(
+                f"container {tag!r}: {key!r} is not a valid environment variable name: use "
+                f"letters, digits and underscores, not starting with a digit, e.g. 'OMP_NUM_THREADS'."
+            )
+        if "\0" in str(value):
+            raise ContainerError(
+                f"container {tag!r}: env[{key!r}] contains a NUL byte, which no environment "
+                f"variable can hold: remove it."
+            )
 
+    if path is not None and (not isinstance(path, (str, os.PathLike))
+                             or not isinstance(os.fspath(path), str) or "\0" in os.fspath(path)):
+        raise ContainerError(
+            f"container {tag!r}: path={path!r} is not a file path: pass the image as a string, "
+            f"e.g. path='/path/to/{tag}_container.sif'."
+        )
     default_image = os.path.join(work_dir, config.get("container.directory"), f"{tag}_container.sif")
     image = None
     if path is not None or require_image or os.path.exists(default_image):
         # without require_image (local runs) a tag uses its image if there is one
-        image = os.path.abspath(os.path.join(work_dir, os.path.expanduser(path or default_image)))
+        image = os.path.abspath(os.path.join(work_dir, os.path.expanduser(os.fspath(path or default_image))))
         if not os.path.exists(image):
             raise ContainerError(
                 f"container {tag!r}: image {image!r} does not exist: build it "
                 f"(scalable bootstrap) or pass path='/path/to/{tag}_container.sif'."
             )
+    if image is not None and os.path.isdir(image):
+        raise ContainerError(
+            f"container {tag!r}: image {image!r} is not an image file: pass the .sif file, "
+            f"e.g. path='/path/to/{tag}_container.sif'."
+        )
     if image is not None and runtime is not None and not prologue and runtime.which() is None:
         # (with a job-script prologue, e.g. "module load apptainer", the nodes may well have it)
         warnings.warn(

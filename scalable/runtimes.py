@@ -7,8 +7,8 @@ Apptainer and Singularity take the same arguments. Other runtimes plug in throug
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
-from typing import Mapping, Sequence
 
 
 class ContainerRuntime:
@@ -21,15 +21,23 @@ class ContainerRuntime:
     exec_args : list of str
         Extra arguments placed right after ``exec`` (e.g. ``["--nv"]``).
 
+    Notes
+    -----
+    Environment variables travel as ``APPTAINERENV_<NAME>`` variables of the runtime's own
+    process (set by ``env``), not as ``--env K=V``: the runtime splits ``--env`` values at
+    commas, so ``"a,b"`` would arrive as ``"a"`` plus a stray variable.
+
     Examples
     --------
     >>> rt = Apptainer()
     >>> rt.exec_argv("/w/containers/gcam_container.sif", ["python", "-V"],
-    ...              binds={"/data": "/data"}, env={"A": "1"}, home="/w", cwd="/w")
-    ['apptainer', 'exec', '--bind', '/data:/data', '--env', 'A=1', '--home', '/w', '--pwd', '/w', '/w/containers/gcam_container.sif', 'python', '-V']
+    ...              binds={"/data": "/data"}, env={"A": "1,2"}, home="/w", cwd="/w")
+    ['env', 'APPTAINERENV_A=1,2', 'apptainer', 'exec', '--bind', '/data:/data', '--home', '/w', '--pwd', '/w', '/w/containers/gcam_container.sif', 'python', '-V']
     """
 
     name = "apptainer"
+    #: prefix of the variables the runtime passes into the container, without the prefix
+    env_prefix = "APPTAINERENV_"
 
     def __init__(self, executable: str | None = None, exec_args: Sequence[str] = ()):
         self.executable = executable or self.name
@@ -49,12 +57,12 @@ class ContainerRuntime:
         home: str | None = None,
         cwd: str | None = None,
     ) -> list[str]:
-        """Return ``[runtime, "exec", <options>, image, *command]``."""
-        argv = [self.executable, "exec", *self.exec_args]
+        """Return ``[env, <PREFIX>K=V..., runtime, "exec", <options>, image, *command]``
+        (without ``env`` when there are no variables)."""
+        argv = [f"{self.env_prefix}{key}={value}" for key, value in (env or {}).items()]
+        argv = (["env", *argv] if argv else []) + [self.executable, "exec", *self.exec_args]
         for src, dst in (binds or {}).items():
             argv += ["--bind", f"{src}:{dst}"]
-        for key, value in (env or {}).items():
-            argv += ["--env", f"{key}={value}"]
         if home:
             argv += ["--home", home]
         if cwd:
@@ -68,6 +76,7 @@ class Apptainer(ContainerRuntime):
 
 class Singularity(ContainerRuntime):
     name = "singularity"
+    env_prefix = "SINGULARITYENV_"
 
 
 def get_runtime(name: str, exec_args: Sequence[str] = ()) -> ContainerRuntime:

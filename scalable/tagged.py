@@ -43,6 +43,12 @@ class UnknownTagError(KeyError, ValueError):
 def _whole(n, example) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n={n!r} must be a whole number of workers, e.g. {example}.")
+    most = int(config.get("max-workers-per-tag"))
+    if n > most:  # a typo, not a request: it would fill memory with worker specs
+        raise ValueError(
+            f"n={n} is more than scalable.max-workers-per-tag ({most}): ask for fewer, e.g. "
+            f"{example}, or raise that setting if you truly need more."
+        )
     return n
 
 

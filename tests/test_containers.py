@@ -44,6 +44,26 @@ def test_defaults_image_under_work_dir(work):
         ({"tag": "gcam-7"}, "tag='gcam_7'"),
         ({"tag": "7up"}, "starting with a letter"),
         ({"env": {"BAD-NAME": "1"}}, "not a valid environment variable"),
+        # sizes that are no size: nothing below 1 MiB, nothing infinite or absurd
+        ({"memory": "0G"}, "between 1 MiB and 1 PiB"),
+        ({"memory": "0.0001K"}, "between 1 MiB and 1 PiB"),
+        ({"memory": 0.5}, "between 1 MiB and 1 PiB"),
+        ({"memory": ""}, "between 1 MiB and 1 PiB"),
+        ({"memory": "1e100G"}, "between 1 MiB and 1 PiB"),
+        ({"memory": float("inf")}, "between 1 MiB and 1 PiB"),
+        ({"memory": float("nan")}, "between 1 MiB and 1 PiB"),
+        # a trailing newline is not part of a valid tag (re.match with $ let it through)
+        ({"tag": "gcam\n"}, "tag 'gcam\\n' is not valid"),
+        ({"env": {"A\n": "1"}}, "not a valid environment variable"),
+        ({"env": {"A": "x\0y"}}, "NUL byte"),
+        # the runtime splits binds at "," and ":": "/data,/etc:/stolen" would mount /etc
+        ({"dirs": {"data,/etc": "/stolen"}}, "contains ','"),
+        ({"dirs": {"data": "/in:/x"}}, "contains ':'"),
+        ({"dirs": {"da\0ta": "/in"}}, "a NUL byte"),
+        ({"dirs": {"data": 5}}, "must be path strings"),
+        ({"path": 5}, "path=5 is not a file path"),
+        ({"path": "/x\0.sif"}, "is not a file path"),
+        ({"path": "containers"}, "is not an image file"),
     ],
 )
 def test_bad_input_says_what_to_change(work, kwargs, needle):
@@ -93,8 +113,9 @@ def test_memory_units():
 
 def test_exec_argv_is_a_list_with_binds_env_home_cwd():
     argv = Singularity().exec_argv("/w/i.sif", ["python", "-c", "print(1); print(2)"],
-                                   binds={"/a b": "/x"}, env={"K": "v w"}, home="/w", cwd="/w")
-    assert argv == ["singularity", "exec", "--bind", "/a b:/x", "--env", "K=v w",
+                                   binds={"/a b": "/x"}, env={"K": "v w,X=1"}, home="/w", cwd="/w")
+    # variables travel whole, as SINGULARITYENV_K: "--env K=v w,X=1" would set X too
+    assert argv == ["env", "SINGULARITYENV_K=v w,X=1", "singularity", "exec", "--bind", "/a b:/x",
                     "--home", "/w", "--pwd", "/w", "/w/i.sif", "python", "-c",
                     "print(1); print(2)"]
 

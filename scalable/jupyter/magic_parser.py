@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import shlex
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
-from IPython.utils.process import arg_split
 
 
 class HelpShown(Exception):
@@ -179,8 +179,22 @@ def build_cell_parser() -> Parser:
 
 
 def parse(line: str, parser: Parser):
-    """Parse a magic line; raises UsageError, or :class:`HelpShown` after printing help."""
-    return parser.parse_args(arg_split(line))
+    """Parse a magic line as a shell would (quotes and backslashes group words, so a path
+    with spaces is one argument); raises UsageError, or :class:`HelpShown` after printing help.
+
+    Examples
+    --------
+    >>> parse("container gcam --image '/my models/gcam.sif'", build_parser()).image
+    '/my models/gcam.sif'
+    """
+    try:
+        words = shlex.split(line)
+    except ValueError as e:  # "No closing quotation", "No escaped character"
+        raise UsageError(
+            f"{parser.prog}: {e} in {line!r}: close every quote, e.g. "
+            f"`%scalable container gcam --image '/my models/gcam.sif'`."
+        ) from None
+    return parser.parse_args(words)
 
 
 def split_pairs(items, option, tag) -> dict:

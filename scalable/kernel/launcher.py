@@ -132,11 +132,12 @@ def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[s
     shims = os.path.join(relay_dir, "bin")
     # Spelled as scalable.runtimes.ContainerRuntime.exec_argv spells it (a test holds them
     # equal); that module is not imported here because it loads scalable, and dask, first.
-    from_rt = [runtime, "exec", *args.exec_arg]
+    # variables go as <PREFIX>K=V, never --env K=V: the runtime splits --env at commas
+    prefix = "SINGULARITYENV_" if os.path.basename(args.runtime) == "singularity" else "APPTAINERENV_"
+    from_rt = ["env", *(f"{prefix}{key}={value}" for key, value in env.items()),
+               runtime, "exec", *args.exec_arg]
     for src, dst in binds.items():
         from_rt += ["--bind", f"{src}:{dst}"]
-    for key, value in env.items():
-        from_rt += ["--env", f"{key}={value}"]
     if command is None:
         inner = [args.python, "-c", BOOT.format(shims=shims), "-f", conn]
     else:
