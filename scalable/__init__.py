@@ -27,7 +27,7 @@ _LAZY = {
     # names the original scalable's users import with `from scalable import *`
     "get_worker": "distributed",
     "Security": "distributed",
-    "JobQueueCluster": "dask_jobqueue",
+    "JobQueueCluster": "scalable.jobqueue",  # imported there, leaving signal handlers as found
 }
 
 # @cacheable and its argument types, as the original exported them (scalable.caching)

@@ -102,6 +102,28 @@ def _check_bind_path(tag, side, value, src, dst) -> None:
         )
 
 
+def check_work_dir(path: str) -> str:
+    """Refuse a work directory that no job script or runtime can carry whole.
+
+    Spaces and quotes are fine (every path is quoted); but the runtime reads ``,`` and ``:`` in
+    ``--home``/``--bind`` as separators, Slurm reads ``\\`` in a log path as "no patterns", and a
+    line break would end an ``#SBATCH`` line.
+
+    Examples
+    --------
+    >>> check_work_dir("/work/my project's runs")
+    "/work/my project's runs"
+    """
+    bad = [c for c in (",", ":", "\\", "\n", "\r", "\0") if c in path]
+    if bad:
+        raise ContainerError(
+            f"work_dir {path!r} contains {' and '.join(map(repr, bad))}, which the container "
+            f"runtime or Slurm would split the path at: use a directory without them, e.g. "
+            f"work_dir='/path/to/work'."
+        )
+    return path
+
+
 def slurm_memory(nbytes: int) -> str:
     """Format bytes for ``#SBATCH --mem``, rounding up to whole MiB.
 

@@ -11,9 +11,10 @@ import time
 import warnings
 
 from dask.utils import parse_timedelta
-from dask_jobqueue import SLURMCluster as _JobqueueSLURMCluster
 
-from . import config, original, records, runner, versions
+from . import config, original, records, runner, signals, versions
+from .containers import check_work_dir, slurm_memory
+from .jobqueue import SLURMCluster as _JobqueueSLURMCluster
 from .records import parse_squeue
 from .scheduler import ScalableScheduler
 from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
@@ -157,6 +158,7 @@ use_run_scripts, comm_port, config_overwrite
         self._original = original.take_original_keywords(kwargs, log_directory)
         log_directory = self._original.log_directory
         self._init_tags(work_dir, runtime)
+        check_work_dir(self.work_dir)
         self._walltime = check_walltime(config.get("slurm.walltime", walltime))
         self.job_arrays = bool(config.get("slurm.job-arrays", job_arrays))
         k = config.get("slurm.workers-per-job", workers_per_job)
@@ -164,9 +166,9 @@ use_run_scripts, comm_port, config_overwrite
             raise ValueError(f"workers_per_job={k!r} must be a whole number of 1 or more.")
         self.workers_per_spec = k
         self.python = config.get("container.python", python)
-        self.log_directory = os.path.join(
+        self.log_directory = check_work_dir(os.path.join(
             self.work_dir, config.get("slurm.log-directory", log_directory)
-        )
+        ))
         self.start_delay = float(config.get("slurm.submit-window"))
         self._submitter = SlurmSubmitter(window=self.start_delay, cwd=self.work_dir)
         if kwargs.get("security"):
@@ -193,6 +195,32 @@ use_run_scripts, comm_port, config_overwrite
             memory="1GiB",
             **kwargs,
         )
+        # from here on a SIGTERM/SIGHUP closes this cluster first (a closed SSH session, a
+        # killed JupyterLab); the constructor runs in the caller's thread, close() too
+        signals.hold(self)
+
+    def close(self, timeout=None):
+        try:
+            return super().close(timeout)
+        finally:
+            signals.release(self)
+
+    def _close_on_signal(self):
+        """Close from a signal handler, which runs in the main thread between two bytecodes."""
+        loop = getattr(self.loop, "asyncio_loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None or running is not loop:
+            self.close(timeout=120)
+            return
+        # the cluster's own loop is the one interrupted: it cannot run close(), so cancel the
+        # jobs the way `scalable cleanup` does, by this cluster's job names
+        for tag in self.containers:
+            runner.run(["scancel", f"--name=sc-{self.cluster_id}-{tag}"], cwd=self.work_dir,
+                       timeout=60, check=False)
+        records.remove(self.work_dir, self.cluster_id)
 
     async def _start(self):
         await super()._start()
@@ -286,6 +314,8 @@ use_run_scripts, comm_port, config_overwrite
             log_directory=self.log_directory,
             cores=spec.cpus,
             memory=spec.memory,
+            # exactly what the tag asked for, in MiB (dask-jobqueue would round 1500M up to 2G)
+            job_mem=slurm_memory(spec.memory),
             processes=k,
             python=python or self.python,
             job_name=f"sc-{self.cluster_id}-{tag}",
@@ -294,7 +324,8 @@ use_run_scripts, comm_port, config_overwrite
             worker_extra_args=["--resources", f"{tag}=1", "--dashboard-address", "127.0.0.1:0",
                                *preload, *self._lifetime_args()],
             job_extra_directives=[
-                f"-o {os.path.join(self.log_directory, log_name)}",
+                # quoted as sbatch reads #SBATCH lines; "%" in the directory is not a pattern
+                f"-o {shlex.quote(self.log_directory.replace('%', '%%') + '/' + log_name)}",
                 *self._job_kwargs.get("job_extra_directives", []),
             ],
         )

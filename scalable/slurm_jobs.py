@@ -15,10 +15,10 @@ import os
 import shlex
 from collections import defaultdict
 
-from dask_jobqueue.slurm import SLURMJob
 from distributed.deploy.spec import ProcessInterface
 
 from . import runner
+from .jobqueue import SLURMJob
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,17 @@ class TaggedSlurmJob(SLURMJob):
     """
 
     def __init__(self, scheduler=None, name=None, *, tag=None, submitter=None, array=True,
-                 work_dir=None, log_directory=None, **kwargs):
-        # dask-jobqueue writes the name into the worker command unquoted: a shell variable
-        # there lets every task of an array pick its own name.
-        super().__init__(scheduler=scheduler, name="${%s}" % NAME_VAR, **kwargs)
+                 work_dir=None, log_directory=None, security=None, worker_extra_args=(),
+                 **kwargs):
+        # dask-jobqueue joins the worker command with spaces, unquoted: the TLS file paths
+        # (under the work directory, which may hold spaces) are quoted here instead
+        tls = []
+        for key, value in (security.get_tls_config_for_role("worker") if security else {}).items():
+            if key != "ciphers" and value is not None:  # ciphers has no command-line option
+                tls += ["--tls-" + key.replace("_", "-"), shlex.quote(str(value))]
+        # A shell variable as the name lets every task of an array pick its own name.
+        super().__init__(scheduler=scheduler, name="${%s}" % NAME_VAR,
+                         worker_extra_args=[*worker_extra_args, *tls], **kwargs)
         self.name = name
         self.tag = tag
         self.array = array
@@ -61,6 +68,13 @@ class TaggedSlurmJob(SLURMJob):
         self.log_directory = log_directory
         self.submitter = submitter
         self.start_error = None
+
+    @property
+    def worker_process_memory(self) -> str:
+        """Each worker's ``--memory-limit``: its exact share of the job's memory (dask-jobqueue
+        would round it to three digits, e.g. 1500M -> 1.46GiB)."""
+        share = int(self.worker_memory) // self.worker_processes
+        return f"{share // 2**20}MiB" if share % 2**20 == 0 else str(share)
 
     def job_script(self, names=None):
         """The batch script; ``names`` are the workers of an array, in task order."""
@@ -145,7 +159,7 @@ class SlurmSubmitter:
         elif jobs[0].array and jobs[0].log_directory:
             # A burst of one goes as a plain job: Slurm starts it sooner than an array of one
             # (0.07 s on the test cluster). Its log is named as a job's, overriding the script's.
-            argv.append(f"--output={os.path.join(jobs[0].log_directory, '%x-%j.log')}")
+            argv.append(f"--output={jobs[0].log_directory.replace('%', '%%')}/%x-%j.log")
         script = jobs[0].job_script(names=[j.name for j in jobs])
         self.commands["sbatch"] += 1
         try:

@@ -117,6 +117,11 @@ def test_slurm_refusals_are_usage_errors(ip, tmp_path, make_image, apptainer):
     ("cluster --local --queue slurm", "--queue is for Slurm clusters"),
     ("status nosuch", "never added"),
     ("logs", "required: TAG"),
+    ("scale model 99999999999999999999", "scalable.max-workers-per-tag"),
+    ("add model 5000", "scalable.max-workers-per-tag"),
+    ("container model --image '/no/such", "No closing quotation"),
+    ("container model --memory 0G", "between 1 MiB and 1 PiB"),
+    ("container model --bind data,/etc:/stolen", "contains ','"),
 ])
 def test_mistakes_are_usage_errors_saying_what_to_type(ip, tmp_path, line, says):
     magic(ip, f"cluster --local --work-dir {tmp_path}")
@@ -228,3 +233,17 @@ def test_cell_code_needs_no_scalable_on_the_worker():
                           timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().split() == ["42", "'six\\n'", "False"]
+
+
+def test_magic_lines_are_split_like_a_shell(ip, tmp_path, make_image):
+    """Quotes group words, as in a shell: an image path and an env value with spaces pass whole."""
+    folder = tmp_path / "my models"
+    image = make_image("model", folder)
+    (tmp_path / "in put").mkdir()
+    magic(ip, f"cluster --local --work-dir '{tmp_path}'")
+    magic(ip, f"container model --image '{image}' --bind \"in put\":/in "
+                     f"--env 'GREETING=hello, world'")
+    rows = {r["tag"]: r for r in magic(ip, "containers")}
+    assert rows["model"]["image"] == image == str(folder / "model_container.sif")
+    assert rows["model"]["env"] == {"GREETING": "hello, world"}
+    assert rows["model"]["dirs"] == {str(tmp_path / "in put"): "/in"}

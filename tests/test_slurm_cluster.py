@@ -176,10 +176,10 @@ def test_job_script_text_and_bad_arguments(work):
         assert "SCALABLE_WORKER_NAME=${SCALABLE_NAMES[${SLURM_ARRAY_TASK_ID:-0}]}" in lines
         worker = lines[-1]
         assert worker.startswith(
-            f"apptainer exec --bind {work}/gcam_data:/data --env OMP_NUM_THREADS=4 "
+            f"env APPTAINERENV_OMP_NUM_THREADS=4 apptainer exec --bind {work}/gcam_data:/data "
             f"--home {work} --pwd {work} {work}/containers/gcam_container.sif "
             f"{shlex.join(worker_python('python'))} -m distributed.cli.dask_worker {cluster.scheduler_address} --name ${{SCALABLE_WORKER_NAME}}")
-        for arg in ("--nthreads 4", "--memory-limit 8.00GiB", "--death-timeout 30",
+        for arg in ("--nthreads 4", "--memory-limit 8192MiB", "--death-timeout 30",
                     "--resources gcam=1", "--lifetime", "--interface lo"):
             assert arg in worker
         with pytest.raises(KeyError, match="tag 'hector' was never added"):
