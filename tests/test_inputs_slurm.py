@@ -40,7 +40,7 @@ def test_a_work_dir_with_spaces_and_quotes_works_end_to_end(tmp_path, make_image
     try:
         cluster.add_container(tag="gcam", cpus=1, memory="300M", dirs={"in data": "/in"},
                               env={"LIST": "a,b,c", "PAIRS": "x=1,B=injected"})
-        cluster.add_workers(1, "gcam")
+        cluster.add_workers(tag="gcam", n=1)
         with ScalableClient(cluster) as client:
             got = client.submit(look, tag="gcam", pure=False).result(timeout=180)
         # a value with commas arrives whole, and injects no variable of its own
@@ -61,7 +61,7 @@ from scalable import SlurmCluster
 cluster = SlurmCluster(queue="slurm", walltime="00:10:00", interface="lo", work_dir=sys.argv[1],
                        job_extra_directives=["--begin=now+3600"])
 cluster.add_container(tag="gcam", cpus=1, memory="256M")
-cluster.add_workers(2, "gcam")
+cluster.add_workers(tag="gcam", n=2)
 print(cluster.cluster_id, flush=True)
 time.sleep(600)
 """
