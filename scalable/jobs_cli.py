@@ -9,7 +9,7 @@ from . import records
 
 def _jobs(args) -> int:
     recs = records.read_all(args.work_dir)
-    jobs = records.jobs_of(recs)
+    jobs = records.jobs_of(recs, args.work_dir)
     if not jobs:
         print(f"no jobs of scalable clusters from {args.work_dir}")
         return 0

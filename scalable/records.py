@@ -4,16 +4,25 @@ Every :class:`~scalable.slurm.SlurmCluster` writes ``<work_dir>/.scalable/cluste
 (its id, host, pid and job-name prefix) when it starts and removes it when it closes. A record
 whose process is gone marks a dead cluster: ``scalable jobs`` lists the jobs of every recorded
 cluster, ``scalable cleanup`` cancels those of dead ones only, and never another job of the user.
+
+Records are read through :mod:`scalable.trust` (a regular file of this user, named after its
+id, in a directory only this user can write); a cluster is dead only when its host is this one
+and its pid is gone or now belongs to a process that started later; a job belongs to a record
+only when its name is ``sc-<id>-<tag>`` and it was submitted from this work directory.
 """
 
 from __future__ import annotations
 
-import json
+import errno
+import logging
 import os
 import socket
 import time
 
-from . import runner
+from . import runner, trust
+from .containers import TAG_RE
+
+logger = logging.getLogger(__name__)
 
 RECORD_DIR = os.path.join(".scalable", "clusters")
 
@@ -44,36 +53,68 @@ def job_prefix(cluster_id: str) -> str:
 
 
 def write(work_dir: str, cluster_id: str, **extra) -> str:
-    folder = record_dir(work_dir)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    path = os.path.join(folder, f"{cluster_id}.json")
+    """Record this process's cluster ``cluster_id`` (0600, through no link); return the path."""
+    folder = trust.make_private_dir(record_dir(work_dir))
     record = {"id": cluster_id, "host": socket.gethostname(), "pid": os.getpid(),
-              "pidns": pid_namespace(), "created": time.time(), **extra}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
-    return path
+              "pid_start": process_start(os.getpid()), "pidns": pid_namespace(),
+              "created": time.time(), **extra}
+    return trust.write_json(folder, cluster_id, record)
 
 
 def remove(work_dir: str, cluster_id: str) -> None:
-    try:
-        os.unlink(os.path.join(record_dir(work_dir), f"{cluster_id}.json"))
-    except FileNotFoundError:
-        pass
+    trust.remove(record_dir(work_dir), cluster_id)
+
+
+def _well_formed(record: dict) -> bool:
+    pid = record.get("pid")
+    return (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
+            and isinstance(record.get("host"), str)
+            and isinstance(record.get("pid_start"), (int, type(None))))
 
 
 def read_all(work_dir: str) -> list:
-    folder = record_dir(work_dir)
+    """The trusted, well-formed records of ``work_dir``; each other file gets a warning."""
+    found, refused = trust.read_all(record_dir(work_dir))
     out = []
-    for fn in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if fn.endswith(".json"):
-            try:
-                with open(os.path.join(folder, fn)) as f:
-                    out.append(json.load(f))
-            except (OSError, ValueError):
-                continue
+    for record in found:
+        if _well_formed(record):
+            out.append(record)
+        else:
+            refused.append(f"{record_dir(work_dir)}/{record['id']}.json lacks a valid host or pid: ignored")
+    for why in refused:
+        logger.warning("cluster record: %s", why)
     return out
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), ``None`` if unknown or gone.
+
+    With the pid it names one process for good: a pid reused later has a later start.
+
+    Examples
+    --------
+    >>> process_start(os.getpid()) == process_start(os.getpid())
+    True
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            stat = f.read()
+        # the command name (field 2) may hold spaces and parentheses: count after the last ')'
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """Whether process ``pid`` runs and, when ``start`` is given, is the one that started then."""
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        if e.errno != errno.EPERM:  # EPERM: it exists, owned by someone else
+            return False
+    except (OverflowError, ValueError):
+        return False
+    return start is None or process_start(pid) in (start, None)
 
 
 def pid_namespace() -> str | None:
@@ -88,44 +129,51 @@ def is_alive(record: dict) -> bool | None:
     """True/False for a record of this host; None when it was written on another host."""
     if record.get("host") != socket.gethostname() or record.get("pidns") != pid_namespace():
         return None  # another machine, or another container's process ids: cannot tell
+    return pid_alive(record["pid"], record.get("pid_start"))
+
+
+def _same_dir(a: str, b: str) -> bool:
     try:
-        os.kill(int(record["pid"]), 0)
-    except ProcessLookupError:
+        return os.path.samefile(a, b)
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
-def jobs_of(records: list) -> list:
-    """Slurm jobs of the recorded clusters (one ``squeue`` for all), each with its record."""
+def jobs_of(records: list, work_dir: str) -> list:
+    """Slurm jobs of the recorded clusters (one ``squeue`` for all), each with its record.
+
+    A job is a cluster's only if its name is ``sc-<id>-<tag>`` and it was submitted from
+    ``work_dir`` (every scalable job is): a record naming someone else's id finds nothing.
+    """
     if not records:
         return []
     result = runner.run(["squeue", "--me", "--noheader", "--array",
-                         "--format=%i|%j|%T|%r|%N"], timeout=60)
-    by_prefix = {job_prefix(r["id"]): r for r in records}
+                         "--format=%i|%j|%T|%r|%N|%Z"], timeout=60)
+    by_id = {r["id"]: r for r in records}
     jobs = []
-    for job in parse_squeue(result.stdout, ("job_id", "name", "state", "reason", "node")):
-        r = by_prefix.get(job["name"][: job["name"].rfind("-") + 1])
-        if r is not None:
-            jobs.append({**job, "cluster": r["id"], "alive": is_alive(r)})
+    for job in parse_squeue(result.stdout, ("job_id", "name", "state", "reason", "node", "dir")):
+        cluster_id, _, tag = job["name"][len("sc-"):].rpartition("-")
+        r = by_id.get(cluster_id) if job["name"].startswith("sc-") else None
+        if r is None or not TAG_RE.fullmatch(tag) or not _same_dir(job.pop("dir"), work_dir):
+            continue
+        jobs.append({**job, "cluster": r["id"], "alive": is_alive(r)})
     return jobs
 
 
 def leftovers(work_dir: str, exclude: str | None = None) -> list:
     """Jobs still in Slurm from dead clusters of this work directory."""
     dead = [r for r in read_all(work_dir) if r["id"] != exclude and is_alive(r) is False]
-    return jobs_of(dead) if dead else []
+    return jobs_of(dead, work_dir) if dead else []
 
 
 def cleanup(work_dir: str) -> list:
     """Cancel the jobs of dead clusters (one ``scancel``) and drop their records."""
     dead = [r for r in read_all(work_dir) if is_alive(r) is False]
-    jobs = jobs_of(dead)
+    jobs = jobs_of(dead, work_dir)
     if jobs:
         runner.run(["scancel", *sorted({j["job_id"] for j in jobs})], timeout=60)
     # a record goes only once none of its jobs is left: until then cleanup must find them
-    remaining = {j["cluster"] for j in jobs_of(dead)
+    remaining = {j["cluster"] for j in jobs_of(dead, work_dir)
                  if j["state"] not in ("CANCELLED", "COMPLETING", "COMPLETED")} if jobs else set()
     for r in dead:
         if r["id"] not in remaining:

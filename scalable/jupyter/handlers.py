@@ -27,7 +27,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from ..containers import ContainerError, check_tag
-from . import registry
+from . import registry, scheduler_wire
 
 # Upper bound on a scale request: a typo ("1000000") must not reach a scheduler.
 MAX_WORKERS = 10_000
@@ -98,23 +98,43 @@ def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | 
 
 
 async def call_scheduler(entry: dict, method: str, timeout: float, **kwargs):
-    """Call one of the cluster's scheduler handlers; raise ``OSError`` if it cannot be reached."""
-    from distributed.core import rpc
-    from distributed.security import Security
+    """Call one of the cluster's scheduler handlers; raise ``OSError`` if it cannot be reached.
 
-    tls = entry.get("tls") or {}
-    args = {}
-    if tls:  # a cluster made with security=True: connect with its client certificate
-        args = Security(tls_ca_file=tls.get("ca"), tls_client_cert=tls.get("cert"),
-                        tls_client_key=tls.get("key"), require_encryption=True
-                        ).get_connection_args("client")
-    conn = rpc(entry["scheduler_address"], timeout=timeout, connection_args=args)
+    Through :mod:`.scheduler_wire`, never distributed's ``rpc``: a reply is decoded as plain
+    data only, so whatever answers at the entry's address cannot run code in this server; with
+    the entry's TLS credentials only the cluster's own scheduler can answer at all.
+    """
+    return await scheduler_wire.request(entry["scheduler_address"], method, timeout,
+                                        tls=entry.get("tls") or None, **kwargs)
+
+
+MAX_BODY_BYTES = 4096  # {"tag": ..., "n": ...} is a few dozen bytes
+_BODY_HINT = 'Send a JSON body such as {"tag": "gcam", "n": 2}'
+
+
+def parse_scale_body(raw: bytes) -> dict:
+    """The JSON object of a scale request, or an HTTP 400 with a sentence.
+
+    Examples
+    --------
+    >>> parse_scale_body(b'{"tag": "gcam", "n": 2}')
+    {'tag': 'gcam', 'n': 2}
+    >>> parse_scale_body(b"")
+    Traceback (most recent call last):
+    ...
+    tornado.web.HTTPError: HTTP 400: Bad Request (The request body is empty: send a JSON body such as {"tag": "gcam", "n": 2}.)
+    """
+    if not raw or not raw.strip():
+        raise tornado.web.HTTPError(400, f"The request body is empty: {_BODY_HINT[0].lower()}{_BODY_HINT[1:]}.")
+    if len(raw) > MAX_BODY_BYTES:
+        raise tornado.web.HTTPError(400, f"The request body is larger than {MAX_BODY_BYTES} bytes. {_BODY_HINT}.")
     try:
-        return await asyncio.wait_for(getattr(conn, method)(**kwargs), timeout)
-    except asyncio.TimeoutError as e:
-        raise OSError(f"the scheduler at {entry['scheduler_address']} did not answer within {timeout:g} s") from e
-    finally:
-        await conn.close_rpc()
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        raise tornado.web.HTTPError(400, f"The request body is not valid JSON. {_BODY_HINT}.") from None
+    if not isinstance(body, dict):
+        raise tornado.web.HTTPError(400, f"The request body must be a JSON object. {_BODY_HINT}.")
+    return body
 
 
 class StatusCache:
@@ -151,7 +171,7 @@ class ScalableHandler(APIHandler):
         """Map kernel id -> notebook path, for the sidebar's "kernel" line."""
         try:
             sessions = await self.session_manager.list_sessions()
-        except Exception:  # no session manager (bare server): the kernel id still shows
+        except Exception:  # noqa: BLE001 -- no session manager (bare server): the kernel id still shows
             return {}
         return {s["kernel"]["id"]: s.get("path") for s in sessions if s.get("kernel")}
 
@@ -162,7 +182,7 @@ class ScalableHandler(APIHandler):
             status = await self.settings["scalable_status_cache"].get(
                 entry["id"], lambda: call_scheduler(entry, "scalable_status", timeout))
             error = None
-        except Exception as e:  # an unreachable or old cluster must not hide the others
+        except Exception as e:  # noqa: BLE001 -- an unreachable or old cluster must not hide the others
             status, error = None, f"Cannot reach the scheduler: {e}"
         return cluster_model(entry, status, self.base_url, error, notebooks.get(entry.get("kernel_id")))
 
@@ -197,12 +217,7 @@ class ScaleHandler(ScalableHandler):
     async def post(self, cluster_id):
         """Set a tag's target number of workers: body ``{"tag": str, "n": int}``."""
         entry = self.entry_or_404(cluster_id)
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise tornado.web.HTTPError(400, 'Send a JSON body such as {"tag": "gcam", "n": 2}.')
-        if not isinstance(body, dict):
-            raise tornado.web.HTTPError(400, 'Send a JSON body such as {"tag": "gcam", "n": 2}.')
+        body = parse_scale_body(self.request.body)
         tag, n = body.get("tag"), body.get("n")
         try:
             check_tag(tag)
@@ -215,7 +230,7 @@ class ScaleHandler(ScalableHandler):
             reply = await call_scheduler(entry, "scalable_scale", self.config_obj.scale_timeout, tag=tag, n=n)
         except OSError as e:
             raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}")
-        except Exception as e:  # the cluster refused (e.g. an unknown tag): its sentence, as is
+        except Exception as e:  # noqa: BLE001 -- the cluster refused (e.g. an unknown tag): its sentence, as is
             raise tornado.web.HTTPError(400, str(e))
         if isinstance(reply, dict) and reply.get("status") == "error":
             raise tornado.web.HTTPError(400, str(reply.get("message") or "The cluster refused to scale."))

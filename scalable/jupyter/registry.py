@@ -18,25 +18,20 @@ Examples
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
 import os
 import re
 import socket
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..records import pid_namespace
+from .. import trust
+from ..records import pid_alive, pid_namespace, process_start
 
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "SCALABLE_REGISTRY_DIR"
-
-# Cluster ids become file names: keep them to characters that cannot leave the directory.
-_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 # How long a liveness probe waits for a scheduler that is on another host (or whose pid we
 # cannot check) before the entry counts as dead.
@@ -64,18 +59,8 @@ def registry_dir() -> Path:
     return Path(data_home) / "scalable" / "registry"
 
 
-def _ensure_dir() -> Path:
-    path = registry_dir()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # mkdir's mode is masked by the umask and ignored for an existing directory: other users
-    # must never read scheduler addresses, so tighten it when we own it.
-    if path.stat().st_uid == os.getuid() and (path.stat().st_mode & 0o777) != 0o700:
-        os.chmod(path, 0o700)
-    return path
-
-
 def check_id(cluster_id: str) -> str:
-    """Return ``cluster_id`` if it is usable as a registry key, else raise ``ValueError``.
+    r"""Return ``cluster_id`` if it is usable as a registry key, else raise ``ValueError``.
 
     Examples
     --------
@@ -85,8 +70,12 @@ def check_id(cluster_id: str) -> str:
     Traceback (most recent call last):
     ...
     ValueError: Cluster id '../etc' is not valid: use letters, digits, '_', '.' and '-' (at most 128, not starting with '.' or '-').
+    >>> check_id("a1b2\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: Cluster id 'a1b2\n' is not valid: use letters, digits, '_', '.' and '-' (at most 128, not starting with '.' or '-').
     """
-    if not isinstance(cluster_id, str) or not _ID_RE.match(cluster_id):
+    if not trust.valid_id(cluster_id):
         raise ValueError(
             f"Cluster id {cluster_id!r} is not valid: use letters, digits, '_', '.' and '-' "
             "(at most 128, not starting with '.' or '-')."
@@ -104,7 +93,7 @@ def _kernel_id() -> str | None:
         from ipykernel.connect import get_connection_file
 
         name = os.path.basename(get_connection_file())
-    except Exception:  # not a kernel (plain IPython), or no connection file yet
+    except Exception:  # noqa: BLE001 -- not a kernel (plain IPython), or no connection file yet
         return None
     match = re.match(r"^kernel-(.+)\.json$", name)
     return match.group(1) if match else None
@@ -115,7 +104,7 @@ def register(entry: dict) -> Path:
 
     ``entry["id"]`` is required. ``pid``, ``host``, ``created``, ``kernel_id`` and ``pidns`` are
     filled in from the calling process when missing. The file is written atomically, readable by
-    the owner only.
+    the owner only, into a directory only the owner can write (else ``ValueError``).
 
     Examples
     --------
@@ -129,21 +118,10 @@ def register(entry: dict) -> Path:
     entry.setdefault("created", time.time())
     entry.setdefault("kernel_id", _kernel_id())
     entry.setdefault("pidns", pid_namespace())
-    directory = _ensure_dir()
-    path = directory / f"{cluster_id}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{cluster_id}.", suffix=".tmp", dir=directory)  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(entry, f, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    entry.setdefault("pid_start", process_start(entry["pid"]))
+    # the entry may carry TLS credentials: only into a directory nobody else can read or write
+    directory = trust.make_private_dir(registry_dir())
+    path = Path(trust.write_json(directory, cluster_id, entry))
     return path
 
 
@@ -154,30 +132,23 @@ def unregister(cluster_id: str) -> None:
     --------
     >>> unregister("no-such-cluster")
     """
-    try:
-        (registry_dir() / f"{check_id(cluster_id)}.json").unlink()
-    except FileNotFoundError:
-        pass
+    trust.remove(registry_dir(), check_id(cluster_id))
 
 
 def read_entry(cluster_id: str, directory: str | os.PathLike | None = None) -> dict | None:
-    """Return one cluster's entry, or ``None`` when it is not registered.
+    """Return one cluster's entry, or ``None`` when it is not registered or not trusted.
 
     ``directory`` overrides :func:`registry_dir` (the server's ``ScalableServer.registry_dir``).
+    Every reader goes through :mod:`scalable.trust`: an entry another user could have written
+    or redirected is never returned.
     """
     try:
-        with open(Path(directory or registry_dir()) / f"{check_id(cluster_id)}.json") as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+        return trust.read_json(directory or registry_dir(), check_id(cluster_id))
+    except FileNotFoundError:
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as e:
-        return e.errno == errno.EPERM  # exists, owned by someone else
-    return True
+    except ValueError as e:  # an invalid id, or an entry the trust rule refuses
+        logger.warning("cluster registry: %s", e)
+        return None
 
 
 def _scheduler_answers(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -195,13 +166,14 @@ def _scheduler_answers(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
 def is_alive(entry: dict) -> bool:
     """Whether a registered cluster still runs.
 
-    On this host (same hostname and pid namespace) a dead pid settles it; a live pid whose
+    On this host (same hostname and pid namespace) a dead pid (or one reused by a process that
+    started later) settles it; a live pid whose
     scheduler refuses connections means the cluster closed without unregistering. Elsewhere only
     the scheduler's answer counts.
     """
     local = entry.get("host") == socket.gethostname() and entry.get("pidns") in (None, pid_namespace())
     pid = entry.get("pid")
-    if local and isinstance(pid, int) and not _pid_alive(pid):
+    if local and isinstance(pid, int) and not pid_alive(pid, entry.get("pid_start")):
         return False
     address = entry.get("scheduler_address")
     if not address:
@@ -212,8 +184,9 @@ def is_alive(entry: dict) -> bool:
 def list_clusters(prune: bool = True, directory: str | os.PathLike | None = None) -> list[dict]:
     """Return the registered clusters, oldest first.
 
-    With ``prune=True`` the entries of clusters that no longer run (see :func:`is_alive`) and
-    unreadable files are removed instead of returned. ``directory`` overrides
+    Only entries the trust rule of :mod:`scalable.trust` accepts are returned; others are
+    logged and left alone. With ``prune=True`` the entries of clusters that no longer run (see
+    :func:`is_alive`) and this user's own unreadable files are removed instead of returned. ``directory`` overrides
     :func:`registry_dir`.
 
     Examples
@@ -222,37 +195,16 @@ def list_clusters(prune: bool = True, directory: str | os.PathLike | None = None
     ['3f2c9a', '9b1d07']
     """
     directory = Path(directory or registry_dir())
-    try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".json") and not n.startswith("."))
-    except FileNotFoundError:
-        return []
-    try:
-        # the server connects to (and unpickles replies from) what entries name: trust only a
-        # directory nobody else can write to, and only files of our own user
-        st = os.stat(directory)
-        if st.st_uid != os.getuid() or st.st_mode & 0o022:
-            logger.warning("cluster registry %s is not private to this user: ignored", directory)
-            return []
-    except FileNotFoundError:
-        return []
+    found, refused = trust.read_all(directory)
+    for why in refused:
+        logger.warning("cluster registry: %s", why)
+        # only our own unreadable files go; what another user made or a link is left alone
+        if prune and isinstance(why, trust.Malformed):
+            trust.remove(directory, why.ident)
     entries = []
-    for name in names:
-        path = directory / name
-        try:
-            if os.lstat(path).st_uid != os.getuid():
-                continue
-            with open(path) as f:
-                entry = json.load(f)
-            if not isinstance(entry, dict) or entry.get("id") != name[: -len(".json")]:
-                raise ValueError(name)
-        except FileNotFoundError:
-            continue  # unregistered while we listed
-        except ValueError:
-            if prune:
-                path.unlink(missing_ok=True)
-            continue
+    for entry in found:
         if prune and not is_alive(entry):
-            path.unlink(missing_ok=True)
+            trust.remove(directory, entry["id"])
             continue
         entries.append(entry)
     entries.sort(key=lambda e: (e.get("created") or 0, e["id"]))
