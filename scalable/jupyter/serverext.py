@@ -4,7 +4,7 @@ Enabled on install by ``jupyter-config/server-config/scalable.json`` (copied to
 ``etc/jupyter/jupyter_server_config.d/``). Settings are traitlets::
 
     # jupyter_server_config.py
-    c.ScalableServer.registry_dir = "/shared/scalable/registry"
+    c.ScalableServer.registry_dir = "/scratch/ada/scalable-registry"   # yours, 0700
     c.ScalableServer.status_timeout = 5
     c.ScalableServer.status_cache_seconds = 2
 
@@ -31,7 +31,9 @@ class ScalableServer(Configurable):
         allow_none=True,
         help="Directory of the cluster registry. Default: $SCALABLE_REGISTRY_DIR, else "
         "$XDG_DATA_HOME/scalable/registry (~/.local/share/scalable/registry). Kernels must "
-        "write to the same directory (the Scalable kernel launcher binds it into the image).",
+        "write to the same directory (the Scalable kernel launcher binds it into the image). "
+        "It must be owned by this user and not writable by group or others, else no entry in "
+        "it is trusted (see scalable.trust).",
     ).tag(config=True)
 
     status_timeout = Float(

@@ -101,7 +101,12 @@ def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[s
         raise LaunchError(f"work directory {work} does not exist; create it or reinstall the kernel "
                           f"with scalable kernel install --work-dir DIR")
     registry = registry_dir(args.registry_dir)
-    os.makedirs(registry, exist_ok=True)
+    from ..trust import Untrusted, make_private_dir
+
+    try:  # 0700 whatever the umask: the server trusts entries only in a directory others cannot write
+        make_private_dir(registry)
+    except Untrusted as e:
+        _warn(f"the Scalable sidebar will not list this kernel's clusters: {e}")
     binds: dict[str, str] = {}
 
     def same_path(path):
