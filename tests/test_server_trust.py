@@ -179,6 +179,7 @@ async def test_a_fake_scheduler_cannot_run_code_in_the_server(jp_fetch, reg, tmp
     write_entry(reg, "fake1", fake.address)
     try:
         listed = await fetch_json(jp_fetch, "scalable", "clusters")
+        assert not marker.exists(), "the server unpickled the fake scheduler's reply"
         (model,) = listed["clusters"]
         assert not model["reachable"] and "pickled" in model["error"]
         one = await fetch_json(jp_fetch, "scalable", "clusters", "fake1")
@@ -251,7 +252,7 @@ async def test_entries_of_another_user_are_404_on_every_route(jp_fetch, reg, oth
     (b"   ", "The request body is empty"),
     (b"[" * 2000 + b"]" * 2000, "not valid JSON"),
     (b'{"tag": "gcam", "n": 1, "pad": "' + b"x" * 5000 + b'"}', "larger than 4096 bytes"),
-])
+], ids=["empty", "blank", "nested", "huge"])
 async def test_bad_scale_bodies_get_a_sentence(jp_fetch, reg, body, message):
     fake = FakeScheduler({"status": "OK", "target": 1})
     write_entry(reg, "c1", fake.address)
