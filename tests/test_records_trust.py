@@ -143,7 +143,7 @@ def test_cleanup_never_cancels_a_job_of_a_live_cluster(tmp_path, slurm, make_ima
             SlurmCluster(queue="slurm", interface="lo", work_dir=str(there), **pending) as other:
         for cluster in (live, other):
             cluster.add_container(tag="gcam", cpus=1, memory="512M")
-            cluster.add_workers(1, "gcam")
+            cluster.add_workers(tag="gcam", n=1)
         mine = wait_for(lambda: live_jobs(live.cluster_id), 120, "the live cluster's job")
         theirs = wait_for(lambda: live_jobs(other.cluster_id), 120, "the other cluster's job")
         d = record_dir(here)
