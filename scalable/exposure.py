@@ -1,8 +1,10 @@
-"""How a tagged cluster shows itself to others.
+"""How a tagged cluster shows itself to others, and to whom.
 
 Scheduler handlers let other processes (the JupyterLab server extension) read a cluster's status
 and scale it through its scheduler; the registry entry tells the JupyterLab sidebar the cluster
-exists; ``_widget``/``_repr_html_`` display it in a notebook.
+exists; ``_widget``/``_repr_html_`` display it in a notebook. Only holders of the cluster's TLS
+credentials reach the scheduler, and only holders of its secret prefix read its dashboard (see
+:mod:`scalable.security`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,23 @@ import os
 import socket
 import time
 
+from . import security
+
 logger = logging.getLogger(__name__)
 
 
 class ExposedCluster:
     """Mixin of :class:`scalable.tagged.TaggedCluster`: handlers, registry entry, display."""
+
+    # -- who may reach it --------------------------------------------------------------------
+    def _init_security(self, requested, where, parent=None):
+        """TLS credentials (``self._tls``, None when opted out) and the dashboard's secret."""
+        self._tls = security.resolve(requested, where, parent=parent, name=self.cluster_id)
+        self.dashboard_prefix = security.dashboard_prefix()
+
+    def _close_security(self):
+        if getattr(self, "_tls", None) is not None:
+            self._tls.close()
 
     # -- scheduler handlers: how the JupyterLab sidebar reaches this cluster -----------------
     def _install_handlers(self):
@@ -73,6 +87,13 @@ class ExposedCluster:
             return None
 
     @property
+    def dashboard_link(self) -> str:
+        """The dashboard's address, secret prefix included (proxied under Jupyter)."""
+        from .jupyter import links
+
+        return links.dashboard_link(self) or ""
+
+    @property
     def scheduler_address(self) -> str:
         return self.scheduler.address
 
@@ -85,6 +106,7 @@ class ExposedCluster:
             "host": socket.gethostname(),
             "scheduler_address": self.scheduler.address,
             "dashboard_port": self.dashboard_port,
+            "dashboard_prefix": self.dashboard_prefix,
             "tags": list(self.containers),
             "walltime": getattr(self, "walltime", None),
             "work_dir": self.work_dir,
@@ -96,11 +118,8 @@ class ExposedCluster:
         # A TLS scheduler talks only to holders of a certificate its CA signed: the Jupyter
         # server (same user, same host) gets the client's credentials through the registry
         # entry, which only its owner can read. PEM text or file paths, as Security holds them.
-        sec = getattr(self, "security", None)
-        if sec is None or not getattr(sec, "require_encryption", False):
-            return None
-        return {"ca": sec.tls_ca_file, "cert": sec.tls_client_cert or sec.tls_cert,
-                "key": sec.tls_client_key or sec.tls_key}
+        tls = getattr(self, "_tls", None)
+        return tls.registry_tls() if tls is not None else None
 
     def _registry_update(self):
         if getattr(self, "scheduler", None) is None or self.scheduler.status.name != "running":

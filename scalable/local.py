@@ -2,7 +2,8 @@
 
 Workers are local processes: a :class:`distributed.Nanny` for a tag without an image, and
 ``<runtime> exec <image> python -m distributed.cli.dask_worker ...`` for a tag with one.
-Everything listens on loopback.
+Everything listens on loopback, which every user of the machine reaches: so everything speaks
+TLS, and the dashboard hides under a secret prefix (see :mod:`scalable.security`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from distributed import Nanny
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
-from . import config, versions
+from . import config, security, versions
 from .scheduler import ScalableScheduler
 from .tagged import TaggedCluster
 
@@ -95,6 +96,9 @@ class LocalCluster(TaggedCluster, SpecCluster):
         Seconds a worker waits for a lost scheduler before it exits.
     silence_logs : str or bool
         Log level to silence.
+    security : bool or distributed.security.Security, optional
+        TLS with temporary certificates by default (``scalable.security``); ``False`` for plain
+        TCP, which lets every user of this machine run code as you.
     **kwargs
         Passed to :class:`distributed.deploy.SpecCluster`.
 
@@ -112,19 +116,28 @@ class LocalCluster(TaggedCluster, SpecCluster):
     require_image = False
 
     def __init__(self, work_dir=None, runtime=None, death_timeout=None, silence_logs="error",
-                 dashboard_address=None, name=None, **kwargs):
+                 dashboard_address=None, name=None, security=None, **kwargs):
         self._init_tags(work_dir, runtime)
         self.death_timeout = config.get("local.death-timeout", death_timeout)
+        self._init_security(security, "every user of this machine")
+        tls = self._tls and self._tls.security
         scheduler = {
             "cls": ScalableScheduler,
             "options": {
                 "host": "127.0.0.1",
                 "port": 0,
+                "protocol": "tls" if tls else "tcp",
+                "security": tls,
                 "dashboard_address": config.get("local.dashboard-address", dashboard_address),
+                "http_prefix": self.dashboard_prefix,
             },
         }
-        super().__init__(scheduler=scheduler, silence_logs=silence_logs,
-                         name=name or f"scalable-local-{self.cluster_id}", **kwargs)
+        try:
+            super().__init__(scheduler=scheduler, silence_logs=silence_logs, security=tls,
+                             name=name or f"scalable-local-{self.cluster_id}", **kwargs)
+        except BaseException:
+            self._close_security()
+            raise
 
     async def _start(self):
         await super()._start()
@@ -133,6 +146,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
     async def _close(self):
         await self._before_close()
         await super()._close()
+        self._close_security()
 
     def _worker_spec(self, tag, name) -> dict:
         spec = self.containers[tag]
@@ -146,12 +160,20 @@ class LocalCluster(TaggedCluster, SpecCluster):
                     "death_timeout": self.death_timeout,
                     "env": dict(spec.env),
                     "host": "127.0.0.1",
+                    "security": self.security,
+                    # the worker's HTTP server answers nothing (see scalable.security)
+                    "dashboard": False,
+                    "config": security.WORKER_HTTP_CONFIG,
                     "dashboard_address": "127.0.0.1:0",
                     "silence_logs": logging.ERROR,
                     "preload": [spec.preload] if spec.preload else [],
                 },
             }
         python = config.get("container.python")
+        tls = self._tls
+        binds = dict(spec.dirs)
+        if tls is not None and tls.directory:
+            binds[tls.directory] = tls.directory  # the worker reads its credentials there
         argv = self.runtime.exec_argv(
             spec.image,
             [*versions.worker_python(python), "-m", "distributed.cli.dask_worker",
@@ -159,8 +181,10 @@ class LocalCluster(TaggedCluster, SpecCluster):
              "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
              "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
              "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-             *(["--preload", spec.preload] if spec.preload else [])],
-            binds=spec.dirs, env=spec.env, home=self.work_dir, cwd=self.work_dir,
+             *(["--preload", spec.preload] if spec.preload else []),
+             *(tls.worker_args() if tls is not None else ())],
+            binds=binds, env={**spec.env, **security.WORKER_HTTP_ENV},
+            home=self.work_dir, cwd=self.work_dir,
         )
         return {"cls": ContainerWorker, "options": {"argv": argv, "cwd": self.work_dir}}
 

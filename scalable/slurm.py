@@ -12,7 +12,7 @@ import warnings
 
 from dask.utils import parse_timedelta
 
-from . import config, original, records, runner, signals, versions
+from . import config, original, records, runner, security, signals, versions
 from .containers import check_work_dir, slurm_memory
 from .jobqueue import SLURMCluster as _JobqueueSLURMCluster
 from .records import parse_squeue
@@ -171,30 +171,39 @@ use_run_scripts, comm_port, config_overwrite
         ))
         self.start_delay = float(config.get("slurm.submit-window"))
         self._submitter = SlurmSubmitter(window=self.start_delay, cwd=self.work_dir)
-        if kwargs.get("security"):
-            # TLS files for workers must be readable on compute nodes and inside images:
-            # the work directory is both (it is every container's home)
-            tls_dir = os.path.join(self.work_dir, ".scalable", "tls")
-            os.makedirs(tls_dir, mode=0o700, exist_ok=True)
-            kwargs.setdefault("shared_temp_directory", tls_dir)
-        options = {"dashboard_address": config.get("slurm.dashboard-address")}
-        options.update(scheduler_options or {})
-        super().__init__(
-            queue=config.get("slurm.queue", queue),
-            account=config.get("slurm.account", account),
-            walltime=self._walltime,
-            interface=config.get("slurm.interface", interface),
-            silence_logs=silence_logs,
-            job_script_prologue=list(config.get("slurm.job-script-prologue", job_script_prologue)),
-            job_extra_directives=list(config.get("slurm.job-extra-directives", job_extra_directives)),
-            death_timeout=config.get("slurm.death-timeout", death_timeout),
-            scheduler_options=options,
-            scheduler_cls=ScalableScheduler,
-            # placeholders: every tag brings its own cpus and memory
-            cores=1,
-            memory="1GiB",
-            **kwargs,
+        interface = config.get("slurm.interface", interface)
+        # TLS files for workers must be readable on compute nodes and inside images: the work
+        # directory is both (it is every container's home)
+        self._init_security(
+            kwargs.pop("security", None),
+            f"any user on the network of {interface}" if interface else "any user of this "
+            "machine or its network",
+            parent=lambda: security.tls_parent(self.work_dir),
         )
+        options = {"dashboard_address": config.get("slurm.dashboard-address"),
+                   "http_prefix": self.dashboard_prefix}
+        options.update(scheduler_options or {})
+        try:
+            super().__init__(
+                queue=config.get("slurm.queue", queue),
+                account=config.get("slurm.account", account),
+                walltime=self._walltime,
+                interface=interface,
+                silence_logs=silence_logs,
+                job_script_prologue=list(config.get("slurm.job-script-prologue", job_script_prologue)),
+                job_extra_directives=list(config.get("slurm.job-extra-directives", job_extra_directives)),
+                death_timeout=config.get("slurm.death-timeout", death_timeout),
+                scheduler_options=options,
+                scheduler_cls=ScalableScheduler,
+                # placeholders: every tag brings its own cpus and memory
+                cores=1,
+                memory="1GiB",
+                security=self._tls and self._tls.security,
+                **kwargs,
+            )
+        except BaseException:
+            self._close_security()  # nothing half-done: no key left behind
+            raise
         # from here on a SIGTERM/SIGHUP closes this cluster first (a closed SSH session, a
         # killed JupyterLab); the constructor runs in the caller's thread, close() too
         signals.hold(self)
@@ -253,6 +262,7 @@ use_run_scripts, comm_port, config_overwrite
         await super()._close()
         # only once its jobs are cancelled: until then `scalable cleanup` must find them
         records.remove(self.work_dir, self.cluster_id)
+        self._close_security()
 
     # -- per-tag job options --------------------------------------------------------------
     @property
@@ -298,7 +308,8 @@ use_run_scripts, comm_port, config_overwrite
             self.runtime.exec_argv(
                 spec.image, [*filter(None, [wrapper]), *versions.worker_python(self.python)],
                 binds=spec.dirs,
-                env=original.worker_env(self._original, spec.env),
+                # the worker's HTTP server answers nothing (see scalable.security)
+                env={**original.worker_env(self._original, spec.env), **security.WORKER_HTTP_ENV},
                 home=self.work_dir, cwd=self.work_dir,
             )
         )
@@ -320,9 +331,10 @@ use_run_scripts, comm_port, config_overwrite
             python=python or self.python,
             job_name=f"sc-{self.cluster_id}-{tag}",
             walltime=self._walltime,
-            # the worker's own HTTP server (health, metrics) stays on the node's loopback
-            worker_extra_args=["--resources", f"{tag}=1", "--dashboard-address", "127.0.0.1:0",
-                               *preload, *self._lifetime_args()],
+            # the worker's own HTTP server stays on the node's loopback, serving nothing
+            worker_extra_args=["--resources", f"{tag}=1", "--no-dashboard",
+                               "--dashboard-address", "127.0.0.1:0", *preload,
+                               *self._lifetime_args()],
             job_extra_directives=[
                 # quoted as sbatch reads #SBATCH lines; "%" in the directory is not a pattern
                 f"-o {shlex.quote(self.log_directory.replace('%', '%%') + '/' + log_name)}",

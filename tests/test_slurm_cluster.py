@@ -176,11 +176,20 @@ def test_job_script_text_and_bad_arguments(work):
         assert "SCALABLE_WORKER_NAME=${SCALABLE_NAMES[${SLURM_ARRAY_TASK_ID:-0}]}" in lines
         worker = lines[-1]
         assert worker.startswith(
-            f"env APPTAINERENV_OMP_NUM_THREADS=4 apptainer exec --bind {work}/gcam_data:/data "
+            f"env APPTAINERENV_OMP_NUM_THREADS=4 "
+            f"'APPTAINERENV_DASK_DISTRIBUTED__WORKER__HTTP__ROUTES=[]' "
+            f"apptainer exec --bind {work}/gcam_data:/data "
             f"--home {work} --pwd {work} {work}/containers/gcam_container.sif "
             f"{shlex.join(worker_python('python'))} -m distributed.cli.dask_worker {cluster.scheduler_address} --name ${{SCALABLE_WORKER_NAME}}")
         for arg in ("--nthreads 4", "--memory-limit 8192MiB", "--death-timeout 30",
-                    "--resources gcam=1", "--lifetime", "--interface lo"):
+                    "--resources gcam=1", "--lifetime", "--interface lo", "--no-dashboard"):
+            assert arg in worker
+        # TLS by default: the worker's credentials are files in the cluster's private directory
+        tls = cluster._tls.directory
+        assert cluster.scheduler_address.startswith("tls://")
+        assert os.path.dirname(tls) == f"{work}/.scalable/tls"
+        for arg in ("--protocol tls://", f"--tls-ca-file {tls}/", f"--tls-cert {tls}/",
+                    f"--tls-key {tls}/"):
             assert arg in worker
         with pytest.raises(KeyError, match="tag 'hector' was never added"):
             cluster.job_script("hector")

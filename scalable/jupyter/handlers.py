@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import tornado.web
@@ -35,22 +36,26 @@ _TAG_FIELDS = ("target", "pending", "running", "idle", "busy", "waiting_tasks")
 _SPEC_FIELDS = ("image", "cpus", "memory")  # what each worker of the tag gets, for the sidebar
 
 
-def dashboard_url(base_url: str, port) -> str | None:
-    """The dashboard root through jupyter-server-proxy (``{base_url}proxy/{port}/``).
+def dashboard_url(base_url: str, port, prefix: str | None = None) -> str | None:
+    """The dashboard root through jupyter-server-proxy (``{base_url}proxy/{port}{prefix}/``).
 
-    Built from the port, never from ``cluster.dashboard_link``, which names the machine's
+    Built from the port and the entry's secret ``dashboard_prefix`` (the dashboard answers
+    nothing outside it), never from ``cluster.dashboard_link``, which names the machine's
     address rather than the loopback one the proxy reaches.
 
     Examples
     --------
-    >>> dashboard_url("/user/ada/", 8787)
-    '/user/ada/proxy/8787/'
+    >>> dashboard_url("/user/ada/", 8787, "/s3cr3t")
+    '/user/ada/proxy/8787/s3cr3t/'
     >>> dashboard_url("/", None) is None
     True
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         return None
-    return url_path_join(base_url, "proxy", str(port)) + "/"
+    secret = prefix.strip("/") if isinstance(prefix, str) else ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", secret):
+        return None
+    return url_path_join(base_url, "proxy", str(port), secret) + "/"
 
 
 def tag_model(tag: str, status: dict | None) -> dict:
@@ -86,7 +91,7 @@ def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | 
         "notebook": notebook,
         "scheduler_address": entry.get("scheduler_address"),
         "dashboard_port": port,
-        "dashboard_url": dashboard_url(base_url, port),
+        "dashboard_url": dashboard_url(base_url, port, entry.get("dashboard_prefix")),
         "walltime": status.get("walltime", entry.get("walltime")),
         "created": entry.get("created"),
         "reachable": error is None,

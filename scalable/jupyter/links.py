@@ -3,12 +3,16 @@
 The scheduler's dashboard listens on loopback of the machine running the kernel, which the
 user's browser usually cannot reach (the login node, behind an SSH port-forward). Jupyter's own
 server can: ``{base_url}proxy/{port}/status`` goes through jupyter-server-proxy, behind Jupyter's
-token. This module finds ``base_url`` and builds those links.
+token. This module finds ``base_url`` and builds those links. The dashboard itself answers only
+under the cluster's secret ``dashboard_prefix`` (see :mod:`scalable.security`), so every link
+carries it.
 
 Examples
 --------
 >>> proxied_link(8787, prefix="/user/me/")
 '/user/me/proxy/8787/status'
+>>> proxied_link(8787, prefix="/", dashboard_prefix="/s3cr3t")
+'/proxy/8787/s3cr3t/status'
 """
 
 from __future__ import annotations
@@ -73,8 +77,8 @@ def base_url() -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def proxied_link(port, prefix: str | None = None) -> str | None:
-    """``{base_url}proxy/{port}/status`` (None without a dashboard).
+def proxied_link(port, prefix: str | None = None, dashboard_prefix: str | None = None) -> str | None:
+    """``{base_url}proxy/{port}{dashboard_prefix}/status`` (None without a dashboard).
 
     Examples
     --------
@@ -85,7 +89,13 @@ def proxied_link(port, prefix: str | None = None) -> str | None:
         return None
     prefix = base_url() if prefix is None else prefix
     prefix = prefix if prefix.endswith("/") else prefix + "/"
-    return f"{prefix}proxy/{port}/status"
+    return f"{prefix}proxy/{port}{_path(dashboard_prefix)}/status"
+
+
+def _path(dashboard_prefix) -> str:
+    """``"/secret"`` from ``"secret"``, ``"/secret/"`` or ``"/secret"``; ``""`` from nothing."""
+    stripped = (dashboard_prefix or "").strip("/")
+    return f"/{stripped}" if stripped else ""
 
 
 def dashboard_link(cluster) -> str | None:
@@ -93,9 +103,10 @@ def dashboard_link(cluster) -> str | None:
     port = cluster.dashboard_port
     if not port:
         return None
+    secret = getattr(cluster, "dashboard_prefix", None)
     if under_jupyter() or config.get("jupyter.base-url", default=None):
-        return proxied_link(port)
-    return f"http://127.0.0.1:{port}/status"
+        return proxied_link(port, dashboard_prefix=secret)
+    return f"http://127.0.0.1:{port}{_path(secret)}/status"
 
 
 def use_proxied_dashboard_links() -> str:

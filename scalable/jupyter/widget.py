@@ -57,7 +57,8 @@ def _counts(s: dict) -> str:
 
 
 def _header(cluster) -> str:
-    link = links.proxied_link(cluster.dashboard_port)
+    link = links.proxied_link(cluster.dashboard_port,
+                              dashboard_prefix=getattr(cluster, "dashboard_prefix", None))
     dash = (f"<a href='{_esc(link)}' target='_blank' class='scalable-dashboard' "
             f"style='color:#1565c0;text-decoration:underline'>dashboard</a>"
             if link else "no dashboard")
