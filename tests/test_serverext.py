@@ -47,7 +47,8 @@ async def counted_status(**kwargs):
 cluster.scheduler.handlers["scalable_status"] = counted_status
 cluster.scheduler.handlers["test_status_count"] = lambda: len(answered)
 print(json.dumps({"id": cluster.cluster_id, "scheduler_address": cluster.scheduler_address,
-                  "dashboard_port": cluster.dashboard_port}), flush=True)
+                  "dashboard_port": cluster.dashboard_port,
+                  "dashboard_prefix": cluster.dashboard_prefix}), flush=True)
 sys.stdin.read()
 cluster.close()
 """
@@ -57,6 +58,7 @@ class ClusterProcess:
     """A LocalCluster living in a child process, registered in ``registry_dir``."""
 
     def __init__(self, registry_dir, work_dir, name="demo", tags=("alpha", "beta"), prefix=()):
+        self.registry_dir = registry_dir
         env = {k: v for k, v in os.environ.items() if k not in ("SCALABLE_REGISTRY_DIR", "XDG_DATA_HOME")}
         if registry_dir is not None:
             env["SCALABLE_REGISTRY_DIR"] = str(registry_dir)
@@ -84,11 +86,21 @@ class ClusterProcess:
         self.proc.wait()
 
 
-def scheduler_workers(address: str) -> list[dict]:
+def entry_security(cluster: ClusterProcess):
+    """The scheduler speaks TLS: the client credentials of its registry entry."""
+    from distributed.security import Security
+
+    tls = registry.read_entry(cluster.id, cluster.registry_dir)["tls"]
+    return Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"],
+                    tls_client_key=tls["key"], require_encryption=True)
+
+
+def scheduler_workers(cluster: ClusterProcess) -> list[dict]:
     """The workers the scheduler knows, asked over the wire: name and resources."""
     from distributed import Client
 
-    with Client(address, timeout=10) as client:
+    with Client(cluster.info["scheduler_address"], security=entry_security(cluster),
+                timeout=10) as client:
         return [{"name": w["name"], "resources": w.get("resources", {})}
                 for w in client.scheduler_info()["workers"].values()]
 
@@ -185,8 +197,9 @@ async def test_clusters_lists_a_kernel_cluster(jp_fetch, cluster, jp_base_url):
     assert model["name"] == "demo" and model["kind"] == "local" and model["reachable"]
     assert model["error"] is None and model["last_error"] is None
     assert model["scheduler_address"] == cluster.info["scheduler_address"]
-    port = cluster.info["dashboard_port"]
-    assert model["dashboard_url"] == f"{jp_base_url}proxy/{port}/"
+    port, secret = cluster.info["dashboard_port"], cluster.info["dashboard_prefix"]
+    assert model["dashboard_url"] == f"{jp_base_url}proxy/{port}{secret}/"
+    assert model["scheduler_address"].startswith("tls://")  # and the status came over TLS
     assert [t["tag"] for t in model["tags"]] == ["alpha", "beta"]
     assert model["tags"][0] == {"tag": "alpha", "target": 0, "pending": 0, "running": 0,
                                 "idle": 0, "busy": 0, "waiting_tasks": 0,
@@ -206,7 +219,7 @@ async def test_scale_adds_a_worker_seen_by_the_scheduler(jp_fetch, cluster):
         model = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id)
         beta = next(t for t in model["tags"] if t["tag"] == "beta")
     assert beta["running"] == 1
-    workers = scheduler_workers(cluster.info["scheduler_address"])
+    workers = scheduler_workers(cluster)
     assert [w["resources"] for w in workers] == [{"beta": 1}]
 
     model = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id, "scale", method="POST",
@@ -231,7 +244,8 @@ async def test_open_sidebars_share_one_status_query(jp_fetch, cluster):
     from distributed.core import rpc
 
     async def answered():
-        conn = rpc(cluster.info["scheduler_address"])
+        conn = rpc(cluster.info["scheduler_address"],
+                   connection_args=entry_security(cluster).get_connection_args("client"))
         try:
             return await conn.test_status_count()
         finally:
@@ -295,17 +309,21 @@ async def test_every_scalable_route_requires_authentication(jp_fetch, jp_servera
 
 
 async def test_dashboard_through_the_proxy_needs_the_token(jp_fetch, jp_ws_fetch, cluster):
-    port = cluster.info["dashboard_port"]
-    page = await jp_fetch("proxy", str(port), "status")
+    port, secret = str(cluster.info["dashboard_port"]), cluster.info["dashboard_prefix"].strip("/")
+    page = await jp_fetch("proxy", port, secret, "status")
     assert b"bokeh" in page.body.lower()
-    code, _ = await error_of(jp_fetch, "proxy", str(port), "status", headers={"Authorization": ""},
+    code, _ = await error_of(jp_fetch, "proxy", port, secret, "status", headers={"Authorization": ""},
                              follow_redirects=False)
     assert code in (302, 403)
+    # without the cluster's secret prefix, even Jupyter's own user gets nothing
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("proxy", port, "status")
+    assert info.value.code == 404
     # the Bokeh websocket goes through the proxy too, and not without the token
-    ws = await jp_ws_fetch("proxy", str(port), "status", "ws")
+    ws = await jp_ws_fetch("proxy", port, secret, "status", "ws")
     ws.close()
     with pytest.raises(HTTPClientError) as info:
-        await jp_ws_fetch("proxy", str(port), "status", "ws", headers={"Authorization": ""})
+        await jp_ws_fetch("proxy", port, secret, "status", "ws", headers={"Authorization": ""})
     assert info.value.code in (302, 403)
 
 
