@@ -15,6 +15,8 @@ import os
 import socket
 import time
 
+from distributed.utils import format_dashboard_link
+
 from . import security
 
 logger = logging.getLogger(__name__)
@@ -88,10 +90,16 @@ class ExposedCluster:
 
     @property
     def dashboard_link(self) -> str:
-        """The dashboard's address, secret prefix included (proxied under Jupyter)."""
-        from .jupyter import links
+        """The dashboard's address, secret prefix included.
 
-        return links.dashboard_link(self) or ""
+        Dask's ``distributed.dashboard.link`` template (proxied under Jupyter, see
+        ``scalable.jupyter.links``) with the prefix after the port; the dashboard listens on
+        loopback, whatever address the scheduler has.
+        """
+        port = self.dashboard_port
+        if not port:
+            return ""
+        return format_dashboard_link("127.0.0.1", f"{port}{self.dashboard_prefix}")
 
     @property
     def scheduler_address(self) -> str:

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from jupyter_fixtures import ARTIFACTS, LabServer, chromium_page
-from test_serverext import scheduler_workers
+from test_serverext import entry_security, scheduler_workers
 
 pytestmark = pytest.mark.browser
 
@@ -117,7 +117,8 @@ cluster = LocalCluster(work_dir={str(tmp_path)!r}, name="browser-demo")
 cluster.add_container(tag="alpha", cpus=1, memory="1G")
 cluster.add_container(tag="beta", cpus=1, memory="1G")
 print(json.dumps({{"id": cluster.cluster_id, "scheduler_address": cluster.scheduler_address,
-                  "dashboard_port": cluster.dashboard_port}}))
+                  "dashboard_port": cluster.dashboard_port,
+                  "dashboard_prefix": cluster.dashboard_prefix, "tls": cluster._registry_tls()}}))
 """
     kernel_id = session["kernel"]["id"]
     try:
@@ -127,7 +128,7 @@ print(json.dumps({{"id": cluster.cluster_id, "scheduler_address": cluster.schedu
         lab.api("DELETE", f"api/sessions/{session['id']}")
 
 
-def busy_tasks(address: str, tag: str, n: int = 12):
+def busy_tasks(address: str, tls: dict, tag: str, n: int = 12):
     """Real tasks on the tag's workers, so the task stream has something to draw."""
     from distributed import Client
 
@@ -135,7 +136,7 @@ def busy_tasks(address: str, tag: str, n: int = 12):
         time.sleep(0.2)
         return i
 
-    with Client(address, timeout=10) as client:
+    with Client(address, security=entry_security(tls), timeout=10) as client:
         return client.gather(client.map(work, range(n), resources={tag: 1}, pure=False))
 
 
@@ -167,7 +168,7 @@ def test_sidebar_lists_scales_and_opens_the_task_stream(lab, kernel_cluster):
 def check_sidebar(page, lab, kernel_cluster, errors):
     """Listed with its notebook and tags; + adds a worker; the task stream draws its tasks."""
     cluster_id = kernel_cluster["id"]
-    address = kernel_cluster["scheduler_address"]
+    address, tls = kernel_cluster["scheduler_address"], kernel_cluster["tls"]
     open_sidebar(page, lab)
 
     # the kernel's cluster is listed, with its notebook and both tags
@@ -196,7 +197,7 @@ def check_sidebar(page, lab, kernel_cluster, errors):
     page.wait_for_function(RUNNING_IS, arg=[cluster_id, "alpha", 2], timeout=90_000)
     assert scale_posts == [{"tag": "alpha", "n": 2}], scale_posts
     assert alpha.locator(".jp-ScalableTag-target").inner_text() == "2"
-    assert [w["resources"] for w in scheduler_workers(address)] == [{"alpha": 1}] * 2
+    assert [w["resources"] for w in scheduler_workers(address, tls)] == [{"alpha": 1}] * 2
     page.screenshot(path=str(ARTIFACTS / "scalable-sidebar-scaled.png"))
 
     # the task stream opens in a lab tab through the proxy and draws the tasks
@@ -204,9 +205,10 @@ def check_sidebar(page, lab, kernel_cluster, errors):
     tab = page.locator('.jp-ScalableDashboard[data-plot="task-stream"]')
     tab.wait_for(timeout=30_000)
     src = tab.locator("iframe").get_attribute("src")
-    assert src == f"{BASE_URL}proxy/{kernel_cluster['dashboard_port']}/individual-task-stream"
+    secret = kernel_cluster["dashboard_prefix"]
+    assert src == f"{BASE_URL}proxy/{kernel_cluster['dashboard_port']}{secret}/individual-task-stream"
     page.frame_locator(".jp-ScalableDashboard iframe").locator("canvas").first.wait_for(timeout=60_000)
-    assert busy_tasks(address, "alpha") == list(range(12))
+    assert busy_tasks(address, tls, "alpha") == list(range(12))
     # the plot's own data (Bokeh's, in the proxied page) holds the 12 tasks just run
     plot = page.frame(url=lambda u: u.endswith("/individual-task-stream"))
     plot.wait_for_function(TASKS_DRAWN, arg=["work", 12], timeout=30_000)
@@ -254,7 +256,8 @@ def test_scalable_notebook_from_the_launcher(tmp_path, monkeypatch, apptainer, m
                 assert kernel.inner_text() == "Untitled.ipynb"
                 card.locator('tr[data-tag="gcam"] .jp-ScalableTag-add').click()
                 page.wait_for_function(RUNNING_IS, arg=[entry["id"], "gcam", 1], timeout=60_000)
-                assert [w["resources"] for w in scheduler_workers(entry["scheduler_address"])] == [{"gcam": 1}]
+                workers = scheduler_workers(entry["scheduler_address"], entry["tls"])
+                assert [w["resources"] for w in workers] == [{"gcam": 1}]
                 page.screenshot(path=str(ARTIFACTS / "scalable-launcher-notebook.png"))
     finally:
         lab.stop()

@@ -68,8 +68,9 @@ def test_every_subcommand(ip, backend, capsys):
     assert "greeting hello" in capsys.readouterr().out
 
     link = magic(ip, "dashboard")
-    assert link.endswith(f":{cluster.dashboard_port}/status") or link.endswith(
-        f"/proxy/{cluster.dashboard_port}/status")
+    secret = cluster.dashboard_prefix  # the dashboard answers nothing outside it
+    assert link.endswith(f":{cluster.dashboard_port}{secret}/status") or link.endswith(
+        f"/proxy/{cluster.dashboard_port}{secret}/status")
     magic(ip, "logs model --lines 5")
     logs = capsys.readouterr().out
     if kind == "slurm":
@@ -199,7 +200,8 @@ def test_proxied_dashboard_links(ip, tmp_path, monkeypatch):
         links.use_proxied_dashboard_links()
         magic(ip, f"cluster --local --work-dir {tmp_path}")
         cluster = ip.user_ns["cluster"]
-        assert cluster.dashboard_link == f"/user/ana/proxy/{cluster.dashboard_port}/status"
+        assert cluster.dashboard_link == (
+            f"/user/ana/proxy/{cluster.dashboard_port}{cluster.dashboard_prefix}/status")
         # the dashboard itself stays on loopback
         sockets = cluster.scheduler.http_server._sockets.values()
         assert {s.getsockname()[0] for s in sockets} == {"127.0.0.1"}

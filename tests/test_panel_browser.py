@@ -71,7 +71,7 @@ def drive(page, lab):
     assert "running 0" in row.locator(".scalable-row-counts").inner_text()
 
     href = page.locator(".scalable-panel a.scalable-dashboard").get_attribute("href")
-    assert re.fullmatch(rf"{BASE_URL}proxy/\d+/status", href), href
+    assert re.fullmatch(rf"{BASE_URL}proxy/\d+/[A-Za-z0-9_-]{{22}}/status", href), href
     dashboard = page.request.get(f"http://127.0.0.1:{lab.port}{href}?token={lab.token}")
     assert dashboard.status == 200 and "Dask" in dashboard.text()
 

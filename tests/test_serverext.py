@@ -48,7 +48,8 @@ cluster.scheduler.handlers["scalable_status"] = counted_status
 cluster.scheduler.handlers["test_status_count"] = lambda: len(answered)
 print(json.dumps({"id": cluster.cluster_id, "scheduler_address": cluster.scheduler_address,
                   "dashboard_port": cluster.dashboard_port,
-                  "dashboard_prefix": cluster.dashboard_prefix}), flush=True)
+                  "dashboard_prefix": cluster.dashboard_prefix, "tls": cluster._registry_tls()}),
+      flush=True)
 sys.stdin.read()
 cluster.close()
 """
@@ -58,7 +59,6 @@ class ClusterProcess:
     """A LocalCluster living in a child process, registered in ``registry_dir``."""
 
     def __init__(self, registry_dir, work_dir, name="demo", tags=("alpha", "beta"), prefix=()):
-        self.registry_dir = registry_dir
         env = {k: v for k, v in os.environ.items() if k not in ("SCALABLE_REGISTRY_DIR", "XDG_DATA_HOME")}
         if registry_dir is not None:
             env["SCALABLE_REGISTRY_DIR"] = str(registry_dir)
@@ -71,6 +71,7 @@ class ClusterProcess:
             raise RuntimeError(f"the cluster process exited with {self.proc.returncode}")
         self.info = json.loads(line)
         self.id = self.info["id"]
+        self.tls = self.info["tls"]
 
     def close(self):
         if self.proc.poll() is None:
@@ -86,21 +87,19 @@ class ClusterProcess:
         self.proc.wait()
 
 
-def entry_security(cluster: ClusterProcess):
-    """The scheduler speaks TLS: the client credentials of its registry entry."""
+def entry_security(tls: dict):
+    """Schedulers speak TLS: the client credentials of a registry entry (its ``tls``)."""
     from distributed.security import Security
 
-    tls = registry.read_entry(cluster.id, cluster.registry_dir)["tls"]
     return Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"],
                     tls_client_key=tls["key"], require_encryption=True)
 
 
-def scheduler_workers(cluster: ClusterProcess) -> list[dict]:
+def scheduler_workers(address: str, tls: dict) -> list[dict]:
     """The workers the scheduler knows, asked over the wire: name and resources."""
     from distributed import Client
 
-    with Client(cluster.info["scheduler_address"], security=entry_security(cluster),
-                timeout=10) as client:
+    with Client(address, security=entry_security(tls), timeout=10) as client:
         return [{"name": w["name"], "resources": w.get("resources", {})}
                 for w in client.scheduler_info()["workers"].values()]
 
@@ -219,7 +218,7 @@ async def test_scale_adds_a_worker_seen_by_the_scheduler(jp_fetch, cluster):
         model = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id)
         beta = next(t for t in model["tags"] if t["tag"] == "beta")
     assert beta["running"] == 1
-    workers = scheduler_workers(cluster)
+    workers = scheduler_workers(cluster.info["scheduler_address"], cluster.tls)
     assert [w["resources"] for w in workers] == [{"beta": 1}]
 
     model = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id, "scale", method="POST",
@@ -245,7 +244,7 @@ async def test_open_sidebars_share_one_status_query(jp_fetch, cluster):
 
     async def answered():
         conn = rpc(cluster.info["scheduler_address"],
-                   connection_args=entry_security(cluster).get_connection_args("client"))
+                   connection_args=entry_security(cluster.tls).get_connection_args("client"))
         try:
             return await conn.test_status_count()
         finally:

@@ -27,7 +27,8 @@ def test_panel_on_local_cluster(tmp_path):
         assert box is cluster._widget()  # cached per cluster
         panel = widget.panel_of(cluster)
         assert panel.box is box
-        assert f"proxy/{cluster.dashboard_port}/status" in panel.header.value
+        secret = cluster.dashboard_prefix
+        assert f"proxy/{cluster.dashboard_port}{secret}/status" in panel.header.value
         assert panel.walltime is None  # local workers have no walltime
 
         panel.target["model"].value = 2  # typed into the box
@@ -128,7 +129,7 @@ def test_without_ipywidgets_the_html_summary_is_shown(tmp_path, monkeypatch, she
         cluster.add_container(tag="model", cpus=2, memory="1G")
         assert cluster._widget() is None
         html = cluster._repr_html_()
-        assert "model" in html and "2 cpu" in html and f"proxy/{cluster.dashboard_port}" in html
+        assert "model" in html and "2 cpu" in html and f"proxy/{cluster.dashboard_port}{cluster.dashboard_prefix}/" in html
         data = shown_by_display(shell, cluster)
         assert "application/vnd.jupyter.widget-view+json" not in data
         assert "scalable-summary" in data["text/html"]
