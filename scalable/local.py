@@ -129,7 +129,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
                 "protocol": "tls" if tls else "tcp",
                 "security": tls,
                 "dashboard_address": config.get("local.dashboard-address", dashboard_address),
-                "http_prefix": self.dashboard_prefix,
+                "dashboard_prefix": self.dashboard_prefix,
             },
         }
         try:

@@ -10,8 +10,8 @@ the highest-priority ones it held (a worker runs its ready tasks in priority ord
 the ones that can have started since). A task that crashes its workers is among those every
 time, so it still fails in the end; the backlog behind it does not.
 
-Its HTTP server answers only under its ``http_prefix`` (see :mod:`scalable.security`): with a
-secret prefix, nobody who lacks the link reads the dashboard.
+Its HTTP server answers only under its ``dashboard_prefix`` (see :mod:`scalable.security`): with
+a secret prefix, nobody who lacks the link reads the dashboard.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from .security import guard_http_server
 
 class ScalableScheduler(Scheduler):
     """A :class:`distributed.Scheduler` that does not blame tasks queued on a lost worker,
-    and serves HTTP only under its ``http_prefix``."""
+    and serves HTTP only under ``dashboard_prefix`` (when given)."""
 
-    def __init__(self, *args, http_prefix="/", **kwargs):
-        self._guarded_prefix = http_prefix  # read by start_http_server, called by Scheduler()
-        super().__init__(*args, http_prefix=http_prefix, **kwargs)
+    def __init__(self, *args, dashboard_prefix=None, **kwargs):
+        self._dashboard_prefix = dashboard_prefix  # read by start_http_server, from Scheduler()
+        super().__init__(*args, **kwargs)
 
     def start_http_server(self, *args, **kwargs):
         super().start_http_server(*args, **kwargs)
-        guard_http_server(self, self._guarded_prefix)
+        guard_http_server(self, self._dashboard_prefix)
 
     async def remove_worker(self, address, *, stimulus_id, expected=False, close=True):
         ws = self.workers.get(self.coerce_address(address))

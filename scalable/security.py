@@ -22,12 +22,14 @@ and an explicit :class:`distributed.security.Security` keep working (a ``Securit
 PEM text is written to files the same way; one naming files is used as is).
 
 **A secret dashboard path.** jupyter-server-proxy's ``/proxy/{port}/`` reaches TCP ports only,
-so the dashboard cannot hide behind a Unix socket. Instead the scheduler serves it under a
-random prefix (Dask's ``http_prefix``, 128 bits from :mod:`secrets`) and answers 404 to every
-path outside it (``/``, ``/status``, ``/sitemap.json``, ``/metrics``, ... would otherwise list
-or redirect to the prefix). Only the registry entry (0600) and the links scalable shows through
-Jupyter's authenticated proxy carry the prefix. A token in a cookie or header would not survive
-the dashboard's iframes and websockets through the proxy; a path does.
+so the dashboard cannot hide behind a Unix socket. Instead the scheduler's HTTP server answers
+only under a random prefix (128 bits from :mod:`secrets`): :class:`PrefixGuard` strips it before
+Dask routes the request, and answers a bare 404 to every other path (``/``, ``/status``,
+``/sitemap.json``, ``/metrics``, ...). Only the registry entry (0600) and the links scalable
+shows through Jupyter's authenticated proxy carry it. A token in a cookie or header would not
+survive the dashboard's iframes and websockets through the proxy; a path does. Dask's own
+``http_prefix`` is not used: with it Bokeh writes root-absolute script URLs (``/<prefix>/static``)
+that miss the proxy, while behind the guard every page keeps Dask's relative URLs.
 
 **Workers serve nothing.** A worker's HTTP server (``/metrics``, ``/health``, its own bokeh
 pages with profiles and task counts, ``/sitemap.json``) listens on the loopback of a compute
@@ -278,11 +280,10 @@ def resolve(security, where: str, parent=None, name: str = "") -> ClusterSecurit
 
 
 class PrefixGuard(tornado.routing.Router):
-    """Serves an HTTP application only under ``prefix``; every other path gets a bare 404.
+    """Serves an HTTP application only under ``prefix``, stripped; other paths get a bare 404.
 
-    Put in front of a Dask server's HTTP application (``http_server.request_callback``): Dask
-    itself still answers ``/`` (a redirect to the prefix) and ``/sitemap.json`` (every path)
-    outside its prefix.
+    Put in front of a Dask server's HTTP application (``http_server.request_callback``), so
+    ``/<prefix>/status`` is Dask's ``/status`` and ``/status`` is nothing.
     """
 
     def __init__(self, application: tornado.web.Application, prefix: str):
@@ -291,7 +292,15 @@ class PrefixGuard(tornado.routing.Router):
 
     def find_handler(self, request, **kwargs):
         path = request.path or ""
-        if path == self.prefix or path.startswith(self.prefix + "/"):
+        if path in (self.prefix, self.prefix + "/"):
+            # the dashboard's root: Dask would redirect to the root-absolute /status, which
+            # misses both the prefix and the proxy; a relative redirect keeps both
+            target = "status" if path.endswith("/") else f"{self.prefix.lstrip('/')}/status"
+            return self.application.get_handler_delegate(
+                request, tornado.web.RedirectHandler, {"url": target})
+        if path.startswith(self.prefix + "/"):
+            request.path = path[len(self.prefix):]
+            request.uri = request.uri[len(self.prefix):]
             return self.application.find_handler(request, **kwargs)
         return self.application.get_handler_delegate(
             request, tornado.web.ErrorHandler, {"status_code": 404})

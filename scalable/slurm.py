@@ -181,7 +181,7 @@ use_run_scripts, comm_port, config_overwrite
             parent=lambda: security.tls_parent(self.work_dir),
         )
         options = {"dashboard_address": config.get("slurm.dashboard-address"),
-                   "http_prefix": self.dashboard_prefix}
+                   "dashboard_prefix": self.dashboard_prefix}
         options.update(scheduler_options or {})
         try:
             super().__init__(
