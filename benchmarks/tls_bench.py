@@ -5,7 +5,7 @@ first on ``PATH``, and measures in one run, TLS and TCP interleaved (``security=
 default, against ``security=False``):
 
 1. creating a ``SlurmCluster`` (the temporary key and certificate, the private directory);
-2. time from ``add_workers(N)`` to N workers connected, N = 1, 4, 8, median of ``--repeats``;
+2. time from ``add_workers(tag=..., n=N)`` to N workers connected, N = 1, 4, 8, median of ``--repeats``;
 3. throughput of ``--tasks`` no-op tasks with ``tag=`` (``ScalableClient.map``) on
    ``--tp-workers`` workers, median of ``--repeats`` rounds;
 4. the same two on a ``LocalCluster`` (worker processes started directly, no Slurm).
@@ -72,7 +72,7 @@ class Bench:
         try:
             with ScalableClient(cluster) as client:
                 t0 = time.perf_counter()
-                cluster.add_workers(n, TAG)
+                cluster.add_workers(tag=TAG, n=n)
                 client.wait_for_workers(n, timeout=self.args.timeout)
                 to_n = time.perf_counter() - t0
                 rates = self.throughput(client, cluster) if throughput else []

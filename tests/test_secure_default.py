@@ -133,8 +133,8 @@ def test_neighbour_reaches_nothing_of_a_local_cluster(neighbour, tmp_path, appta
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         cluster.add_container(tag="plain", cpus=1, memory="1G")
         cluster.add_container(tag="boxed", cpus=1, memory="1G")  # a worker through the runtime
-        cluster.add_workers(1, "plain")
-        cluster.add_workers(1, "boxed")
+        cluster.add_workers(tag="plain", n=1)
+        cluster.add_workers(tag="boxed", n=1)
         run_owner_tasks(cluster, "plain")
         run_owner_tasks(cluster, "boxed")
         wait_for(lambda: len(cluster.scheduler.workers) == 2, 120, "both workers")
@@ -155,7 +155,7 @@ def test_neighbour_reaches_nothing_of_a_slurm_cluster(neighbour, tmp_path, appta
         tls_dir = cluster._tls.directory
         assert os.path.dirname(tls_dir) == str(tmp_path / ".scalable" / "tls")
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
-        cluster.add_workers(2, "gcam")
+        cluster.add_workers(tag="gcam", n=2)
         run_owner_tasks(cluster, "gcam")
         wait_for(lambda: len(cluster.scheduler.workers) == 2, 180, "both workers")
         # were the work directory open to others, its keys would still be the owner's only
@@ -179,7 +179,7 @@ def test_tls_by_default_files_private_and_removed_at_close(tmp_path):
         assert files and all(stat.S_IMODE(os.lstat(os.path.join(d, f)).st_mode) == 0o600
                              for f in files)
         a.add_container(tag="t", cpus=1, memory="1G")
-        a.add_workers(1, "t")
+        a.add_workers(tag="t", n=1)
         with ScalableClient(a) as client:  # takes the cluster's credentials
             assert client.submit(sum, [1, 2], tag="t").result(timeout=60) == 3
         entry = a._registry_entry()
