@@ -72,9 +72,10 @@ def test_tls_files_under_a_work_dir_with_spaces_are_quoted(tmp_path, make_image)
     with cluster(weird_work, security=True) as c:
         c.add_container(tag="gcam")
         argv = worker_argv(c.job_script("gcam"))
-    for option in ("--tls-ca-file", "--tls-cert", "--tls-key"):
-        path = argv[argv.index(option) + 1]
-        assert path.startswith(f"{weird_work}/.scalable/tls/") and os.path.isfile(path)
+        for option in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+            path = argv[argv.index(option) + 1]
+            assert path.startswith(f"{weird_work}/.scalable/tls/") and os.path.isfile(path)
+    assert not os.path.exists(path)  # removed at close
 
 
 @pytest.mark.parametrize("memory, mem, limit", [
