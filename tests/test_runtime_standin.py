@@ -7,7 +7,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -127,14 +129,70 @@ def test_cwd_alias_and_default_cwd(apptainer, make_image, tmp_path, flag):
     assert time.monotonic() - start < 30  # does not hang
 
 
+def listing(path):
+    return sorted(os.listdir(path))
+
+
 def test_bind_never_creates_directories_on_the_host(apptainer, make_image, tmp_path):
     image = make_image("demeter")
-    target = f"/var/tmp/scalable-standin-{os.getpid()}/data"
-    out = run(["apptainer", "exec", "--bind", f"{tmp_path}:{target}", image, "true"])
-    assert out.returncode == 255 and "doesn't exist in container" in out.stderr
-    assert not os.path.exists(os.path.dirname(target))
+    # A destination under a host directory with other files: made in memory, the rest still seen.
+    parent = Path(tempfile.mkdtemp(prefix="scalable-standin-", dir="/var/tmp"))
+    try:
+        (parent / "file.txt").write_text("kept\n")
+        (parent / "dir").mkdir()
+        (parent / "dir" / "inner").write_text("inner\n")
+        (parent / "link").symlink_to("dir")
+        source = tmp_path / "source"
+        source.mkdir()
+        (source / "marker").touch()
+        target = parent / "new" / "data"
+        out = run(["apptainer", "exec", "--bind", f"{source}:{target}", image, "sh", "-c",
+                   f"ls {target}; cat {parent}/file.txt {parent}/link/inner; ls {parent}; "
+                   f"echo written > {parent}/dir/out"])
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["marker", "kept", "inner", "dir", "file.txt", "link", "new"]
+        assert listing(parent) == ["dir", "file.txt", "link"]  # nothing made on the host
+        assert (parent / "dir" / "out").read_text() == "written\n"  # the rest is still the host's
+    finally:
+        shutil.rmtree(parent)
     # A new top-level directory lives only in the container's own root.
     out = run(["apptainer", "exec", "--bind", f"{tmp_path}:/scalable-new/data", image, "ls", "-d",
                "/scalable-new/data"])
     assert out.returncode == 0, out.stderr
     assert not os.path.exists("/scalable-new")
+
+
+def test_bind_below_another_bind_that_lacks_the_destination(apptainer, make_image, tmp_path):
+    image = make_image("xanthos")
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    for folder in (outer, inner):
+        folder.mkdir()
+        (folder / f"in-{folder.name}").touch()
+    out = run(["apptainer", "exec", "--bind", f"{outer}:/model", "--bind", f"{inner}:/model/a/b",
+               "--bind", f"{inner}:{outer}/c", image, "sh", "-c",
+               f"ls /model; ls /model/a/b; ls {outer}/c"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["a", "in-outer", "in-inner", "in-inner"]
+    assert listing(outer) == ["in-outer"] and listing(inner) == ["in-inner"]
+
+
+@pytest.mark.parametrize("top", ["/home", "/srv", "/work", "/opt", "/mnt"])
+def test_bind_to_a_new_path_under_an_existing_host_directory(apptainer, make_image, tmp_path,
+                                                             top):
+    # e.g. a kernel's work directory bound at /home/kernel on a host whose /home holds other homes
+    if not os.path.isdir(top):
+        pytest.skip(f"{top} does not exist on this host")
+    image = make_image("gcam")
+    before = listing(top)
+    target = f"{top}/scalable-standin-{os.getpid()}-{len(before)}"
+    assert not os.path.lexists(target)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "marker").touch()
+    out = run(["apptainer", "exec", "--bind", f"{source}:{target}", "--pwd", target, image,
+               sys.executable, "-c", f"import os; print(os.listdir('.')); print(os.listdir('{top}'))"])
+    assert out.returncode == 0, out.stderr
+    inside, top_inside = out.stdout.splitlines()
+    assert inside == "['marker']"
+    assert sorted(eval(top_inside)) == sorted([*before, os.path.basename(target)])
+    assert listing(top) == before
