@@ -165,23 +165,29 @@ def test_fifty_concurrent_requests_all_answer_unmixed(use_relay):
     assert [r.stdout for r in results] == [f"request-{i}\n" for i in range(50)]
 
 
-def test_slow_command_does_not_delay_a_fast_one(use_relay):
-    slow = threading.Thread(target=relay_run, args=(["sleep", "4"],))
-    t0 = time.monotonic()
+def test_slow_command_does_not_delay_a_fast_one(use_relay, tmp_path):
+    # the slow command reads a FIFO: it runs until the test writes to it, however slow the machine
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    result = {}
+    slow = threading.Thread(target=lambda: result.update(r=relay_run(["cat", str(gate)])))
     slow.start()
-    time.sleep(0.3)
+    wait_for(lambda: _procs_with(f"cat {gate}"), 60, "the slow command to start")
     assert relay_run(["echo", "fast"]).stdout == "fast\n"
     # ordering, not timing: the fast answer came while the slow command still ran
     assert slow.is_alive(), "the fast command had to wait for the slow one"
-    slow.join()
-    assert time.monotonic() - t0 >= 4
+    with open(gate, "w") as f:
+        f.write("released\n")
+    slow.join(60)
+    assert result["r"].stdout == "released\n"
 
 
 def test_timeout_kills_the_command(use_relay):
     t0 = time.monotonic()
     with pytest.raises(CommandError, match="timed out"):
-        relay_run(["sleep", "30"], timeout=0.5)
-    assert time.monotonic() - t0 < 20  # far below the 30 s the command would have taken
+        relay_run(["sleep", "300"], timeout=0.5)
+    assert time.monotonic() - t0 < 120  # far below the 300 s the command would have taken
+    wait_for(lambda: not _procs_with("sleep 300"), 60, "the timed-out command to be killed")
     # the relay replies first and then logs, so the line may come a moment after the answer
     wait_for(lambda: "TIMEOUT" in log_of(use_relay), 30, "the timeout in the request log")
 
@@ -418,13 +424,23 @@ def test_client_waits_for_a_relay_that_is_starting(tmp_path, monkeypatch):
     # The kernel launcher spawns the kernel first and binds its relay's socket a moment later.
     (tmp_path / "relay").mkdir(mode=0o700)
     monkeypatch.setenv("SCALABLE_RELAY", str(tmp_path / "relay" / "relay.sock"))
+    # however long the relay takes to start on a loaded machine, the client is still waiting
+    monkeypatch.setattr(protocol, "READY_WAIT", 300.0)
+    tried = threading.Event()
+    starting = protocol.starting
+
+    def spy(*args):
+        tried.set()  # the client found no socket yet and decides whether to wait
+        return starting(*args)
+
+    monkeypatch.setattr(protocol, "starting", spy)
     result = {}
     t = threading.Thread(target=lambda: result.update(r=relay_run(["echo", "waited"])))
     t.start()
-    time.sleep(0.2)
+    assert tried.wait(60), "the client never tried to connect"
     proc, _ = start_relay(str(tmp_path), "echo")
     try:
-        t.join(15)
+        t.join(120)
         assert not t.is_alive()
         assert result["r"].stdout == "waited\n"
         assert asyncio.run(relay_arun(["echo", "async"])).stdout == "async\n"
@@ -451,7 +467,7 @@ def test_command_that_closes_its_output_still_meets_the_timeout(tmp_path, monkey
     # a program that shuts its stdout/stderr and keeps running: the pipes say nothing about it
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "quiet-sleep").write_text("#!/bin/sh\nexec >&- 2>&-\nexec sleep 30\n")
+    (bin_dir / "quiet-sleep").write_text("#!/bin/sh\nexec >&- 2>&-\nexec sleep 301.5\n")
     (bin_dir / "quiet-sleep").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     proc, sock = start_relay(tmp_path, "quiet-sleep")
@@ -460,8 +476,9 @@ def test_command_that_closes_its_output_still_meets_the_timeout(tmp_path, monkey
         t0 = time.monotonic()
         with pytest.raises(CommandError, match="timed out"):
             relay_run(["quiet-sleep"], timeout=1)
-        assert time.monotonic() - t0 < 20
-        assert not _procs_with("sleep 30")
+        assert time.monotonic() - t0 < 120  # far below the 301.5 s the command would take
+        # the relay answers first and reaps the killed command a moment later
+        wait_for(lambda: not _procs_with("sleep 301.5"), 60, "the timed-out command to be killed")
     finally:
         stop(proc)
 
@@ -499,12 +516,12 @@ def test_stopping_the_relay_starts_nothing_more_and_exits_at_once(tmp_path, monk
     time.sleep(0.5)  # the second request is read and waits for the slot
     t0 = time.monotonic()
     proc.terminate()
-    proc.wait(15)
-    assert time.monotonic() - t0 < 10, "the relay waited for its clients before exiting"
-    slow.join(10)
-    queued.join(10)
+    proc.wait(60)
+    assert time.monotonic() - t0 < 30, "the relay waited for its clients before exiting"
+    slow.join(60)
+    queued.join(60)
     idle.close()
-    assert not _procs_with("sleep 42.5")
+    wait_for(lambda: not _procs_with("sleep 42.5"), 30, "the running command to be stopped")
     assert isinstance(results["slow"], CommandError) and "stopped" in str(results["slow"])
     # refused ("stopping") if the relay had read it, else it found the relay gone: never run
     assert isinstance(results["queued"], CommandError), results["queued"]
