@@ -96,9 +96,8 @@ def main(argv=None) -> int:
 
     if args.slurm:
         sys.path.insert(0, str(TESTS))
-        from slurm_harness import SlurmTestCluster
-
         from scalable import SlurmCluster
+        from slurm_harness import SlurmTestCluster
 
         os.environ["PATH"] = f"{TESTS / 'bin'}{os.pathsep}{os.environ['PATH']}"
         with SlurmTestCluster() as slurm, tempfile.TemporaryDirectory() as work:

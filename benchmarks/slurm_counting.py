@@ -42,7 +42,7 @@ class CommandCounter:
         self.log = Path(directory, "slurm-commands.log")
         self.real = {}  # program -> the real one, for the benchmark's own uncounted queries
 
-    def install(self) -> "CommandCounter":
+    def install(self) -> CommandCounter:
         self.bin.mkdir(parents=True, exist_ok=True)
         self.log.touch()
         for prog in COUNTED:

@@ -38,10 +38,10 @@ def main(argv=None) -> int:
 
     import dask
     from distributed import wait
-    from slurm_harness import SlurmTestCluster
 
     from scalable import ScalableClient, SlurmCluster
     from scalable.runner import run
+    from slurm_harness import SlurmTestCluster
 
     os.environ["PATH"] = os.path.join(HERE, "..", "tests", "bin") + os.pathsep + os.environ["PATH"]
     work_dir = tempfile.mkdtemp(prefix="scalable-soak-")
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
         time.sleep(5)
         left = [j for j in slurm.squeue("--array") if j["name"].startswith(f"sc-{cluster.cluster_id}-")
                 and j["state"] not in ("COMPLETING", "COMPLETED")]
-    print(f"| minutes | tasks submitted | completed | lost (goal 0) | worker kills | rescales | "
-          f"jobs left after close (goal 0) |")
+    print("| minutes | tasks submitted | completed | lost (goal 0) | worker kills | rescales | "
+          "jobs left after close (goal 0) |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {args.minutes:g} | {submitted} | {completed} | {lost} | {kills} | {rescales} | {len(left)} |")
     return 0 if lost == 0 and not left else 1

@@ -160,7 +160,7 @@ class Watcher:
                 c.worker_spec.pop(other)
             c.last_error = self.errors[tag]
             logger.error(self.errors[tag])
-            warnings.warn(self.errors[tag], RuntimeWarning)
+            warnings.warn(self.errors[tag], RuntimeWarning, stacklevel=2)
         else:
             delay = self._backoff(n)
             logger.warning("worker %s of %r failed to start (%d in a row), retrying in %.0f s: %s",

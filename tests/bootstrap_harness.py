@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from harness_procs import parent_death_signal
 
 HERE = Path(__file__).parent

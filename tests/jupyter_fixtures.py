@@ -95,7 +95,7 @@ class LabServer:
                 "IPYTHONDIR": str(private / "ipython"),
                 "JUPYTER_PLATFORM_DIRS": "1"}
 
-    def start(self, timeout=90) -> "LabServer":
+    def start(self, timeout=90) -> LabServer:
         # news_url=None alone still leaves the "get notified about Jupyter news?" toast
         labconfig = Path(self.env()["JUPYTER_CONFIG_DIR"]) / "labconfig"
         labconfig.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ class LabServer:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"jupyter lab did not start:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(f"jupyter lab did not start:\n{self.log.read_text()[-3000:]}") from None
                 time.sleep(0.3)
 
     def api(self, method, path, body=None):

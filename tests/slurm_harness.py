@@ -41,8 +41,18 @@ import time
 import uuid
 from pathlib import Path
 
-from harness_procs import (DIR_PREFIX, MARKER, ensure_munge, kill_all, parent_death_signal,
-                           node_processes, pid_alive, processes_of, reap, sweep_stale)
+from harness_procs import (
+    DIR_PREFIX,
+    MARKER,
+    ensure_munge,
+    kill_all,
+    node_processes,
+    parent_death_signal,
+    pid_alive,
+    processes_of,
+    reap,
+    sweep_stale,
+)
 
 SQUEUE_FIELDS = ("job_id", "state", "reason", "node", "partition", "comment", "name")
 SQUEUE_FORMAT = "%i|%T|%r|%N|%P|%k|%j"
@@ -114,7 +124,7 @@ class SlurmTestCluster:
     def env(self) -> dict:
         return {"SLURM_CONF": self.conf}
 
-    def start(self, timeout=60.0) -> "SlurmTestCluster":
+    def start(self, timeout=60.0) -> SlurmTestCluster:
         """Start munge (if needed), the controller and the nodes; return once all nodes are idle."""
         t0 = time.monotonic()
         sweep_stale()
@@ -192,7 +202,7 @@ class SlurmTestCluster:
             "pids": self._pids}))
 
     @classmethod
-    def attach(cls, directory: str) -> "SlurmTestCluster":
+    def attach(cls, directory: str) -> SlurmTestCluster:
         """The cluster already running in ``directory`` (started by the command line)."""
         directory = os.path.abspath(directory)
         state = json.loads(Path(directory, "harness.json").read_text())

@@ -15,8 +15,18 @@ import time
 from pathlib import Path
 
 import pytest
-from bootstrap_harness import (HERE, REPO, Running, bootstrap_args, get_json,  # noqa: F401
-                               host, laptop, needs_sshd, run_bootstrap)
+
+from bootstrap_harness import (  # noqa: F401
+    HERE,
+    REPO,
+    Running,
+    bootstrap_args,
+    get_json,
+    host,
+    laptop,
+    needs_sshd,
+    run_bootstrap,
+)
 
 pytestmark = [pytest.mark.ssh, needs_sshd]
 
@@ -35,7 +45,7 @@ def test_stopping_after_each_step_resumes_without_redoing(host, laptop):
         logins_now = host.logins()
         assert logins_now - logins <= 1, f"{step}: more than one login in a run"
         logins = logins_now
-    calls = [json.loads(l) for l in open(laptop["FAKE_DOCKER_LOG"])]
+    calls = [json.loads(line) for line in open(laptop["FAKE_DOCKER_LOG"])]
     builds = [c[c.index("--target") + 1] for c in calls if c[1] == "build"]
     assert builds == ["scalable", "stitches", "apptainer"], "each image built once in all the runs"
     assert len([c for c in calls if c[1] == "run"]) == 2, "each image converted once"
@@ -67,7 +77,7 @@ def test_interrupted_build_resumes_with_the_next_image(host, laptop):
     r = run_bootstrap(laptop, bootstrap_args(host, "--until", "convert"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "check: done already" in r.stdout and "scalable: built already" in r.stdout
-    calls = [json.loads(l) for l in open(laptop["FAKE_DOCKER_LOG"])]
+    calls = [json.loads(line) for line in open(laptop["FAKE_DOCKER_LOG"])]
     builds = [c[c.index("--target") + 1] for c in calls if c[1] == "build"]
     # stitches was interrupted and built again; scalable was not.
     assert builds == ["scalable", "stitches", "stitches", "apptainer"]

@@ -8,15 +8,24 @@ Authentications are counted in sshd's log: one per bootstrap run, thanks to Cont
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from bootstrap_harness import (HERE, Running, bootstrap_args, execute, get_json,  # noqa: F401
-                               host, laptop, needs_sshd, run_bootstrap)
+
+from bootstrap_harness import (  # noqa: F401
+    HERE,
+    Running,
+    bootstrap_args,
+    execute,
+    get_json,
+    host,
+    laptop,
+    needs_sshd,
+    run_bootstrap,
+)
 from waiting import wait_for
 
 pytestmark = [pytest.mark.ssh, needs_sshd]
@@ -56,7 +65,7 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     sifs = sorted(p.name for p in (host.work_dir / "containers").iterdir())
     assert sifs == ["scalable_container.sif", "stitches_container.sif"]
     assert (host.work_dir / "logs").is_dir()
-    calls = [json.loads(l) for l in open(laptop["FAKE_DOCKER_LOG"])]
+    calls = [json.loads(line) for line in open(laptop["FAKE_DOCKER_LOG"])]
     builds = [c[c.index("--target") + 1] for c in calls if c[1] == "build"]
     assert builds == ["scalable", "stitches", "apptainer"]
     # The settings were remembered in the user's config dir, not in /tmp or the cwd.
@@ -72,7 +81,7 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     finally:
         run2.stop()
     assert host.logins() == 2
-    assert len([json.loads(l) for l in open(laptop["FAKE_DOCKER_LOG"])]) == len(calls), "nothing rebuilt"
+    assert len([json.loads(line) for line in open(laptop["FAKE_DOCKER_LOG"])]) == len(calls), "nothing rebuilt"
 
     # --connect only reconnects.
     run3 = Running(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--no-input", "--connect"])

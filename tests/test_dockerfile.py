@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from scalable.bootstrap.dockerfile import DockerfileError, instructions, model_targets, parse_stages, targets
+from scalable.bootstrap.dockerfile import (
+    DockerfileError,
+    instructions,
+    model_targets,
+    parse_stages,
+    targets,
+)
 
 DOCKERFILE = Path(__file__).parent.parent / "Dockerfile"
 MODELS = ["gcam", "stitches", "osiris", "hector", "xanthos", "demeter", "tethys", "basd"]

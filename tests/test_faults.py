@@ -77,7 +77,7 @@ def cancel_again_and_again(cluster, started):
                                    if getattr(j, "job_id", None) and started(j)], 60,
                           "a job to cancel")[0].job_id
         run(["scancel", victim])
-        wait_for(lambda: len(cluster.workers) == 2 and victim not in
+        wait_for(lambda victim=victim: len(cluster.workers) == 2 and victim not in
                  {getattr(j, "job_id", None) for j in cluster.workers.values()},
                  30, f"a replacement for job {victim}")
     assert cluster.tag_errors == {} and cluster._watcher.failures["gcam"] == 0
@@ -224,7 +224,7 @@ def test_tls_security_with_containerized_workers(work, slurm):
         entry = registry.read_entry(cluster.cluster_id)
         status = asyncio.run(call_scheduler(entry, "scalable_status", timeout=10))
         assert status["tags"]["gcam"]["running"] == 1, status
-        with pytest.raises(Exception):  # and nothing reaches it without them
+        with pytest.raises(Exception):  # noqa: B017  (and nothing reaches it without them)
             asyncio.run(call_scheduler({**entry, "tls": None}, "scalable_status", timeout=5))
         tls_dir = work / ".scalable" / "tls"
         assert oct(tls_dir.stat().st_mode & 0o777) == "0o700"

@@ -46,7 +46,7 @@ def test_array_gives_one_task_per_index(slurm, tmp_path):
     assert {t["job_id"] for t in tasks} == {f"{job}_{i}" for i in range(4)}
     for i in range(4):
         path = tmp_path / f"task-{i}.txt"
-        wait_for(lambda: path.exists() and path.read_text().strip() == str(i))
+        wait_for(lambda path=path, i=i: path.exists() and path.read_text().strip() == str(i))
 
 
 def test_scancel_ends_a_running_job(slurm):

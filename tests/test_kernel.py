@@ -14,7 +14,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 import scalable.kernel
-from scalable.kernel.install import install, kernel_spec, list_kernels, remove
+from scalable.kernel.install import install, kernel_spec, list_kernels
 
 TESTS_BIN = Path(__file__).parent / "bin"
 

@@ -288,7 +288,7 @@ def test_other_uid_is_refused():
         os.chmod(top, 0o755)
         shims = os.path.join(top, "shims")
         write_shims(shims, names=["echo"], python="/usr/bin/python3")
-        for dirpath, dirs, files in os.walk(shims):
+        for dirpath, _dirs, _files in os.walk(shims):
             os.chmod(dirpath, 0o755)
         proc, sock = start_relay(top, "echo")
         try:

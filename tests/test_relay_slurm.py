@@ -143,7 +143,7 @@ def test_slurm_cluster_inside_the_container_through_the_relay(slurm, host_relay,
     (work / "workflow.py").write_text(textwrap.dedent(SLURM_WORKFLOW))
     r = in_container([sys.executable, "workflow.py"], work=work, relay_sock=host_relay,
                      image=make_image("scalable", work / "containers"))
-    lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stdout[-3000:] + r.stderr[-5000:]
     got = json.loads(lines[0][7:])
     assert sorted(x["x"] for x in got["results"]) == [0, 1, 4, 9]

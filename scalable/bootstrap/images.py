@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
 from ..runner import CommandError, run
 
 #: what the converter container sees the output directory as
@@ -150,9 +151,9 @@ def build_wheel(checkout: Path, out_dir: Path) -> Path:
 def _has_build_requirements(checkout: Path) -> bool:
     """Whether this Python has every ``build-system.requires`` of the checkout installed."""
     try:
-        import tomllib
         from importlib.metadata import PackageNotFoundError, version
 
+        import tomllib
         from packaging.requirements import Requirement
     except ImportError:  # Python 3.10, or no packaging: let pip fetch the backend
         return False

@@ -11,8 +11,8 @@ from __future__ import annotations
 import posixpath
 import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import __version__
 from ..runner import CommandError

@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..runner import CommandError, CommandResult, run
 
@@ -99,7 +99,7 @@ class SSHSession:
 
     # -- the master ----------------------------------------------------------------------------
 
-    def open(self) -> "SSHSession":
+    def open(self) -> SSHSession:
         """Log in once (the one authentication of this run) and keep the connection open."""
         if self._master is not None:
             return self
@@ -157,7 +157,7 @@ class SSHSession:
             self._master = None
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> "SSHSession":
+    def __enter__(self) -> SSHSession:
         return self.open()
 
     def __exit__(self, *exc) -> None:

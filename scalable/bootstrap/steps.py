@@ -20,8 +20,8 @@ import json
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..runner import CommandError
 from . import images, remote

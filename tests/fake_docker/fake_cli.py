@@ -75,7 +75,7 @@ def docker(argv):
         return 0
     if cmd == "run":
         mounts = {}
-        i, rest = 1, argv[1:]
+        rest = argv[1:]
         while rest and rest[0].startswith("-"):
             flag = rest.pop(0)
             if flag in ("--volume", "-v"):
