@@ -3,11 +3,11 @@
 Examples
 --------
 >>> from scalable import SlurmCluster, ScalableClient        # doctest: +SKIP
->>> cluster = SlurmCluster(queue="slurm", walltime="02:00:00", account="GCIMS", interface="ib0")
->>> cluster.add_container("gcam", {"/rcfs": "/rcfs"}, cpus=10, memory="20G")
->>> cluster.add_workers("gcam", 3)
->>> client = ScalableClient(cluster)
->>> client.submit(run_gcam, "scenario", tag="gcam").result()
+>>> cluster = SlurmCluster(queue="slurm", walltime="02:00:00", account="GCIMS", interface="ib0")  # doctest: +SKIP
+>>> cluster.add_container("gcam", {"/rcfs": "/rcfs"}, cpus=10, memory="20G")  # doctest: +SKIP
+>>> cluster.add_workers("gcam", 3)  # doctest: +SKIP
+>>> client = ScalableClient(cluster)  # doctest: +SKIP
+>>> client.submit(run_gcam, "scenario", tag="gcam").result()  # doctest: +SKIP
 """
 
 from importlib import import_module

@@ -31,8 +31,8 @@ class ScalableClient(Client):
     Examples
     --------
     >>> client = ScalableClient(cluster)                           # doctest: +SKIP
-    >>> fut = client.submit(run_gcam, "ssp245", tag="gcam")
-    >>> futs = client.map(run_stitches, [1, 2, 3], tag="stitches")
+    >>> fut = client.submit(run_gcam, "ssp245", tag="gcam")  # doctest: +SKIP
+    >>> futs = client.map(run_stitches, [1, 2, 3], tag="stitches")  # doctest: +SKIP
     """
 
     def __init__(self, cluster=None, *args, **kwargs):

@@ -106,9 +106,9 @@ class LocalCluster(TaggedCluster, SpecCluster):
     --------
     >>> from scalable import LocalCluster, ScalableClient
     >>> cluster = LocalCluster()                                   # doctest: +SKIP
-    >>> cluster.add_container(tag="fast", cpus=1, memory="1G")
-    >>> cluster.add_workers(n=2, tag="fast")
-    >>> ScalableClient(cluster).submit(sum, [1, 2], tag="fast").result()
+    >>> cluster.add_container(tag="fast", cpus=1, memory="1G")  # doctest: +SKIP
+    >>> cluster.add_workers(n=2, tag="fast")  # doctest: +SKIP
+    >>> ScalableClient(cluster).submit(sum, [1, 2], tag="fast").result()  # doctest: +SKIP
     3
     """
 

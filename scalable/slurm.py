@@ -122,9 +122,9 @@ use_run_scripts, comm_port, config_overwrite
     --------
     >>> cluster = SlurmCluster(queue='slurm', walltime='02:00:00', account='GCIMS',
     ...                        interface='ib0', silence_logs=False)        # doctest: +SKIP
-    >>> cluster.add_container(tag="gcam", cpus=10, memory="20G", dirs={"/rcfs": "/rcfs"})
-    >>> cluster.add_workers(n=3, tag="gcam")
-    >>> print(cluster.job_script("gcam"))
+    >>> cluster.add_container(tag="gcam", cpus=10, memory="20G", dirs={"/rcfs": "/rcfs"})  # doctest: +SKIP
+    >>> cluster.add_workers(n=3, tag="gcam")  # doctest: +SKIP
+    >>> print(cluster.job_script("gcam"))  # doctest: +SKIP
     """
 
     kind = "slurm"
