@@ -25,7 +25,11 @@ function line(label: string, value: string | null, className: string): HTMLEleme
  * One cluster in the sidebar: name and kind, kernel, scheduler and walltime, one row per tag
  * with scale buttons, and one button per dashboard plot.
  */
-export function clusterCard(cluster: ICluster, plots: IPlot[], actions: IClusterCardActions): HTMLElement {
+export function clusterCard(
+  cluster: ICluster,
+  plots: IPlot[],
+  actions: IClusterCardActions
+): HTMLElement {
   const card = document.createElement('div');
   card.className = 'jp-ScalableCluster';
   card.dataset.clusterId = cluster.id;
@@ -44,7 +48,9 @@ export function clusterCard(cluster: ICluster, plots: IPlot[], actions: ICluster
   title.append(name, kind);
   card.appendChild(title);
 
-  card.appendChild(line('kernel', cluster.notebook ?? cluster.kernel_id, 'jp-ScalableCluster-kernel'));
+  card.appendChild(
+    line('kernel', cluster.notebook ?? cluster.kernel_id, 'jp-ScalableCluster-kernel')
+  );
   card.appendChild(line('scheduler', cluster.scheduler_address, 'jp-ScalableCluster-scheduler'));
   card.appendChild(line('walltime', cluster.walltime, 'jp-ScalableCluster-walltime'));
   for (const message of [cluster.error, cluster.last_error]) {

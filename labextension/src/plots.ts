@@ -18,7 +18,5 @@ export const DEFAULT_PLOTS = ['status', 'task-stream', 'progress', 'workers', 'm
 
 /** The plots named in `ids`, in the order given; unknown ids are skipped. */
 export function plotsById(ids: string[]): IPlot[] {
-  return ids
-    .map(id => PLOTS.find(p => p.id === id))
-    .filter((p): p is IPlot => p !== undefined);
+  return ids.map(id => PLOTS.find(p => p.id === id)).filter((p): p is IPlot => p !== undefined);
 }

@@ -104,10 +104,13 @@ export class ScalableSidebar extends Widget {
     const key = `${cluster.id}/${tag}`;
     const body: IScaleRequest = { tag, n };
     try {
-      const updated = await requestAPI<ICluster>(`clusters/${encodeURIComponent(cluster.id)}/scale`, {
-        method: 'POST',
-        body: JSON.stringify(body)
-      });
+      const updated = await requestAPI<ICluster>(
+        `clusters/${encodeURIComponent(cluster.id)}/scale`,
+        {
+          method: 'POST',
+          body: JSON.stringify(body)
+        }
+      );
       this._clusters = this._clusters.map(c => (c.id === updated.id ? updated : c));
     } catch (error) {
       void showErrorMessage(`Cannot scale ${tag} of ${cluster.name}`, (error as Error).message);
@@ -193,7 +196,9 @@ export class ScalableSidebar extends Widget {
     }
     return {
       ...cluster,
-      tags: cluster.tags.map(t => (asked(t.tag) === undefined ? t : { ...t, target: asked(t.tag)! }))
+      tags: cluster.tags.map(t =>
+        asked(t.tag) === undefined ? t : { ...t, target: asked(t.tag)! }
+      )
     };
   }
 

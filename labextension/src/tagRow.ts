@@ -42,14 +42,22 @@ function button(label: string, className: string, title: string, onClick: () => 
  * One table row per container tag: target, pending and running workers, and − / + buttons
  * that set the tag's target one lower or higher.
  */
-export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallback): HTMLTableRowElement {
+export function tagRow(
+  status: ITagStatus,
+  enabled: boolean,
+  onScale: ScaleCallback
+): HTMLTableRowElement {
   const tr = document.createElement('tr');
   tr.className = 'jp-ScalableTag';
   tr.dataset.tag = status.tag;
   tr.appendChild(cell(status.tag, 'jp-ScalableTag-name', describe(status)));
   tr.appendChild(cell(count(status.target), 'jp-ScalableTag-target', 'target number of workers'));
-  tr.appendChild(cell(count(status.pending), 'jp-ScalableTag-pending', 'workers requested, not yet connected'));
-  tr.appendChild(cell(count(status.running), 'jp-ScalableTag-running', 'workers connected to the scheduler'));
+  tr.appendChild(
+    cell(count(status.pending), 'jp-ScalableTag-pending', 'workers requested, not yet connected')
+  );
+  tr.appendChild(
+    cell(count(status.running), 'jp-ScalableTag-running', 'workers connected to the scheduler')
+  );
   const controls = document.createElement('td');
   controls.className = 'jp-ScalableTag-controls';
   const target = status.target ?? 0;
