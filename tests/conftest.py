@@ -26,13 +26,16 @@ TESTS_BIN = Path(__file__).parent / "bin"
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        fixtures = getattr(item, "fixturenames", None)
-        if fixtures is None:
-            continue
-        if item.get_closest_marker("slurm") and "slurm" not in fixtures:
-            fixtures.append("slurm")
-        elif "slurm" in fixtures and not item.get_closest_marker("slurm"):
+        if "slurm" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slurm)
+
+
+@pytest.fixture(autouse=True)
+def _slurm_for_slurm_tests(request):
+    # Asked per test, not added to ``item.fixturenames``: that list is shared by all the
+    # parameters of a test, so a ``slurm`` parameter would start Slurm for the others too.
+    if request.node.get_closest_marker("slurm"):
+        request.getfixturevalue("slurm")
 
 
 @pytest.fixture(scope="session")
