@@ -1,0 +1,247 @@
+"""The recovery rules of :class:`scalable.recovery.Watcher` on a fake clock (fast layer).
+
+The watcher reads only a cluster's bookkeeping (worker specs, workers, connected names, live
+jobs); here that bookkeeping is a small in-memory cluster whose jobs the test ends by hand, and
+time is a number the test moves. What a real Slurm does to these rules is in test_faults.py.
+"""
+
+import asyncio
+import itertools
+from types import SimpleNamespace
+
+import pytest
+from distributed.core import Status
+
+from scalable import recovery
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+class BookCluster:
+    """A cluster's bookkeeping as the watcher sees it; submitting makes a job at once."""
+
+    def __init__(self, tags=("gcam",), lifetime=0):
+        self.containers = dict.fromkeys(tags)
+        self.worker_spec, self.workers = {}, {}
+        self.scheduler = SimpleNamespace(workers={})
+        self.live = set()  # job ids Slurm still knows
+        self.ended_by_slurm = set()  # worker names whose job Slurm ended from outside
+        self.status = Status.running
+        self.last_error = None
+        self.lifetime = lifetime
+        self.submissions = []  # names, in submission order
+        self.refuse = False
+        self._n = itertools.count()
+
+    # the hooks the watcher calls
+    def tag_of(self, name):
+        return name.rsplit("-", 1)[0]
+
+    def _spec_name(self, name):
+        return name
+
+    def _new_name(self, tag):
+        return f"{tag}-{next(self._n)}"
+
+    def _worker_spec(self, tag, name):
+        return {"tag": tag}
+
+    def _lifetime_seconds(self):
+        return self.lifetime
+
+    def _job_alive(self, worker, live):
+        return worker.job_id in live
+
+    def _ended_outside(self, worker):
+        return worker.name in self.ended_by_slurm
+
+    def _failure_detail(self, worker):
+        return f"logs/{worker.name}.log:\nFATAL: could not open image"
+
+    async def _jobs_async(self, fresh=False):
+        assert fresh, "recovery must ask Slurm itself, never a cached answer"
+        return [{"job_id": j} for j in sorted(self.live)]
+
+    async def _add_specs(self, specs):
+        for name, spec in specs.items():
+            self.worker_spec[name] = spec
+            self.submissions.append(name)
+            if self.refuse:
+                self.last_error = "sbatch: error: invalid partition"
+                continue
+            job = SimpleNamespace(name=name, job_id=f"job-{name}", status=Status.running)
+            self.workers[name] = job
+            self.live.add(job.job_id)
+
+    # what the test does to it
+    def add(self, tag="gcam"):
+        asyncio.run(self._add_specs({self._new_name(tag): {}}))
+        return self.submissions[-1]
+
+    def connect(self, name):
+        self.scheduler.workers[name] = SimpleNamespace(name=name)
+
+    def end(self, name, by_slurm=False):
+        self.live.discard(self.workers[name].job_id)
+        self.scheduler.workers.pop(name, None)
+        if by_slurm:
+            self.ended_by_slurm.add(name)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    # only the watcher's clock moves: the event loop keeps real time
+    monkeypatch.setattr(recovery, "time", clock)
+    return clock
+
+
+def watch(cluster):
+    watcher = recovery.Watcher(cluster)
+    return watcher, lambda: asyncio.run(watcher.check())
+
+
+def test_failed_starts_back_off_then_the_tag_gives_up_with_the_log(clock):
+    cluster = BookCluster()
+    watcher, check = watch(cluster)
+    assert watcher.max_failures == 3
+    first = cluster.add()
+    cluster.end(first)  # ran and ended by itself before its worker connected
+    check()
+    assert watcher.failures["gcam"] == 1 and cluster.submissions == [first]
+    clock.now += 1.9
+    check()
+    assert cluster.submissions == [first], "retried before the 2 s backoff"
+    clock.now += 0.1
+    check()
+    second = cluster.submissions[-1]
+    assert len(cluster.submissions) == 2
+    cluster.end(second)
+    check()
+    clock.now += 3.9
+    check()
+    assert len(cluster.submissions) == 2, "retried before the 4 s backoff"
+    clock.now += 0.1
+    check()
+    third = cluster.submissions[-1]
+    assert len(cluster.submissions) == 3
+    cluster.end(third)
+    with pytest.warns(RuntimeWarning, match="3 workers of tag 'gcam' in a row ended before "
+                                            "connecting"):
+        check()
+    assert "FATAL: could not open image" in watcher.errors["gcam"]
+    assert cluster.last_error == watcher.errors["gcam"]
+    clock.now += 3600
+    check()
+    assert len(cluster.submissions) == 3, "a tag that gave up is not retried"
+    watcher.reset("gcam")  # the user asks again: past failures are forgotten
+    assert "gcam" not in watcher.errors and watcher.failures["gcam"] == 0
+
+
+def test_backoff_doubles_up_to_its_ceiling():
+    watcher = recovery.Watcher(BookCluster())
+    assert [watcher._backoff(n) for n in range(1, 8)] == [2, 4, 8, 16, 32, 60, 60]
+
+
+def test_a_lost_connected_worker_is_replaced_at_once_and_is_no_failure(clock):
+    cluster = BookCluster()
+    watcher, check = watch(cluster)
+    name = cluster.add()
+    cluster.connect(name)
+    check()
+    assert watcher.seen == {name: clock.now}
+    cluster.end(name)  # node failure, OOM, scancel from outside
+    check()
+    assert len(cluster.submissions) == 2 and name not in cluster.worker_spec
+    assert watcher.failures["gcam"] == 0 and watcher.replaced == 1
+
+
+def test_jobs_ended_by_slurm_before_connecting_are_replaced_never_given_up(clock):
+    cluster = BookCluster()
+    watcher, check = watch(cluster)
+    name = cluster.add()
+    for n in range(1, 6):
+        cluster.end(name, by_slurm=True)  # cancelled while pending, preempted...
+        check()
+        delay = 0 if n == 1 else min(2.0 ** n, 60)
+        if delay:
+            clock.now += delay - 0.1
+            check()
+            assert cluster.submissions[-1] == name, f"replaced before the {delay} s backoff"
+            clock.now += 0.1
+            check()
+        assert cluster.submissions[-1] != name
+        name = cluster.submissions[-1]
+    assert watcher.failures["gcam"] == 0 and "gcam" not in watcher.errors
+    cluster.connect(name)
+    check()
+    assert watcher.vanished["gcam"] == 0  # a connection clears the streak
+
+
+def test_a_connection_clears_the_failure_streak(clock):
+    cluster = BookCluster()
+    watcher, check = watch(cluster)
+    first = cluster.add()
+    cluster.end(first)
+    check()
+    clock.now += 2
+    check()
+    second = cluster.submissions[-1]
+    cluster.connect(second)
+    check()
+    assert watcher.failures["gcam"] == 0
+
+
+def test_refused_replacements_count_and_give_up(clock):
+    cluster = BookCluster()
+    watcher, check = watch(cluster)
+    name = cluster.add()
+    cluster.connect(name)
+    check()
+    cluster.refuse = True  # e.g. the partition went away
+    cluster.end(name)
+    for _ in range(3):
+        check()
+        clock.now += 60
+    assert "replacing workers of tag 'gcam' failed 3 times" in watcher.errors["gcam"]
+    assert "invalid partition" in watcher.errors["gcam"]
+    submitted = len(cluster.submissions)
+    clock.now += 3600
+    check()
+    assert len(cluster.submissions) == submitted
+
+
+def test_a_replacement_starts_ahead_of_the_lifetime(clock):
+    cluster = BookCluster(lifetime=600)
+    watcher, check = watch(cluster)
+    assert watcher.lead == 60
+    name = cluster.add()
+    cluster.connect(name)
+    check()
+    clock.now += 539
+    check()
+    assert cluster.submissions == [name]
+    clock.now += 1
+    check()
+    assert len(cluster.submissions) == 2, "no replacement 60 s before the lifetime ends"
+    cluster.end(name)  # it retires on time: already replaced, not replaced again
+    check()
+    assert len(cluster.submissions) == 2 and watcher.failures["gcam"] == 0
+
+
+def test_nothing_is_submitted_once_closed(clock):
+    cluster = BookCluster()
+    watcher, check = watch(cluster)
+    name = cluster.add()
+    cluster.connect(name)
+    check()
+    cluster.end(name)
+    asyncio.run(watcher.stop())
+    check()
+    assert cluster.submissions == [name]
