@@ -5,7 +5,8 @@
   ``os.environ`` for the rest of the session. Tests that use it are marked ``slurm``, and tests
   marked ``slurm`` get it.
 - ``apptainer`` (function): puts ``tests/bin`` (the bubblewrap stand-in for ``apptainer`` and
-  ``singularity``) first on ``PATH``; returns the stand-in's path.
+  ``singularity``) first on ``PATH``; returns the stand-in's path. Tests that run a command through
+  it are marked ``root``: bubblewrap needs root where unprivileged user namespaces are off.
 - ``make_image`` (function): ``make_image("gcam")`` creates ``<tmp>/gcam_container.sif``, a file
   the stand-in accepts as an image; returns its path.
 """

@@ -175,6 +175,7 @@ def test_missing_image_warns_at_install():
 
 # --- the running kernel --------------------------------------------------------------------
 
+@pytest.mark.root
 def test_kernel_runs_in_the_image_with_relay_shims_and_binds(kernel_env, started):
     work, tmp = kernel_env["work"], kernel_env["tmp"]
     data = tmp / "data"
@@ -208,6 +209,7 @@ def test_kernel_runs_in_the_image_with_relay_shims_and_binds(kernel_env, started
     assert out.strip() != "127"
 
 
+@pytest.mark.root
 def test_interrupt_stops_a_sleep_loop(kernel_env, started):
     install(work_dir=str(kernel_env["work"]), prefix=str(kernel_env["prefix"]))
     km, kc = started()
@@ -228,6 +230,7 @@ def test_interrupt_stops_a_sleep_loop(kernel_env, started):
     assert run_code(kc, "print(1 + 1)")[0].strip() == "2"  # the kernel lives on
 
 
+@pytest.mark.root
 def test_restart_leaves_one_relay_and_shutdown_leaves_none(kernel_env, started):
     install(work_dir=str(kernel_env["work"]), prefix=str(kernel_env["prefix"]))
     km, kc = started()
@@ -246,6 +249,7 @@ def test_restart_leaves_one_relay_and_shutdown_leaves_none(kernel_env, started):
                and not launcher_pids(conn, True), what="no relay left")
 
 
+@pytest.mark.root
 def test_kill_9_of_the_launcher_ends_relay_and_kernel(kernel_env, started):
     install(work_dir=str(kernel_env["work"]), prefix=str(kernel_env["prefix"]))
     km, kc = started()
@@ -278,6 +282,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.root
 def test_kernel_and_relay_end_when_the_jupyter_server_dies(kernel_env):
     install(work_dir=str(kernel_env["work"]), prefix=str(kernel_env["prefix"]))
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)

@@ -19,6 +19,7 @@ def work(tmp_path, make_image):
     return tmp_path
 
 
+@pytest.mark.root
 def test_tags_route_to_their_own_images_and_binds(work, apptainer):
     # defined here so it travels by value: containerized workers cannot import this module
     def where(_=None):

@@ -16,6 +16,7 @@ def entry(cluster_id):
             "host": "elsewhere"}
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make files of another user")
 def test_entries_of_other_users_and_shared_directories_are_ignored(tmp_path):
     d = tmp_path / "reg"

@@ -281,6 +281,7 @@ def _nobody_can_run(python_dir: str, sock: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_other_uid_is_refused():
     top = tempfile.mkdtemp(prefix="scalable-relay-uid-")

@@ -26,6 +26,7 @@ def test_version(apptainer):
     assert run(["singularity", "--version"]).stdout.startswith("singularity version ")
 
 
+@pytest.mark.root
 def test_binds_env_home_cwd_and_name(apptainer, make_image, tmp_path):
     image = make_image("gcam")
     data = tmp_path / "data"
@@ -45,6 +46,7 @@ def test_binds_env_home_cwd_and_name(apptainer, make_image, tmp_path):
     assert (data / "written.txt").read_text() == "from the container"  # the bind is read-write
 
 
+@pytest.mark.root
 def test_exec_argv_of_the_product_runs(apptainer, make_image, tmp_path):
     # scalable.runtimes builds the argv; the stand-in must accept exactly that.
     image = make_image("stitches")
@@ -59,6 +61,7 @@ def test_exec_argv_of_the_product_runs(apptainer, make_image, tmp_path):
     assert out.stdout.split() == ["/work/x", "stitches", "marker"]
 
 
+@pytest.mark.root
 def test_private_tmp_hides_unbound_paths(apptainer, make_image, tmp_path):
     image = make_image("osiris")
     (tmp_path / "secret.txt").write_text("host only")
@@ -72,6 +75,7 @@ def test_private_tmp_hides_unbound_paths(apptainer, make_image, tmp_path):
     assert not os.path.exists("/tmp/inside")
 
 
+@pytest.mark.root
 def test_caller_environment_kept_unless_cleanenv(apptainer, make_image, monkeypatch):
     image = make_image("hector")
     monkeypatch.setenv("SCALABLE_TEST_VAR", "kept")
@@ -81,6 +85,7 @@ def test_caller_environment_kept_unless_cleanenv(apptainer, make_image, monkeypa
     assert run(["apptainer", "exec", "--cleanenv", image, *cmd]).stdout.split() == ["unset", "yes"]
 
 
+@pytest.mark.root
 def test_hidden_host_paths(apptainer, make_image, tmp_path):
     image = make_image("scalable")
     empty = tmp_path / "empty"
@@ -105,6 +110,7 @@ def test_missing_bind_source_is_refused(apptainer, make_image, tmp_path):
     assert "container creation failed" in out.stderr and "no such file or directory" in out.stderr
 
 
+@pytest.mark.root
 def test_exit_code_and_signals_reach_the_command(apptainer, make_image):
     image = make_image("basd")
     assert run(["apptainer", "exec", image, "sh", "-c", "exit 7"]).returncode == 7
@@ -118,6 +124,7 @@ def test_exit_code_and_signals_reach_the_command(apptainer, make_image):
     assert proc.wait(timeout=10) == 3  # the command handled SIGTERM itself
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("flag", ["--cwd", "--pwd"])
 def test_cwd_alias_and_default_cwd(apptainer, make_image, tmp_path, flag):
     image = make_image("tethys")
@@ -133,6 +140,7 @@ def listing(path):
     return sorted(os.listdir(path))
 
 
+@pytest.mark.root
 def test_bind_never_creates_directories_on_the_host(apptainer, make_image, tmp_path):
     image = make_image("demeter")
     # A destination under a host directory with other files: made in memory, the rest still seen.
@@ -162,6 +170,7 @@ def test_bind_never_creates_directories_on_the_host(apptainer, make_image, tmp_p
     assert not os.path.exists("/scalable-new")
 
 
+@pytest.mark.root
 def test_bind_below_another_bind_that_lacks_the_destination(apptainer, make_image, tmp_path):
     image = make_image("xanthos")
     outer, inner = tmp_path / "outer", tmp_path / "inner"
@@ -176,6 +185,7 @@ def test_bind_below_another_bind_that_lacks_the_destination(apptainer, make_imag
     assert listing(outer) == ["in-outer"] and listing(inner) == ["in-inner"]
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("top", ["/home", "/srv", "/work", "/opt", "/mnt"])
 def test_bind_to_a_new_path_under_an_existing_host_directory(apptainer, make_image, tmp_path,
                                                              top):

@@ -364,6 +364,7 @@ class TestUnansweringScheduler:
 
 # -- the kernel inside an image, the server on the host ----------------------------------------
 
+@pytest.mark.root
 class TestKernelInImage:
     @pytest.fixture
     def jp_server_config(self):
