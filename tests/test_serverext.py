@@ -404,10 +404,10 @@ class TestKernelInImage:
 
 def test_extensions_enabled_after_install():
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
-    lab = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"], capture_output=True, text=True, env=env, timeout=120)
+    lab = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"], capture_output=True, text=True, env=env, timeout=120)
     out = re.sub(r"\x1b\[[0-9;]*m", "", lab.stdout + lab.stderr)
     assert re.search(r"^\s*scalable v\S+ enabled OK", out, re.M), out
-    srv = subprocess.run([sys.executable, "-m", "jupyter", "server", "extension", "list"], capture_output=True, text=True, env=env,
+    srv = subprocess.run([sys.executable, "-m", "jupyter_server.extension.serverextension", "list"], capture_output=True, text=True, env=env,
                          timeout=120)
     out = re.sub(r"\x1b\[[0-9;]*m", "", srv.stdout + srv.stderr)
     assert re.search(r"^\s*scalable enabled", out, re.M), out
