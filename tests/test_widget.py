@@ -72,7 +72,7 @@ def test_panel_on_slurm_clicks_coalesce_and_counts_follow(tmp_path, make_image, 
 
     make_image("model", tmp_path / "containers")
     # a click delay far above the clicks' pace, so a stalled test process cannot split them
-    with dask.config.set({"scalable.jupyter.click-delay": "2s"}), SlurmCluster(
+    with dask.config.set({"scalable.jupyter.click-delay": "20s"}), SlurmCluster(
             queue="slurm", interface="lo", walltime="00:10:00", work_dir=str(tmp_path)) as cluster:
         cluster.add_container(tag="model", cpus=1, memory="200M")
         panel = widget.panel_of(cluster)
