@@ -163,8 +163,10 @@ def test_default_host_env_is_a_venv_with_the_local_scalable_wheel(host, laptop):
         assert "installing scalable-" in run.text and f"host python: {venv_python}" in run.text
         assert list((host.work_dir / ".scalable" / "wheels").glob("scalable-*.whl"))
         # The host runs the shipped scalable, not the one of the base interpreter.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as the host runs it
         where = subprocess.run([venv_python, "-c", "import scalable; print(scalable.__file__)"],
-                               capture_output=True, text=True, check=True, cwd=host.work_dir).stdout
+                               capture_output=True, text=True, check=True, cwd=host.work_dir,
+                               env=env).stdout
         assert where.startswith(str(venv)), where
         pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
         assert Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0] == venv_python

@@ -125,10 +125,11 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
     script = textwrap.dedent("""
         import sys, time
         from scalable import SlurmCluster, ScalableClient
-        c = SlurmCluster(queue="slurm", interface="lo", death_timeout=5)
+        # death_timeout also bounds a worker's start: leave room for a loaded machine
+        c = SlurmCluster(queue="slurm", interface="lo", death_timeout=30)
         c.add_container(tag="gcam", cpus=1, memory="512M")
         c.add_workers("gcam", 2)
-        ScalableClient(c).wait_for_workers(2, timeout=180)
+        ScalableClient(c).wait_for_workers(2, timeout=300)
         # a second pool that can never start: the jobs wait for a begin time an hour away
         c2 = SlurmCluster(queue="slurm", interface="lo", job_extra_directives=["--begin=now+3600"])
         c2.add_container(tag="gcam", cpus=1, memory="512M")
@@ -141,8 +142,8 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=work, stdout=subprocess.PIPE,
                             text=True, env={**os.environ})
     try:
-        ready = select.select([proc.stdout], [], [], 180)[0]  # never wait for ever in CI
-        assert ready, "the cluster process did not start its workers within 180 s"
+        ready = select.select([proc.stdout], [], [], 360)[0]  # never wait for ever in CI
+        assert ready, "the cluster process did not start its workers within 360 s"
         running_id, pending_id = proc.stdout.readline().split()
         assert len(live_jobs(running_id)) == 2 and len(live_jobs(pending_id)) == 2
         listing = subprocess.run([sys.executable, "-m", "scalable.cli", "jobs"], cwd=work,
@@ -152,7 +153,7 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     # workers notice their scheduler is gone and exit: their jobs end by themselves
-    wait_for(lambda: not live_jobs(running_id), 60, "the dead cluster's workers to exit", every=1)
+    wait_for(lambda: not live_jobs(running_id), 180, "the dead cluster's workers to exit", every=1)
     assert len(live_jobs(pending_id)) == 2  # pending jobs have no worker to notice
     with pytest.warns(UserWarning, match="2 Slurm job.*scalable cleanup"):
         SlurmCluster(queue="slurm", interface="lo").close()
