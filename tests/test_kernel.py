@@ -43,7 +43,7 @@ def kernel_env(tmp_path, monkeypatch, make_image):
     return {"work": work, "prefix": prefix, "runtime": runtime, "tmp": tmp_path}
 
 
-def run_code(kc, code, timeout=60):
+def run_code(kc, code, timeout=180):
     """Execute ``code``; return (stdout text, error name or None)."""
     msg_id = kc.execute(code)
     out, error = [], None
@@ -72,7 +72,7 @@ def started(kernel_env):
         km.start_kernel(cwd=str(cwd or os.getcwd()))
         kc = km.client()
         kc.start_channels()
-        kc.wait_for_ready(timeout=90)
+        kc.wait_for_ready(timeout=240)
         managers.append((km, kc))
         return km, kc
 
@@ -104,7 +104,7 @@ def launcher_pids(connection_file, watchdogs=False) -> list[int]:
     return pids
 
 
-def wait_until(predicate, timeout=20.0, what="condition"):
+def wait_until(predicate, timeout=60.0, what="condition"):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
@@ -215,7 +215,7 @@ def test_interrupt_stops_a_sleep_loop(kernel_env, started):
     km, kc = started()
     msg_id = kc.execute("import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.05)")
     # interrupt only once the loop runs: a kernel between requests ignores SIGINT
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
         msg = kc.get_iopub_msg(timeout=max(1, deadline - time.monotonic()))
         if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
@@ -223,7 +223,7 @@ def test_interrupt_stops_a_sleep_loop(kernel_env, started):
             break
     km.interrupt_kernel()
     while True:
-        reply = kc.get_shell_msg(timeout=60)
+        reply = kc.get_shell_msg(timeout=180)
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
@@ -238,7 +238,7 @@ def test_restart_leaves_one_relay_and_shutdown_leaves_none(kernel_env, started):
     first = relay_dirs(kernel_env)
     assert len(first) == 1 and len(launcher_pids(conn)) == 1 and len(launcher_pids(conn, True)) == 1
     km.restart_kernel(now=False)
-    kc.wait_for_ready(timeout=90)
+    kc.wait_for_ready(timeout=240)
     assert run_code(kc, "print('back')")[0].strip() == "back"
     wait_until(lambda: len(relay_dirs(kernel_env)) == 1 and relay_dirs(kernel_env) != first,
                what="exactly one new relay")
@@ -276,7 +276,7 @@ km = KernelManager(kernel_name="scalable")
 km.start_kernel()
 kc = km.client()
 kc.start_channels()
-kc.wait_for_ready(timeout=90)
+kc.wait_for_ready(timeout=240)
 print(km.connection_file, flush=True)
 time.sleep(600)
 """
