@@ -223,7 +223,7 @@ def test_tls_security_with_containerized_workers(work, slurm):
             assert client.submit(image, tag="gcam").result(timeout=90) == "gcam_container.sif"
         # the sidebar reaches a TLS cluster with the credentials in its private registry entry
         entry = registry.read_entry(cluster.cluster_id)
-        status = asyncio.run(call_scheduler(entry, "scalable_status", timeout=10))
+        status = asyncio.run(call_scheduler(entry, "scalable_status", timeout=60))
         assert status["tags"]["gcam"]["running"] == 1, status
         with pytest.raises(Exception):  # noqa: B017  (and nothing reaches it without them)
             asyncio.run(call_scheduler({**entry, "tls": None}, "scalable_status", timeout=5))

@@ -121,7 +121,7 @@ def test_exit_code_and_signals_reach_the_command(apptainer, make_image):
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "up"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 3  # the command handled SIGTERM itself
+    assert proc.wait(timeout=60) == 3  # the command handled SIGTERM itself
 
 
 @pytest.mark.root
