@@ -185,9 +185,10 @@ def test_slow_command_does_not_delay_a_fast_one(use_relay, tmp_path):
 def test_timeout_kills_the_command(use_relay):
     t0 = time.monotonic()
     with pytest.raises(CommandError, match="timed out"):
-        relay_run(["sleep", "300"], timeout=0.5)
-    assert time.monotonic() - t0 < 120  # far below the 300 s the command would have taken
-    wait_for(lambda: not _procs_with("sleep 300"), 60, "the timed-out command to be killed")
+        relay_run(["sleep", "303.25"], timeout=0.5)
+    assert time.monotonic() - t0 < 120  # far below the 303 s the command would have taken
+    # (a duration no other test on a shared machine uses: processes are found by command line)
+    wait_for(lambda: not _procs_with("sleep 303.25"), 60, "the timed-out command to be killed")
     # the relay replies first and then logs, so the line may come a moment after the answer
     wait_for(lambda: "TIMEOUT" in log_of(use_relay), 30, "the timeout in the request log")
 
