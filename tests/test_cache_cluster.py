@@ -26,10 +26,10 @@ def client(request, work, monkeypatch):
     if request.param == "slurm":
         request.getfixturevalue("slurm")
         monkeypatch.chdir(work)
-        make = lambda: SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo")
+        cluster = SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo")
     else:
-        make = lambda: LocalCluster(work_dir=str(work))
-    with make() as cluster:
+        cluster = LocalCluster(work_dir=str(work))
+    with cluster:
         cluster.add_container(tag="a", cpus=3, memory="1G")
         cluster.add_container(tag="b", cpus=3, memory="1G")
         cluster.add_workers(n=1, tag="a")

@@ -6,11 +6,11 @@ import os
 import sys
 
 import pytest
-from test_original_api_unit import python_env
-from waiting import wait_for
 
 from scalable import ScalableClient, SlurmCluster, original
 from scalable.containers import ContainerError
+from test_original_api_unit import python_env
+from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 

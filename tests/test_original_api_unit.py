@@ -8,11 +8,11 @@ import sys
 import warnings
 
 import pytest
-from waiting import wait_for
 
 from scalable import LocalCluster, ScalableClient, original
 from scalable.containers import ContainerError, check_tag, make_spec
 from scalable.tagged import UnknownTagError
+from waiting import wait_for
 
 
 def test_star_import_gives_exactly_the_original_names():

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bootstrap_harness import (  # noqa: F401
     HERE,
     bootstrap_args,
@@ -20,7 +21,6 @@ from bootstrap_harness import (  # noqa: F401
     needs_sshd,
     run_bootstrap,
 )
-
 from scalable.kernel.python_cli import (
     UsageError,
     launcher_args,

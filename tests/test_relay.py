@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
 
 from scalable.relay import protocol
 from scalable.relay.client import relay_arun, relay_run
 from scalable.relay.server import RelayError, clear_stale_socket
 from scalable.relay.shim import is_shim, sbatch_stdin, write_shims
 from scalable.runner import CommandError, run
+from waiting import wait_for
 
 ALLOW = ("echo", "cat", "ls", "sleep", "head", "pwd", "true")
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import dask
 import pytest
-from waiting import wait_for
 
 from scalable.relay import protocol
 from scalable.relay.client import relay_arun, relay_run
 from scalable.relay.server import RelayServer
 from scalable.relay.shim import write_shims
 from scalable.runner import CommandError
+from waiting import wait_for
 
 # --- the neighbour ---------------------------------------------------------------------------
 
