@@ -32,6 +32,7 @@ class BookCluster:
         self.scheduler = SimpleNamespace(workers={})
         self.live = set()  # job ids Slurm still knows
         self.ended_by_slurm = set()  # worker names whose job Slurm ended from outside
+        self.refusals = {}  # worker name -> why it can never start (e.g. other versions)
         self.status = Status.running
         self.last_error = None
         self.lifetime = lifetime
@@ -60,6 +61,9 @@ class BookCluster:
 
     def _ended_outside(self, worker):
         return worker.name in self.ended_by_slurm
+
+    def _start_refusal(self, worker):
+        return self.refusals.get(worker.name)
 
     def _failure_detail(self, worker):
         return f"logs/{worker.name}.log:\nFATAL: could not open image"
@@ -142,6 +146,21 @@ def test_failed_starts_back_off_then_the_tag_gives_up_with_the_log(clock):
     assert len(cluster.submissions) == 3, "a tag that gave up is not retried"
     watcher.reset("gcam")  # the user asks again: past failures are forgotten
     assert "gcam" not in watcher.errors and watcher.failures["gcam"] == 0
+
+
+def test_a_worker_that_can_never_start_stops_the_tag_at_once(clock):
+    cluster = BookCluster()
+    watcher, check = watch(cluster)
+    first = cluster.add()
+    why = "image gcam has distributed 2024.1, the scheduler 2025.1: rebuild the image"
+    cluster.refusals[first] = why
+    cluster.end(first)
+    with pytest.warns(RuntimeWarning, match="rebuild the image"):
+        check()
+    assert watcher.errors["gcam"] == why == cluster.last_error
+    clock.now += 3600
+    check()
+    assert cluster.submissions == [first], "retried a start that can never succeed"
 
 
 def test_backoff_doubles_up_to_its_ceiling():

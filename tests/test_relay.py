@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import pytest
 
 from scalable.relay import protocol
@@ -428,14 +429,15 @@ def test_client_waits_for_a_relay_that_is_starting(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALABLE_RELAY", str(tmp_path / "relay" / "relay.sock"))
     # however long the relay takes to start on a loaded machine, the client is still waiting
     monkeypatch.setattr(protocol, "READY_WAIT", 300.0)
+    monkeypatch.setitem(dask.config.config["scalable"]["relay"], "connect-timeout", 300)
     tried = threading.Event()
-    starting = protocol.starting
+    retryable = protocol.retryable
 
     def spy(*args):
         tried.set()  # the client found no socket yet and decides whether to wait
-        return starting(*args)
+        return retryable(*args)
 
-    monkeypatch.setattr(protocol, "starting", spy)
+    monkeypatch.setattr(protocol, "retryable", spy)
     result = {}
     t = threading.Thread(target=lambda: result.update(r=relay_run(["echo", "waited"])))
     t.start()
