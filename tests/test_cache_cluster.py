@@ -44,6 +44,7 @@ def entries(work):
         return Store().info()
 
 
+@pytest.mark.root
 def test_hits_across_tags_misses_on_changed_input_one_entry_from_concurrent_writers(work, client):
     # defined here so they travel by value: containerized workers cannot import this module
     from scalable import DirType, FileType, ValueType, cacheable

@@ -167,6 +167,7 @@ def python_env(where, packages=None):
     return where / "bin"
 
 
+@pytest.mark.root
 def test_a_local_image_without_distributed_says_so(tmp_path, apptainer):
     bin_dir = python_env(tmp_path / "env")
     (tmp_path / "containers").mkdir()

@@ -62,6 +62,7 @@ def test_split_leaves_pythons_own_options_alone():
         split(["--image"])
 
 
+@pytest.mark.root
 def test_argv_stdin_and_exit_status_pass_through(work):
     code = ("import json, os, shutil, sys; print(json.dumps({'argv': sys.argv[1:], 'in': sys.stdin.read(), "
             "'image': os.environ.get('APPTAINER_NAME'), 'cwd': os.getcwd(), 'sbatch': shutil.which('sbatch'), "
@@ -96,6 +97,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.root
 def test_sigint_to_the_command_reaches_python_once(work):
     (work / "waiter.py").write_text(WAITER)
     proc = subprocess.Popen(scalable_python("waiter.py"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -106,6 +108,7 @@ def test_sigint_to_the_command_reaches_python_once(work):
     assert not os.listdir(os.environ["XDG_RUNTIME_DIR"])
 
 
+@pytest.mark.root
 def test_ctrl_c_on_a_terminal_reaches_python_once(work):
     (work / "waiter.py").write_text(WAITER)
     pid, fd = pty.fork()  # a new session whose controlling terminal is the pty, as in a login shell
@@ -131,6 +134,7 @@ def test_ctrl_c_on_a_terminal_reaches_python_once(work):
     assert out.count(b"interrupted") == 1 and b"Traceback" not in out, out
 
 
+@pytest.mark.root
 def test_no_arguments_is_an_interactive_session_that_survives_ctrl_c(work):
     pid, fd = pty.fork()
     if pid == 0:
@@ -161,6 +165,7 @@ def test_no_arguments_is_an_interactive_session_that_survives_ctrl_c(work):
     assert os.waitstatus_to_exitcode(status) == 9, out
 
 
+@pytest.mark.root
 def test_wrapper_runs_scalable_python(work, tmp_path):
     ns = launcher_args({"bind": [], "env": ["A=1"], "work_dir": str(work)})
     text = wrapper_text(ns, module_load="true  # module load apptainer")
