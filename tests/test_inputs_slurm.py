@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
 
 from scalable import ScalableClient, SlurmCluster, records
+from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 

@@ -13,7 +13,6 @@ import pytest
 
 from scalable import SlurmCluster
 from scalable.slurm_jobs import TaggedSlurmJob
-from scalable.versions import worker_python
 
 
 @pytest.fixture
@@ -93,7 +92,7 @@ def test_packed_workers_share_the_job(work, make_cluster):
     script = cluster.job_script("gcam")
     assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH --mem=2G" in script
     worker = script.splitlines()[-1]
-    for arg in ("--nworkers 2", "--nthreads 2", "--memory-limit 1.00GiB"):
+    for arg in ("--nworkers 2", "--nthreads 2", "--memory-limit 1024MiB"):
         assert arg in worker
     cluster.add_container(tag="stitches", cpus=3, memory="1G")
     with pytest.raises(ValueError, match="cpus=3 cannot be shared by workers_per_job=2: "
@@ -127,11 +126,11 @@ def test_binds_and_env_are_quoted_for_the_shell(work, make_cluster):
                           env={"GREETING": "a $b 'c' \"d\"; e"})
     worker = cluster.job_script("gcam").splitlines()[-1]
     argv = shlex.split(worker.split(" --name ")[0])
-    assert argv[:5] == ["apptainer", "exec", "--bind", f"{odd}:/in put", "--env"]
-    assert argv[5] == "GREETING=a $b 'c' \"d\"; e"
-    # the shell sees the same words: echo them through a real bash
-    out = subprocess.run(["bash", "-c", "printf '%s\\n' " + worker.split(" exec ", 1)[1]
-                          .split(" python ")[0]], capture_output=True, text=True, timeout=60)
-    assert out.stdout.splitlines()[:4] == ["--bind", f"{odd}:/in put", "--env",
-                                           "GREETING=a $b 'c' \"d\"; e"]
+    assert argv[:5] == ["env", "APPTAINERENV_GREETING=a $b 'c' \"d\"; e", "apptainer", "exec",
+                        "--bind"]
+    assert argv[5] == f"{odd}:/in put"
+    # the shell sees the same words: echo them through a real bash, which runs nothing
+    out = subprocess.run(["bash", "-c", "printf '%s\\n' " + worker.split(" python ")[0]],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines()[:6] == argv[:6]
     assert not (work / "pwned").exists()

@@ -4,7 +4,6 @@
 ones are dead. The commands themselves run on the real test Slurm in test_faults.py.
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -55,27 +54,3 @@ def test_job_names_carry_the_cluster_id():
                                 ("job_id", "name", "state"))
     assert rows == [{"job_id": "12_0", "name": "sc-3f2a-gcam", "state": "RUNNING"}]
 
-
-def test_leftovers_ask_slurm_only_about_dead_clusters(tmp_path, monkeypatch):
-    # squeue on PATH answers like Slurm and logs that it was asked
-    bin_dir, log = tmp_path / "bin", tmp_path / "squeue.log"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(
-        f"#!/bin/sh\necho \"$@\" >> {log}\n"
-        "echo '7_0|sc-dead1-gcam|PENDING|BeginTime|'\n"
-        "echo '8|sc-live1-gcam|RUNNING|None|cn1'\n"
-        "echo '9|not-scalable|PENDING|BeginTime|'\n")
-    (bin_dir / "squeue").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    work = str(tmp_path / "work")
-    records.write(work, "live1")
-    assert records.leftovers(work) == [] and not log.exists()  # nothing dead: no squeue at all
-    path = records.write(work, "dead1")
-    with open(path) as f:
-        record = json.load(f)
-    record["pid"] = dead_pid()
-    with open(path, "w") as f:
-        json.dump(record, f)
-    (job,) = records.leftovers(work)
-    assert (job["job_id"], job["cluster"], job["alive"]) == ("7_0", "dead1", False)
-    assert "--me" in log.read_text().split()  # only the user's own jobs

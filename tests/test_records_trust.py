@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from waiting import wait_for
 
 from scalable import SlurmCluster, records
 from scalable.runner import run
+from waiting import wait_for
 
 pytest_plugins = ["other_user"]
 

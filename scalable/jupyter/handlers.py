@@ -227,16 +227,16 @@ class ScaleHandler(ScalableHandler):
         try:
             check_tag(tag)
         except (ContainerError, TypeError, ValueError) as e:
-            raise tornado.web.HTTPError(400, str(e))
+            raise tornado.web.HTTPError(400, str(e)) from None
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_WORKERS:
             raise tornado.web.HTTPError(400, f"n must be a whole number of workers from 0 to {MAX_WORKERS}, not {n!r}.")
         try:
             # starting workers may take a while (local processes wait until they run)
             reply = await call_scheduler(entry, "scalable_scale", self.config_obj.scale_timeout, tag=tag, n=n)
         except OSError as e:
-            raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}")
+            raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}") from None
         except Exception as e:  # noqa: BLE001 -- the cluster refused (e.g. an unknown tag): its sentence, as is
-            raise tornado.web.HTTPError(400, str(e))
+            raise tornado.web.HTTPError(400, str(e)) from None
         if isinstance(reply, dict) and reply.get("status") == "error":
             raise tornado.web.HTTPError(400, str(reply.get("message") or "The cluster refused to scale."))
         self.settings["scalable_status_cache"].forget(entry["id"])  # show the new target at once
