@@ -29,10 +29,9 @@ import tempfile
 import time
 import warnings
 
-from slurm_counting import start_slurm, use_apptainer_standin, wait_no_jobs
-
 from scalable import LocalCluster, ScalableClient, SlurmCluster
 from scalable.security import InsecureClusterWarning
+from slurm_counting import start_slurm, use_apptainer_standin, wait_no_jobs
 
 TAG = "bench"
 

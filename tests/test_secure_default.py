@@ -22,11 +22,10 @@ import warnings
 import dask
 import pytest
 from distributed.security import Security
-from waiting import wait_for
 
-from scalable import LocalCluster, ScalableClient, SlurmCluster
-from scalable import security as sec
+from scalable import LocalCluster, ScalableClient, SlurmCluster, security as sec
 from scalable.security import InsecureClusterWarning
+from waiting import wait_for
 
 #: a word only the owner's tasks carry: no answer to the neighbour may contain it
 SECRET_WORD = "quietlemur"

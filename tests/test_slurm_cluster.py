@@ -5,11 +5,11 @@ import shlex
 import shutil
 
 import pytest
-from waiting import wait_for
 
 from scalable import ScalableClient, SlurmCluster
 from scalable.runner import run
 from scalable.versions import worker_python
+from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
