@@ -28,7 +28,8 @@ extensions = [
     "scalable_docs",  # configuration reference from scalable.yaml, CLI reference
 ]
 
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+# .rst first: autosummary writes its generated pages in the first suffix
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "_ext", "_templates"]
 
@@ -57,7 +58,7 @@ nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json
 autosummary_generate = True
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": True}
+autodoc_default_options = {"members": True, "show-inheritance": True}
 numpydoc_show_class_members = False  # members are listed by autodoc, once
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False

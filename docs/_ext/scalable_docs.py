@@ -176,6 +176,7 @@ class HelpDirective(Directive):
     as the command prints them (``scalable.cli:build_parser`` when no argument is given)."""
 
     optional_arguments = 1
+    option_spec = {"title": str}  # the first section's title, when the program's name is taken
     has_content = False
 
     def run(self):
@@ -190,8 +191,8 @@ class HelpDirective(Directive):
             else:
                 os.environ["COLUMNS"] = old
         lines: list[str] = []
-        for title, text in sections:
-            heading = f"``{title}``"
+        for i, (title, text) in enumerate(sections):
+            heading = self.options["title"] if i == 0 and "title" in self.options else f"``{title}``"
             lines += [heading, "-" * len(heading), "", ".. code-block:: text", ""]
             lines += [f"   {ln}" if ln.strip() else "" for ln in text.splitlines()]
             lines.append("")
@@ -201,7 +202,21 @@ class HelpDirective(Directive):
         return node.children
 
 
+def _defined_in_scalable(obj) -> bool:
+    target = getattr(obj, "fget", None) or getattr(obj, "__func__", None) or obj
+    return str(getattr(target, "__module__", "") or "").split(".")[0] == "scalable"
+
+
+def skip_foreign_members(app, what, name, obj, skip, options):
+    """API pages list what scalable defines (its own and the tagged mixin's members), not the
+    members a class inherits from distributed, dask-jobqueue or Python."""
+    if what == "class" and not _defined_in_scalable(obj):
+        return True
+    return None
+
+
 def setup(app):
+    app.connect("autodoc-skip-member", skip_foreign_members)
     app.add_directive("scalable-config", ConfigDirective)
     app.add_directive("scalable-help", HelpDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
