@@ -90,11 +90,28 @@ def cacheable(return_type=None, void=False, recompute=False, store=True, check_o
 
     Examples
     --------
-    >>> @cacheable(return_type=ValueType, year=ValueType)      # doctest: +SKIP
+    The second call with the same arguments is read from the cache (here a private temporary
+    one; by default ``<work_dir>/.scalable/cache``, shared by every worker):
+
+    >>> import dask, tempfile
+    >>> runs = []
+    >>> @cacheable(return_type=ValueType, year=ValueType)
     ... def population(year, scenario="ssp2"):
-    ...     return expensive(year, scenario)
-    >>> @cacheable                                              # doctest: +SKIP
-    ... def run(param): ...
+    ...     runs.append(year)
+    ...     return 7.8 + (year - 2020) * 0.05
+    >>> with dask.config.set({"scalable.cache.directory": tempfile.mkdtemp()}):
+    ...     first, again, other = population(2050), population(2050), population(2060)
+    >>> first == again, runs
+    (True, [2050, 2060])
+
+    Bare ``@cacheable`` guesses each argument's type:
+
+    >>> @cacheable
+    ... def double(x):
+    ...     return 2 * x
+    >>> with dask.config.set({"scalable.cache.directory": tempfile.mkdtemp()}):
+    ...     double(21)
+    42
     """
     if callable(return_type) and not isinstance(return_type, type):
         return cacheable()(return_type)  # bare @cacheable

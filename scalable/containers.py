@@ -26,7 +26,19 @@ MAX_MEMORY = 2**50
 
 
 class ContainerError(ValueError):
-    """A container spec that cannot work, with a sentence saying what to change."""
+    """A container spec that cannot work, with a sentence saying what to change.
+
+    Raised by ``add_container`` (and the checks behind it) before anything is submitted; it is
+    a :class:`ValueError`, so ``except ValueError`` catches it too.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_tag("gcam-v7")
+    ... except ContainerError as e:
+    ...     print(e)
+    tag 'gcam-v7' is not valid: use letters, digits and underscores, starting with a letter, at most 32 characters (e.g. tag='gcam_v7').
+    """
 
 
 def check_tag(tag) -> str:
@@ -159,6 +171,14 @@ class ContainerSpec:
     preload : str, optional
         Dask preload each worker runs (``--preload``): a module name, or a file's path as
         the container sees it.
+
+    Examples
+    --------
+    ``add_container`` makes one, checked, and returns it:
+
+    >>> spec = ContainerSpec("gcam", "/work/containers/gcam_container.sif", cpus=4, memory=8 * 2**30)
+    >>> spec.describe()["memory"], spec.cpus
+    ('8G', 4)
     """
 
     tag: str

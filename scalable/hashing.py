@@ -85,6 +85,19 @@ class GenericType:
     ----------
     value : Any
         The argument (or return value) to hash.
+
+    Examples
+    --------
+    A type of your own hashes what decides the result, e.g. a model run's configuration name
+    only, not the whole object:
+
+    >>> class RunName(GenericType):
+    ...     def digest(self):
+    ...         return ValueType(self.value["name"]).digest()
+    >>> RunName({"name": "ssp245", "log": 1}) == RunName({"name": "ssp245", "log": 2})
+    True
+    >>> len(GenericType([1, 2]).digest())
+    16
     """
 
     def __init__(self, value):
@@ -119,6 +132,22 @@ class FileType(GenericType):
 
     Moving the work directory, or seeing the file through another bind path, keeps the digest;
     editing or renaming the file changes it.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> a, b = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> for folder in (a, b):
+    ...     with open(os.path.join(folder, "gdp.csv"), "w") as f:
+    ...         _ = f.write("year,gdp 2020,1.0")
+    >>> FileType(os.path.join(a, "gdp.csv")) == FileType(os.path.join(b, "gdp.csv"))
+    True
+    >>> with open(os.path.join(b, "gdp.csv"), "a") as f:
+    ...     _ = f.write(" 2030,1.3")
+    >>> FileType(os.path.join(a, "gdp.csv")) == FileType(os.path.join(b, "gdp.csv"))
+    False
+    >>> FileType(os.path.join(a, "missing.csv")).exists()
+    False
     """
 
     def digest(self) -> bytes:
@@ -136,7 +165,19 @@ class FileType(GenericType):
 
 
 class DirType(GenericType):
-    """A path to a directory, hashed by its name and its whole tree (see :func:`dir_digest`)."""
+    """A path to a directory, hashed by its name and its whole tree (see :func:`dir_digest`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> data = os.path.join(tempfile.mkdtemp(), "inputs")
+    >>> os.mkdir(data)
+    >>> before = DirType(data).digest()
+    >>> with open(os.path.join(data, "a.txt"), "w") as f:
+    ...     _ = f.write("new file")
+    >>> DirType(data).digest() == before, DirType(data).exists()
+    (False, True)
+    """
 
     def digest(self) -> bytes:
         path = os.fspath(self.value)
@@ -156,6 +197,11 @@ class ValueType(GenericType):
     """A plain value (``str``, ``int``, ``float``, ``bool``, ``bytes``, ``None``), hashed with its type.
 
     Unlike the original, ``1``, ``1.0``, ``True`` and ``"1"`` are four different keys.
+
+    Examples
+    --------
+    >>> ValueType(2050) == ValueType(2050), ValueType(1) == ValueType(1.0)
+    (True, False)
     """
 
     def digest(self) -> bytes:
@@ -173,7 +219,15 @@ class ValueType(GenericType):
 
 class ObjectType(GenericType):
     """A container (``list``, ``tuple``, ``dict``, ``set``) hashed element by element, each element
-    by its own recognised type; any other object by its pickle."""
+    by its own recognised type; any other object by its pickle.
+
+    Examples
+    --------
+    >>> ObjectType({"a": 1, "b": [2, 3]}) == ObjectType({"b": [2, 3], "a": 1})
+    True
+    >>> ObjectType([1, 2]) == ObjectType((1, 2))
+    False
+    """
 
     def digest(self) -> bytes:
         v = self.value
@@ -199,6 +253,12 @@ class UtilityType(GenericType):
 
     As in the original, this type is part of the key; it exists so that arrays and frames are
     hashed by their data rather than as generic objects.
+
+    Examples
+    --------
+    >>> import array
+    >>> UtilityType(array.array("d", [1.0, 2.0])) == UtilityType(array.array("d", [1.0, 2.0]))
+    True
     """
 
     def digest(self) -> bytes:
