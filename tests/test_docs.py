@@ -127,3 +127,13 @@ def test_tutorials_are_executed_or_recorded():
         else:
             assert not any(c.get("outputs") for c in cells), f"{nb.name}: clear its outputs"
     assert 'nb_execution_mode = "force"' in conf
+
+
+def test_the_docs_extension_examples_run():
+    pytest.importorskip("docutils")
+    import doctest
+
+    import scalable_docs
+
+    result = doctest.testmod(scalable_docs)
+    assert result.attempted >= 2 and not result.failed
