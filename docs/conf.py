@@ -51,8 +51,10 @@ nb_output_stderr = "remove"
 # Live widgets (the cluster panel) need a running kernel: the static page shows their text
 # form, and loads no widget scripts from the network.
 nb_ipywidgets_js = {}
-nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None),
-                              ("html", "application/vnd.jupyter.widget-state+json", None)]
+nb_mime_priority_overrides = [
+    ("html", "application/vnd.jupyter.widget-view+json", None),
+    ("html", "application/vnd.jupyter.widget-state+json", None),
+]
 
 # -- API reference ---------------------------------------------------------------------------
 autosummary_generate = True

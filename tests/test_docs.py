@@ -25,8 +25,10 @@ def _render(node, src):
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant)
-                       else f"<{ast.get_source_segment(src, v.value)}>" for v in node.values)
+        return "".join(
+            v.value if isinstance(v, ast.Constant) else f"<{ast.get_source_segment(src, v.value)}>"
+            for v in node.values
+        )
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _render(node.left, src), _render(node.right, src)
         return None if left is None or right is None else left + right
@@ -76,6 +78,7 @@ def test_every_public_name_has_an_api_entry():
 
     page = (DOCS / "api" / "index.md").read_text()
     names = set(scalable.__all__) | set(scalable._LAZY)
+
     def listed(name):
         return re.search(rf"(^|\s|scalable\.){re.escape(name)}(\s|\(|$)", page, re.MULTILINE)
 
@@ -94,8 +97,9 @@ def test_every_configuration_key_has_a_meaning():
     leaves = [e for e in entries if e["default"] != ""]
     silent = [e["key"] for e in leaves if not e["comment"]]
     assert not silent, f"comment these keys in scalable/scalable.yaml: {silent}"
-    table = "\n".join(scalable_docs.config_table_lines(
-        (ROOT / "scalable" / "scalable.yaml").read_text()))
+    table = "\n".join(
+        scalable_docs.config_table_lines((ROOT / "scalable" / "scalable.yaml").read_text())
+    )
     for e in leaves:
         assert f"``{e['key']}``" in table
 
@@ -105,11 +109,17 @@ def test_every_subcommand_has_help_in_the_reference():
     import scalable_docs
 
     titles = [t for t, _ in scalable_docs.help_sections("scalable.cli:build_parser")]
-    for command in ("scalable demo", "scalable bootstrap", "scalable kernel install",
-                    "scalable relay run", "scalable cache clear"):
+    for command in (
+        "scalable demo",
+        "scalable bootstrap",
+        "scalable kernel install",
+        "scalable relay run",
+        "scalable cache clear",
+    ):
         assert command in titles
-    magic = [t for t, _ in scalable_docs.help_sections(
-        "scalable.jupyter.magic_parser:build_parser")]
+    magic = [
+        t for t, _ in scalable_docs.help_sections("scalable.jupyter.magic_parser:build_parser")
+    ]
     assert "%scalable scale" in magic and "%scalable panel" in magic
 
 

@@ -27,7 +27,7 @@ def _split_comment(rest: str) -> tuple[str, str]:
         if ch in "\"'":
             quote = None if quote == ch else (quote or ch)
         elif ch == "#" and quote is None:
-            return rest[:i].strip(), rest[i + 1:].strip()
+            return rest[:i].strip(), rest[i + 1 :].strip()
     return rest.strip(), ""
 
 
@@ -78,8 +78,12 @@ def config_entries(text: str) -> list[dict]:
             stack.pop()
         key = ".".join([*(k for _, k in stack), m["key"]])
         default, comment = _split_comment(m["rest"])
-        entry = {"key": key, "default": default, "indent": indent,
-                 "comment": comment or " ".join(above).strip()}
+        entry = {
+            "key": key,
+            "default": default,
+            "indent": indent,
+            "comment": comment or " ".join(above).strip(),
+        }
         entries.append(entry)
         stack.append((indent, m["key"]))
         # only an inline comment continues on the comment-only lines below it
@@ -108,16 +112,26 @@ def config_table_lines(text: str) -> list[str]:
         out += [title, "-" * len(title), ""]
         if head and head["comment"]:
             out += [head["comment"], ""]
-        out += [".. list-table::", "   :header-rows: 1", "   :widths: 30 20 50", "",
-                "   * - key", "     - default", "     - meaning"]
+        out += [
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :widths: 30 20 50",
+            "",
+            "   * - key",
+            "     - default",
+            "     - meaning",
+        ]
         for e in items:
             if e is head:
                 continue
             default = f"``{e['default']}``" if e["default"] else "(see below)"
             env = "DASK_" + e["key"].upper().replace(".", "__").replace("-", "_")
             comment = e["comment"] or ""
-            out += [f"   * - ``{e['key']}``", f"     - {default}",
-                    f"     - {_rst_text(comment)} (environment: ``{env}``)"]
+            out += [
+                f"   * - ``{e['key']}``",
+                f"     - {default}",
+                f"     - {_rst_text(comment)} (environment: ``{env}``)",
+            ]
         out.append("")
     return out
 
@@ -140,8 +154,9 @@ class ConfigDirective(Directive):
             lines = config_table_lines(f.read())
         node = nodes.section()
         node.document = self.state.document
-        self.state.nested_parse(StringList(lines, source=path), self.content_offset, node,
-                                match_titles=True)
+        self.state.nested_parse(
+            StringList(lines, source=path), self.content_offset, node, match_titles=True
+        )
         return node.children
 
 
@@ -192,7 +207,9 @@ class HelpDirective(Directive):
                 os.environ["COLUMNS"] = old
         lines: list[str] = []
         for i, (title, text) in enumerate(sections):
-            heading = self.options["title"] if i == 0 and "title" in self.options else f"``{title}``"
+            heading = (
+                self.options["title"] if i == 0 and "title" in self.options else f"``{title}``"
+            )
             lines += [heading, "-" * len(heading), "", ".. code-block:: text", ""]
             lines += [f"   {ln}" if ln.strip() else "" for ln in text.splitlines()]
             lines.append("")
