@@ -9,6 +9,7 @@ credentials reach the scheduler, and only holders of its secret prefix read its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ class ExposedCluster:
     def _install_handlers(self):
         self.scheduler.handlers["scalable_status"] = self._handle_status
         self.scheduler.handlers["scalable_scale"] = self._handle_scale
+        self.scheduler.handlers["scalable_close"] = self._handle_close
 
     async def _handle_status(self):
         return {
@@ -69,7 +71,24 @@ class ExposedCluster:
             await self._remove(tag, have - n)
         return {"status": "OK", "target": self._target(tag)}
 
+    async def _handle_close(self):
+        # reply first: closing stops the scheduler that carries this very reply
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._close_from_outside()))
+        return {"status": "OK"}
+
+    async def _close_from_outside(self):
+        try:
+            await self._close()
+        except Exception as e:  # nobody waits for this: say it in the kernel's log
+            logger.warning("closing %s from the sidebar failed: %s", self._name, e)
+
     # -- notebook display: the panel lives in scalable.jupyter.widget ------------------------
+    def _show_closed(self):
+        """Tell a displayed panel that the cluster is gone (closed here or from the sidebar)."""
+        panel = vars(self).get("_scalable_panel")
+        if panel is not None:
+            panel.closed()
+
     def _widget(self):
         from .jupyter.widget import cluster_widget
 

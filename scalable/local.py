@@ -134,7 +134,7 @@ class LocalCluster(TaggedCluster, SpecCluster):
         }
         try:
             super().__init__(scheduler=scheduler, silence_logs=silence_logs, security=tls,
-                             name=name or f"scalable-local-{self.cluster_id}", **kwargs)
+                             name=name or self._default_name(), **kwargs)
         except BaseException:
             self._close_security()
             raise

@@ -180,6 +180,7 @@ use_run_scripts, comm_port, config_overwrite
             "machine or its network",
             parent=lambda: security.tls_parent(self.work_dir),
         )
+        kwargs["name"] = kwargs.get("name") or self._default_name()
         options = {"dashboard_address": config.get("slurm.dashboard-address"),
                    "dashboard_prefix": self.dashboard_prefix}
         options.update(scheduler_options or {})

@@ -109,6 +109,10 @@ class TaggedCluster(ExposedCluster):
         self._watcher = Watcher(self)
         self._add_predefined_containers()
 
+    def _default_name(self) -> str:
+        """A short name for the sidebar and panel: the kind and the cluster id's start."""
+        return f"{self.kind}-{self.cluster_id[:4]}"
+
     def _add_predefined_containers(self):
         """Containers listed under ``scalable.containers`` whose image exists are added."""
         for tag in config.get("containers", default={}) or {}:
@@ -449,6 +453,7 @@ class TaggedCluster(ExposedCluster):
     async def _before_close(self):
         await self._watcher.stop()
         self._registry_remove()
+        self._show_closed()
 
     # -- hooks for recovery (overridden per backend) -----------------------------------------
     def _update_worker_status(self, op, msg):

@@ -89,16 +89,31 @@ class LabServer:
 
     def env(self) -> dict:
         private = self.root / ".jupyter-private"
+        # the labextension built in this tree (scalable/labextension) comes first on the data
+        # path, ahead of the one installed in the environment, so tests see this tree's build
+        inherited = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
+        paths = [str(private / "data"), *filter(None, inherited)]
         return {**os.environ,
                 "JUPYTER_CONFIG_DIR": str(private / "config"),
                 "JUPYTER_RUNTIME_DIR": str(private / "runtime"),
+                "JUPYTER_PATH": os.pathsep.join(paths),
                 "IPYTHONDIR": str(private / "ipython"),
                 "JUPYTER_PLATFORM_DIRS": "1"}
+
+    def _link_labextension(self):
+        built = ROOT / "scalable" / "labextension"
+        if not (built / "package.json").exists():
+            return  # not built here: JupyterLab uses the installed one
+        link = self.root / ".jupyter-private" / "data" / "labextensions" / "scalable"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(built.resolve(), target_is_directory=True)
 
     def start(self, timeout=90) -> LabServer:
         # news_url=None alone still leaves the "get notified about Jupyter news?" toast
         labconfig = Path(self.env()["JUPYTER_CONFIG_DIR"]) / "labconfig"
         labconfig.mkdir(parents=True, exist_ok=True)
+        self._link_labextension()
         (labconfig / "page_config.json").write_text(json.dumps(
             {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
         argv = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",

@@ -39,7 +39,7 @@ TASKS_DRAWN = """([prefix, n]) => {
 # The running count of one tag of one cluster, as the sidebar shows it.
 RUNNING_IS = """([id, tag, n]) => {
     const row = document.querySelector(
-        `.jp-ScalableCluster[data-cluster-id="${id}"] tr[data-tag="${tag}"]`);
+        `.jp-ScalableCluster[data-cluster-id="${id}"] .jp-ScalableTag[data-tag="${tag}"]`);
     return row !== null && row.querySelector('.jp-ScalableTag-running').textContent === String(n);
 }"""
 
@@ -184,19 +184,19 @@ def check_sidebar(page, lab, kernel_cluster, errors):
     # + twice on alpha, quicker than a worker starts: the target shows 2 at once, the clicks
     # go out as one scale request (one submission), then two workers connect (sidebar and
     # scheduler agree)
-    alpha = card.locator('tr.jp-ScalableTag[data-tag="alpha"]')
+    alpha = card.locator('.jp-ScalableTag[data-tag="alpha"]')
     assert alpha.locator(".jp-ScalableTag-add").is_visible()
     scale_posts = []
     page.on("request", lambda r: r.method == "POST" and r.url.split("?")[0].endswith("/scale")
             and scale_posts.append(r.post_data_json))
-    plus = f'.jp-ScalableCluster[data-cluster-id="{cluster_id}"] tr[data-tag="alpha"] .jp-ScalableTag-add'
+    plus = f'.jp-ScalableCluster[data-cluster-id="{cluster_id}"] .jp-ScalableTag[data-tag="alpha"] .jp-ScalableTag-add'
     # each click redraws the row, so the second click finds the new button
     page.evaluate("sel => { document.querySelector(sel).click(); document.querySelector(sel).click(); }",
                   plus)
-    assert alpha.locator(".jp-ScalableTag-target").inner_text() == "2"
+    assert alpha.locator(".jp-ScalableTag-target").input_value() == "2"
     page.wait_for_function(RUNNING_IS, arg=[cluster_id, "alpha", 2], timeout=90_000)
     assert scale_posts == [{"tag": "alpha", "n": 2}], scale_posts
-    assert alpha.locator(".jp-ScalableTag-target").inner_text() == "2"
+    assert alpha.locator(".jp-ScalableTag-target").input_value() == "2"
     assert [w["resources"] for w in scheduler_workers(address, tls)] == [{"alpha": 1}] * 2
     page.screenshot(path=str(ARTIFACTS / "scalable-sidebar-scaled.png"))
 
@@ -254,7 +254,7 @@ def test_scalable_notebook_from_the_launcher(tmp_path, monkeypatch, apptainer, m
                 card.wait_for(timeout=30_000)
                 kernel = card.locator(".jp-ScalableCluster-kernel .jp-ScalableCluster-value")
                 assert kernel.inner_text() == "Untitled.ipynb"
-                card.locator('tr[data-tag="gcam"] .jp-ScalableTag-add').click()
+                card.locator('.jp-ScalableTag[data-tag="gcam"] .jp-ScalableTag-add').click()
                 page.wait_for_function(RUNNING_IS, arg=[entry["id"], "gcam", 1], timeout=60_000)
                 workers = scheduler_workers(entry["scheduler_address"], entry["tls"])
                 assert [w["resources"] for w in workers] == [{"gcam": 1}]

@@ -1,16 +1,18 @@
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ILauncher } from '@jupyterlab/launcher';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-import { DashboardTab, plotURL } from './dashboard';
+import { confirmAndClose } from './closeCluster';
+import { interceptDashboardLinks } from './dashboardLinks';
+import { DashboardTabs } from './dashboardTabs';
 import { addLauncherItem } from './launcher';
-import { DEFAULT_PLOTS, IPlot, plotsById } from './plots';
+import { newCluster } from './newClusterForm';
+import { NotebookInserter } from './notebookInsert';
+import { DEFAULT_PLOTS, plotsById } from './plots';
 import { ScalableSidebar } from './sidebar';
-import { ICluster } from './types';
 
 const PLUGIN_ID = 'scalable:plugin';
-
-export const OPEN_PLOT = 'scalable:open-plot';
 
 /**
  * The Scalable sidebar, dashboard tabs and launcher item.
@@ -19,32 +21,33 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Scalable sidebar: tagged Dask clusters of every kernel and their dashboards.',
   autoStart: true,
+  requires: [INotebookTracker],
   optional: [ILauncher, ILayoutRestorer, ISettingRegistry],
   activate: async (
     app: JupyterFrontEnd,
+    notebooks: INotebookTracker,
     launcher: ILauncher | null,
     restorer: ILayoutRestorer | null,
     settingRegistry: ISettingRegistry | null
   ) => {
     let kernelName = 'scalable';
-
-    const openPlot = (cluster: ICluster, plot: IPlot): void => {
-      const id = DashboardTab.idFor(cluster, plot);
-      for (const widget of app.shell.widgets('main')) {
-        if (widget.id === id) {
-          app.shell.activateById(id);
-          return;
-        }
-      }
-      const url = plotURL(cluster, plot);
-      if (url === null) {
-        return;
-      }
-      app.shell.add(new DashboardTab(cluster, plot, url), 'main');
-    };
+    const tabs = new DashboardTabs(app, restorer);
+    const inserter = new NotebookInserter(notebooks);
 
     const sidebar = new ScalableSidebar({
-      openPlot,
+      openPlot: (cluster, plot) => tabs.open(cluster, plot),
+      close: async cluster => {
+        const closed = await confirmAndClose(cluster);
+        if (closed) {
+          tabs.closed(cluster.id);
+        }
+        return closed;
+      },
+      insert: (cluster, what) => void inserter.insert(cluster, what),
+      drag: (cluster, x, y) => inserter.watchDrag(cluster, x, y),
+      newCluster: () => void newCluster(notebooks),
+      listed: clusters => tabs.retain(clusters),
+      keepWatching: () => tabs.count > 0,
       plots: plotsById(DEFAULT_PLOTS),
       refreshInterval: 5000
     });
@@ -52,6 +55,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (restorer) {
       restorer.add(sidebar, sidebar.id);
     }
+
+    interceptDashboardLinks((port, plot) => {
+      const cluster = sidebar.clusters.find(c => c.dashboard_port === port);
+      if (cluster) {
+        tabs.open(cluster, plot);
+      } else {
+        // not listed yet (or another user's): refresh, then open it if it is ours
+        void sidebar.refresh().then(() => {
+          const found = sidebar.clusters.find(c => c.dashboard_port === port);
+          if (found) {
+            tabs.open(found, plot);
+          }
+        });
+      }
+    });
 
     if (launcher) {
       addLauncherItem(app, launcher, () => kernelName);

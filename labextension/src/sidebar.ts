@@ -13,6 +13,15 @@ const SCALE_COALESCE_MS = 300;
 
 export interface ISidebarOptions {
   openPlot: (cluster: ICluster, plot: IPlot) => void;
+  /** Close a cluster (after asking); resolves true once it is closed. */
+  close: (cluster: ICluster) => Promise<boolean>;
+  insert: (cluster: ICluster, what: 'cluster' | 'client') => void;
+  drag: (cluster: ICluster, x: number, y: number) => void;
+  newCluster: () => void;
+  /** Called with the live clusters after each refresh (dashboard tabs of others close). */
+  listed: (clusters: ICluster[]) => void;
+  /** Whether to keep refreshing while hidden (e.g. dashboard tabs are open). */
+  keepWatching: () => boolean;
   plots: IPlot[];
   refreshInterval: number;
 }
@@ -28,22 +37,37 @@ export class ScalableSidebar extends Widget {
     this.addClass('jp-ScalableSidebar');
     this.title.icon = scalableIcon;
     this.title.caption = 'Scalable clusters';
-    this._openPlot = options.openPlot;
+    this._options = options;
     this._plots = options.plots;
     this._interval = options.refreshInterval;
 
     const header = document.createElement('div');
     header.className = 'jp-ScalableSidebar-header';
     const title = document.createElement('h2');
-    title.textContent = 'Scalable clusters';
+    title.textContent = 'Scalable';
+    title.title = 'Scalable clusters of every kernel';
     const refresh = document.createElement('button');
     refresh.className = 'jp-Button jp-mod-minimal jp-ScalableSidebar-refresh';
     refresh.textContent = '⟳';
     refresh.title = 'Refresh the list of clusters';
     refresh.addEventListener('click', () => void this.refresh());
-    header.append(title, refresh);
+    const create = document.createElement('button');
+    create.className = 'jp-Button jp-mod-minimal jp-ScalableSidebar-new';
+    create.textContent = '+ New';
+    create.title = 'New cluster: run a %scalable cluster line in the active notebook';
+    create.addEventListener('click', () => options.newCluster());
+    const tools = document.createElement('div');
+    tools.className = 'jp-ScalableSidebar-tools';
+    tools.append(create, refresh);
+    header.append(title, tools);
     this._list = document.createElement('div');
     this._list.className = 'jp-ScalableSidebar-list';
+    // a refresh must not wipe a target being typed: redraw once the input loses focus
+    this._list.addEventListener('focusout', () => {
+      if (this._deferred) {
+        window.setTimeout(() => this._render(), 0);
+      }
+    });
     this.node.append(header, this._list);
   }
 
@@ -69,6 +93,7 @@ export class ScalableSidebar extends Widget {
       const reply = await requestAPI<IClusterList>('clusters');
       this._clusters = reply.clusters;
       this._error = null;
+      this._options.listed(this._clusters);
     } catch (error) {
       this._error = `Cannot list clusters: ${(error as Error).message}`;
     }
@@ -122,6 +147,15 @@ export class ScalableSidebar extends Widget {
     }
   }
 
+  /** Close a cluster (after asking), then drop it from the list at once. */
+  async closeCluster(cluster: ICluster): Promise<void> {
+    if (await this._options.close(cluster)) {
+      this._clusters = this._clusters.filter(c => c.id !== cluster.id);
+      this._render();
+      this._options.listed(this._clusters);
+    }
+  }
+
   dispose(): void {
     this._sendTimers.forEach(timer => window.clearTimeout(timer));
     this._sendTimers.clear();
@@ -154,8 +188,9 @@ export class ScalableSidebar extends Widget {
     }
     this._timer = window.setTimeout(async () => {
       this._timer = null;
-      // A hidden panel costs the schedulers nothing: refresh again once it is shown.
-      if (this.isVisible) {
+      // A hidden panel costs the schedulers nothing (refresh again once it is shown),
+      // unless open dashboard tabs need to learn that their cluster closed.
+      if (this.isVisible || this._options.keepWatching()) {
         await this.refresh();
         this._schedule();
       }
@@ -164,6 +199,12 @@ export class ScalableSidebar extends Widget {
 
   private _render(): void {
     const list = this._list;
+    const active = document.activeElement;
+    if (active instanceof HTMLInputElement && list.contains(active)) {
+      this._deferred = true;
+      return;
+    }
+    this._deferred = false;
     list.replaceChildren();
     if (this._error) {
       const err = document.createElement('div');
@@ -175,14 +216,17 @@ export class ScalableSidebar extends Widget {
       const empty = document.createElement('div');
       empty.className = 'jp-ScalableSidebar-empty';
       empty.textContent =
-        'No cluster is running. Create one in a notebook, e.g. cluster = LocalCluster() or SlurmCluster(...).';
+        'No cluster is running. Press "+ New", or create one in a notebook: cluster = LocalCluster() or SlurmCluster(...).';
       list.appendChild(empty);
     }
     for (const cluster of this._clusters) {
       list.appendChild(
         clusterCard(this._withPending(cluster), this._plots, {
           scale: (c, tag, n) => this.scale(c, tag, n),
-          openPlot: this._openPlot
+          openPlot: this._options.openPlot,
+          close: c => void this.closeCluster(c),
+          insert: this._options.insert,
+          drag: this._options.drag
         })
       );
     }
@@ -208,7 +252,8 @@ export class ScalableSidebar extends Widget {
   private _error: string | null = null;
   private _interval: number;
   private _list: HTMLElement;
-  private _openPlot: (cluster: ICluster, plot: IPlot) => void;
+  private _options: ISidebarOptions;
+  private _deferred = false;
   private _plots: IPlot[];
   private _timer: number | null = null;
 }

@@ -1,14 +1,17 @@
 import { ITagStatus } from './types';
 
-/** What a tag row asks of its owner when a − or + button is pressed. */
+/** What a tag row asks of its owner when − / + is pressed or a target is typed. */
 export type ScaleCallback = (tag: string, n: number) => void;
 
+/** Upper bound of a typed target, as the server's (handlers.MAX_WORKERS). */
+export const MAX_WORKERS = 10000;
+
 function cell(text: string, className: string, title: string): HTMLElement {
-  const td = document.createElement('td');
-  td.className = className;
-  td.textContent = text;
-  td.title = title;
-  return td;
+  const div = document.createElement('div');
+  div.className = className;
+  div.textContent = text;
+  div.title = title;
+  return div;
 }
 
 function describe(status: ITagStatus): string {
@@ -18,14 +21,14 @@ function describe(status: ITagStatus): string {
   ].filter(Boolean);
   const where = status.image ? `image ${status.image}` : 'no image (local processes)';
   const waiting = status.waiting_tasks ? `, ${status.waiting_tasks} tasks waiting` : '';
-  return `container tag ${status.tag}: ${where}${size.length ? `, ${size.join(', ')} per worker` : ''}${waiting}`;
+  return `${status.tag}: ${where}${size.length ? `, ${size.join(', ')} per worker` : ''}${waiting}`;
 }
 
 function count(value: number | null): string {
   return value === null || value === undefined ? '–' : String(value);
 }
 
-function button(label: string, className: string, title: string, onClick: () => void): HTMLElement {
+function button(label: string, className: string, title: string, onClick: () => void): HTMLButtonElement {
   const b = document.createElement('button');
   b.className = `jp-Button jp-mod-minimal ${className}`;
   b.textContent = label;
@@ -38,56 +41,99 @@ function button(label: string, className: string, title: string, onClick: () => 
   return b;
 }
 
+/** A typed target: a whole number from 0 to MAX_WORKERS, else null. */
+export function parseTarget(text: string): number | null {
+  const trimmed = text.trim();
+  if (!/^\d{1,6}$/.test(trimmed)) {
+    return null;
+  }
+  const n = Number(trimmed);
+  return n <= MAX_WORKERS ? n : null;
+}
+
+function targetInput(status: ITagStatus, enabled: boolean, onScale: ScaleCallback): HTMLInputElement {
+  const target = status.target ?? 0;
+  const input = document.createElement('input');
+  input.className = 'jp-ScalableTag-target';
+  input.type = 'text';
+  input.inputMode = 'numeric';
+  input.value = count(status.target);
+  input.title = `Target number of ${status.tag} workers: type a number and press Enter`;
+  input.setAttribute('aria-label', `target number of ${status.tag} workers`);
+  input.disabled = !enabled;
+  const apply = (): void => {
+    const n = parseTarget(input.value);
+    if (n === null) {
+      input.classList.add('jp-mod-invalid');
+      input.title = `Type a whole number of workers from 0 to ${MAX_WORKERS}`;
+      return;
+    }
+    input.classList.remove('jp-mod-invalid');
+    if (n !== target) {
+      onScale(status.tag, n);
+    }
+  };
+  input.addEventListener('keydown', event => {
+    if (event.key === 'Enter') {
+      event.preventDefault();
+      apply();
+      if (!input.classList.contains('jp-mod-invalid')) {
+        input.blur(); // the sidebar redraws the row once the input lets go
+      }
+    } else if (event.key === 'Escape') {
+      input.value = count(status.target);
+      input.blur();
+    }
+  });
+  input.addEventListener('change', apply);
+  return input;
+}
+
 /**
- * One table row per container tag: target, pending and running workers, and − / + buttons
- * that set the tag's target one lower or higher.
+ * One grid row per container tag: name, pending and running counts, then a fixed column
+ * with − target +. The last cell is left for the tag's adapt control.
  */
-export function tagRow(
-  status: ITagStatus,
-  enabled: boolean,
-  onScale: ScaleCallback
-): HTMLTableRowElement {
-  const tr = document.createElement('tr');
-  tr.className = 'jp-ScalableTag';
-  tr.dataset.tag = status.tag;
-  tr.appendChild(cell(status.tag, 'jp-ScalableTag-name', describe(status)));
-  tr.appendChild(cell(count(status.target), 'jp-ScalableTag-target', 'target number of workers'));
-  tr.appendChild(
-    cell(count(status.pending), 'jp-ScalableTag-pending', 'workers requested, not yet connected')
-  );
-  tr.appendChild(
-    cell(count(status.running), 'jp-ScalableTag-running', 'workers connected to the scheduler')
-  );
-  const controls = document.createElement('td');
+export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallback): HTMLElement {
+  const row = document.createElement('div');
+  row.className = 'jp-ScalableTag';
+  row.dataset.tag = status.tag;
+  row.setAttribute('role', 'row');
+  row.appendChild(cell(status.tag, 'jp-ScalableTag-name', describe(status)));
+  row.appendChild(cell(count(status.pending), 'jp-ScalableTag-pending', 'workers requested, not yet connected'));
+  row.appendChild(cell(count(status.running), 'jp-ScalableTag-running', 'workers connected to the scheduler'));
+  const controls = document.createElement('div');
   controls.className = 'jp-ScalableTag-controls';
   const target = status.target ?? 0;
   const minus = button('−', 'jp-ScalableTag-remove', `Remove one ${status.tag} worker`, () =>
     onScale(status.tag, Math.max(0, target - 1))
   );
-  const plus = button('+', 'jp-ScalableTag-add', `Add one ${status.tag} worker`, () =>
-    onScale(status.tag, target + 1)
-  );
-  (minus as HTMLButtonElement).disabled = !enabled || target <= 0;
-  (plus as HTMLButtonElement).disabled = !enabled;
-  controls.append(minus, plus);
-  tr.appendChild(controls);
-  return tr;
+  const plus = button('+', 'jp-ScalableTag-add', `Add one ${status.tag} worker`, () => onScale(status.tag, target + 1));
+  minus.disabled = !enabled || target <= 0;
+  plus.disabled = !enabled;
+  controls.append(minus, targetInput(status, enabled, onScale), plus);
+  row.appendChild(controls);
+  // the per-tag adapt control (min / max) goes here
+  const adapt = document.createElement('div');
+  adapt.className = 'jp-ScalableTag-adapt';
+  row.appendChild(adapt);
+  return row;
 }
 
 /** The header row matching {@link tagRow}. */
-export function tagHeader(): HTMLTableRowElement {
-  const tr = document.createElement('tr');
+export function tagHeader(): HTMLElement {
+  const row = document.createElement('div');
+  row.className = 'jp-ScalableTag jp-ScalableTag-header';
   for (const [label, title] of [
     ['tag', 'container tag'],
-    ['target', 'target number of workers'],
-    ['pending', 'requested, not yet connected'],
-    ['running', 'connected to the scheduler'],
+    ['pend', 'workers requested, not yet connected'],
+    ['run', 'workers connected to the scheduler'],
+    ['workers', 'target number of workers: − / + or type a number'],
     ['', '']
   ]) {
-    const th = document.createElement('th');
-    th.textContent = label;
-    th.title = title;
-    tr.appendChild(th);
+    const div = document.createElement('div');
+    div.textContent = label;
+    div.title = title;
+    row.appendChild(div);
   }
-  return tr;
+  return row;
 }

@@ -34,6 +34,8 @@ export interface ICluster {
   walltime: string | null;
   created: number | null;
   reachable: boolean;
+  /** Whether its scheduler speaks TLS (older servers leave it out: see the address scheme). */
+  tls?: boolean | null;
   /** Why the scheduler did not answer. */
   error: string | null;
   /** The cluster's own last failure, e.g. a job submission Slurm refused. */
@@ -50,4 +52,10 @@ export interface IClusterList {
 export interface IScaleRequest {
   tag: string;
   n: number;
+}
+
+/** POST scalable/clusters/{id}/close */
+export interface ICloseReply {
+  id: string;
+  closed: boolean;
 }

@@ -36,6 +36,7 @@ from ..containers import ContainerError
 from ..runner import CommandError
 from . import links, remote
 from .magic_parser import HelpShown, build_cell_parser, build_parser, parse, split_pairs
+from .magic_words import as_magic, unknown_tag
 from .tables import Link, Table
 
 #: Exceptions that are the user's to fix: shown as their message alone.
@@ -53,8 +54,8 @@ def user_errors():
         yield
     except UsageError:
         raise
-    except USER_ERRORS as e:
-        raise UsageError(str(e) or type(e).__name__) from None
+    except USER_ERRORS as e:  # worded for magics: options to type, not keyword arguments
+        raise UsageError(as_magic(str(e)) or type(e).__name__) from None
     except RuntimeError as e:  # Slurm refused a submission (SubmitError): Slurm's own words
         if type(e).__name__ != "SubmitError":
             raise
@@ -128,6 +129,16 @@ class ScalableMagics(Magics):
         if cluster is None:
             raise UsageError(NO_CLUSTER)
         return cluster
+
+    @staticmethod
+    def _need_tag(cluster, tag, command):
+        """``tag`` if the cluster has it; else a sentence with "did you mean"."""
+        if tag in cluster.containers:
+            return tag
+        from ..containers import check_tag
+
+        check_tag(tag)  # an invalid name: its own sentence
+        raise UsageError(unknown_tag(tag, cluster.containers, f"%scalable {command}"))
 
     def _need_client(self, cluster):
         if _alive(self.client) and self.client.cluster is cluster:
@@ -232,6 +243,7 @@ class ScalableMagics(Magics):
     # -- workers --------------------------------------------------------------------------
     def _scale(self, args):
         cluster = self._need_cluster()
+        self._need_tag(cluster, args.tag, args.command)
         if args.command == "scale":
             cluster.scale_tag(args.tag, args.n)
         elif args.command == "add":
@@ -264,7 +276,7 @@ class ScalableMagics(Magics):
     def _status(self, args):
         cluster = self._need_cluster()
         if args.tag is not None:
-            cluster._check_tag(args.tag)
+            self._need_tag(cluster, args.tag, "status")
         # "starting": jobs Slurm runs whose worker has not connected yet
         rows = [{"tag": tag, **s, "starting": max(0, s["target"] - s["pending"] - s["running"])}
                 for tag, s in cluster.tag_status().items() if args.tag in (None, tag)]
@@ -296,6 +308,7 @@ class ScalableMagics(Magics):
 
     def _logs(self, args):
         cluster = self._need_cluster()
+        self._need_tag(cluster, args.tag, "logs")
         logs = cluster.logs(args.tag, lines=args.lines)
         if not logs:
             where = ("local workers log to this kernel's output" if cluster.kind == "local"
@@ -314,7 +327,12 @@ class ScalableMagics(Magics):
         args = parse(line, self._cell_parser)
         cluster = self._need_cluster()
         with user_errors():
-            tag = cluster._check_tag(args.tag)
+            tag = args.tag
+            if tag not in cluster.containers:
+                from ..containers import check_tag
+
+                check_tag(tag)
+                raise UsageError(unknown_tag(tag, cluster.containers, "%%scalable"))
         if not cluster.targets.get(tag):
             raise UsageError(f"tag {tag!r} has no workers to run the cell: type "
                              f"`%scalable add {tag} 1` first.")

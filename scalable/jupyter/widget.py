@@ -56,9 +56,14 @@ def _counts(s: dict) -> str:
             f"<b>{s.get('busy', 0)}</b> · waiting tasks <b>{s.get('waiting_tasks', 0)}</b></span>")
 
 
-def _header(cluster) -> str:
+def _header(cluster, closed=False) -> str:
+    if closed:
+        return (f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · "
+                f"<b class='scalable-closed-label'>closed</b>")
     link = links.proxied_link(cluster.dashboard_port,
                               dashboard_prefix=getattr(cluster, "dashboard_prefix", None))
+    # the proxied link is the link (the Scalable lab extension opens it in a lab tab); the
+    # scheduler's address is for reading, not clicking
     dash = (f"<a href='{_esc(link)}' target='_blank' class='scalable-dashboard' "
             f"style='color:#1565c0;text-decoration:underline'>dashboard</a>"
             if link else "no dashboard")
@@ -67,7 +72,7 @@ def _header(cluster) -> str:
     except AttributeError:
         address = "(not started)"
     return (f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · scheduler "
-            f"<code>{_esc(address)}</code> · {dash}")
+            f"<span class='scalable-address'>{_esc(address)}</span> · {dash}")
 
 
 def summary_html(cluster) -> str:
@@ -263,10 +268,26 @@ class ClusterPanel:
         self.message.value = f"<span style='color:{color}'>{_esc(text)}</span>"
 
     def closed(self):
-        """The cluster is gone: grey out the controls and say so."""
+        """The cluster is gone (closed here or from the sidebar): zero its counts, grey out
+        the controls and say so. Its workers are stopped, so nothing is pending any more."""
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+            self._wanted.clear()
+        self.status = {tag: {} for tag in self.counts}
+        self._updating = True
+        try:
+            for tag in self.counts:
+                self.counts[tag].value = _counts({})
+                self.target[tag].value = 0
+        finally:
+            self._updating = False
         for widget in [*self.plus.values(), *self.minus.values(), *self.target.values(),
                        *self.form.children, *([self.walltime] if self.walltime else [])]:
             widget.disabled = True
+        self.header.value = _header(self.cluster, closed=True)
+        self.box.add_class("scalable-closed")
         self._say("this cluster is closed: `%scalable cluster --new` starts another")
 
     # -- live refresh ---------------------------------------------------------------------
