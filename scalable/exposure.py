@@ -79,7 +79,7 @@ class ExposedCluster:
     async def _close_from_outside(self):
         try:
             await self._close()
-        except Exception as e:  # nobody waits for this: say it in the kernel's log
+        except Exception as e:  # noqa: BLE001 -- nobody waits for this: say it in the kernel's log
             logger.warning("closing %s from the sidebar failed: %s", self._name, e)
 
     # -- notebook display: the panel lives in scalable.jupyter.widget ------------------------

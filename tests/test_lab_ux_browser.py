@@ -7,14 +7,21 @@ real kernels, Debian's Chromium through Playwright. Screenshots go to ``test-art
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-
 from jupyter_fixtures import ARTIFACTS, chromium_page
-from test_labextension_browser import lab, run_in_kernel, shot_on_failure  # noqa: F401
+from test_labextension_browser import run_in_kernel, shot_on_failure, start_lab
 from test_serverext import scheduler_workers
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    server = start_lab(tmp_path, tmp_path / "registry", monkeypatch)
+    yield server
+    server.stop()
 
 LONG_TAG = "stitches_downscaling_experiment"
 
@@ -40,6 +47,7 @@ def make_cluster(lab, tmp_path, notebook, name, tags):
         "path": notebook, "name": notebook, "type": "notebook", "kernel": {"name": "python3"}})
     code = f"""
 import json
+import re
 from scalable import LocalCluster
 cluster = LocalCluster(work_dir={str(tmp_path)!r}, name={name!r})
 for tag in {list(tags)!r}:
@@ -122,3 +130,101 @@ def test_layout_at_250_and_400_px_in_light_and_dark(lab, tmp_path):
             assert [w["resources"] for w in scheduler_workers(info["scheduler_address"])] == [{"gcam": 1}] * 2
         assert [e for e in errors if "scalable" in e.lower()] == []
     lab.api("DELETE", f"api/sessions/{session['id']}")
+
+
+def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
+    """Reload brings the plot tab back; closing from the sidebar turns the tab and the
+    notebook's panel to "closed"; the browser console and the server log stay clean."""
+    session, info = make_cluster(lab, tmp_path, "life.ipynb", "life", ["alpha"])
+    kernel_id = session["kernel"]["id"]
+    run_in_kernel(lab, kernel_id, "from scalable.jupyter.widget import panel_of\n"
+                                  "panel = panel_of(cluster)\ncluster.scale_tag('alpha', 1)")
+    with chromium_page() as page:
+        errors = []
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        with shot_on_failure(page, "scalable-lifecycle"):
+            show_sidebar(page, lab)
+            card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{info["id"]}"]')
+            card.wait_for(timeout=30_000)
+            card.locator('.jp-ScalableCluster-plot[data-plot="task-stream"]').click()
+            card.locator(".jp-ScalableCluster-more").select_option("cpu")
+            tab = page.locator('.jp-ScalableDashboard[data-plot="task-stream"]')
+            tab.locator("iframe").wait_for(state="attached", timeout=30_000)
+            page.locator('.jp-ScalableDashboard[data-plot="cpu"] iframe').wait_for(timeout=30_000)
+
+            page.reload()
+            page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+            for plot in ("task-stream", "cpu"):
+                restored = page.locator(f'.jp-ScalableDashboard[data-plot="{plot}"] iframe')
+                restored.wait_for(state="attached", timeout=60_000)
+            src = page.locator('.jp-ScalableDashboard[data-plot="task-stream"] iframe').get_attribute("src")
+            assert src.endswith(f"proxy/{info['dashboard_port']}/individual-task-stream")
+            page.frame_locator('.jp-ScalableDashboard[data-plot="task-stream"] iframe').locator(
+                ".bk-Canvas, canvas").first.wait_for(state="attached", timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "scalable-restored-tabs.png"))
+
+            show_sidebar_again = page.locator('li[data-id="scalable-sidebar"]')
+            if "lm-mod-current" not in (show_sidebar_again.get_attribute("class") or ""):
+                show_sidebar_again.click()
+            card.locator(".jp-ScalableCluster-close").click()
+            page.locator(".jp-Dialog button.jp-mod-accept").click()
+            for plot in ("task-stream", "cpu"):
+                page.locator(f'.jp-ScalableDashboard[data-plot="{plot}"][data-closed="true"]').wait_for(
+                    state="attached", timeout=60_000)
+                assert page.locator(f'.jp-ScalableDashboard[data-plot="{plot}"] iframe').count() == 0
+            card.wait_for(state="detached", timeout=30_000)
+            page.locator('.lm-TabBar-tab:has-text("Task Stream")').first.click()
+            page.screenshot(path=str(ARTIFACTS / "scalable-closed-tab.png"))
+            # the notebook's panel says closed and shows no stale counts
+            out = run_in_kernel(lab, kernel_id, "import json\nprint(json.dumps({'message': panel.message.value,"
+                                " 'header': panel.header.value, 'targets': [b.value for b in panel.target.values()],"
+                                " 'counts': [c.value for c in panel.counts.values()], 'status': cluster.status.name}))")
+            panel = json.loads(out.strip().splitlines()[-1])
+            assert panel["status"] == "closed" and "closed" in panel["message"] and "closed" in panel["header"]
+            assert panel["targets"] == [0] and "running <b>0</b>" in panel["counts"][0]
+            assert "pending <b>0</b>" in panel["counts"][0]
+            page.reload()  # a restored tab of a closed cluster opens closed, never a dead page
+            page.locator('.jp-ScalableDashboard[data-plot="task-stream"][data-closed="true"]').wait_for(
+                state="attached", timeout=60_000)
+        assert errors == []
+    log = lab.log.read_text()
+    assert "ConnectionRefusedError" not in log and "Traceback" not in log, log[-3000:]
+    lab.api("DELETE", f"api/sessions/{session['id']}")
+
+
+def test_insert_client_into_another_notebook(lab, tmp_path):
+    """The "client" button of a cluster made in one notebook inserts, into another notebook, a
+    client that runs tasks on that cluster's tagged workers."""
+    owner, info = make_cluster(lab, tmp_path, "owner.ipynb", "owner", ["alpha"])
+    run_in_kernel(lab, owner["kernel"]["id"], "cluster.add_workers(1, tag='alpha')")
+    lab.put_notebook("other.ipynb", ["x = 1"])
+    with chromium_page() as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        with shot_on_failure(page, "scalable-insert-client"):
+            page.goto(f"{lab.url}lab/tree/other.ipynb?token={lab.token}")
+            page.get_by_text(re.compile(r"^Python 3 \(ipykernel\) \| Idle$")).wait_for(timeout=90_000)
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            tab = page.locator('li[data-id="scalable-sidebar"]')
+            if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+                tab.click()
+            card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{info["id"]}"]')
+            card.wait_for(timeout=30_000)
+            card.locator(".jp-ScalableCluster-insert-client").click()
+            cells = page.locator(".jp-Notebook .jp-Cell .cm-content")
+            page.wait_for_function("() => document.querySelectorAll('.jp-Notebook .jp-Cell').length === 2",
+                                   timeout=30_000)
+            code = cells.nth(1).inner_text()
+            assert f'ScalableClient("{info["scheduler_address"]}")' in code, code
+            cells.nth(1).click()
+            page.keyboard.press("Shift+Enter")
+            page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputPrompt:has-text('[1]')").wait_for(
+                timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "scalable-inserted-client.png"))
+        (other,) = [s for s in lab.api("GET", "api/sessions") if s["path"] == "other.ipynb"]
+        out = run_in_kernel(lab, other["kernel"]["id"],
+                            "print(client.submit(lambda: 6 * 7, tag='alpha').result(timeout=120))")
+        assert out.strip() == "42"
+        assert errors == []
+    run_in_kernel(lab, owner["kernel"]["id"], "cluster.close()")

@@ -100,7 +100,7 @@ def test_slurm_refusals_are_usage_errors(ip, tmp_path, make_image, apptainer):
     with pytest.raises(UsageError, match="Slurm refused the 'model' workers: .*invalid partition"):
         magic(ip, "add model 1")
     assert ip.user_ns["cluster"].targets == {"model": 0}  # nothing left half-done
-    with pytest.raises(UsageError, match="walltime='02:00:00'"):
+    with pytest.raises(UsageError, match="--walltime 02:00:00"):
         magic(ip, f"cluster --new --walltime soon --interface lo --work-dir {tmp_path}")
     assert ip.user_ns["cluster"].status.name == "running"  # a typo in --new keeps the old one
 
@@ -109,14 +109,16 @@ def test_slurm_refusals_are_usage_errors(ip, tmp_path, make_image, apptainer):
     ("scal model 1", "did you mean %scalable scale"),
     ("scale model", "the following arguments are required: N"),
     ("scale model two", "not a number of workers"),
-    ("add nosuch 1", "call cluster.add_container(tag='nosuch'"),
+    ("add nosuch 1", "`%scalable container nosuch --cpus 1 --memory 1G` adds one"),
+    ("scale modle 1", "%scalable scale: this cluster has no container 'modle': did you mean model?"),
     ("scale bad-tag 1", "is not valid"),
     ("container model --bind", "expected one argument"),
     ("container model --env NOEQUALS", "KEY=VALUE"),
-    ("container model --memory lots", "memory='20G'"),
+    ("container model --memory lots", "--memory lots is not a size: write it as Slurm does, e.g. --memory 20G"),
+    ("container model --image /no/such.sif", "or pass --image /path/to/model_container.sif"),
     ("container model --image /no/such.sif", "does not exist"),
     ("cluster --local --queue slurm", "--queue is for Slurm clusters"),
-    ("status nosuch", "never added"),
+    ("status nosuch", "%scalable status: this cluster has no container 'nosuch'"),
     ("logs", "required: TAG"),
     ("scale model 99999999999999999999", "scalable.max-workers-per-tag"),
     ("add model 5000", "scalable.max-workers-per-tag"),

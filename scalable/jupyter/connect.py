@@ -59,7 +59,7 @@ def names_of(cluster_id: str, namespace: dict) -> dict:
         if cluster is None and getattr(value, "cluster_id", None) == cluster_id:
             cluster = name
         owner = getattr(value, "_tagged_cluster", None)
-        if client is None and getattr(owner, "cluster_id", None) == cluster_id:
-            if getattr(value, "status", None) not in ("closed", "closing"):
-                client = name
+        if (client is None and getattr(owner, "cluster_id", None) == cluster_id
+                and getattr(value, "status", None) not in ("closed", "closing")):
+            client = name
     return {"cluster": cluster, "client": client}
