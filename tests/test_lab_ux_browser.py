@@ -6,8 +6,10 @@ real kernels, Debian's Chromium through Playwright. Screenshots go to ``test-art
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
+import time
 
 import pytest
 from jupyter_fixtures import ARTIFACTS, chromium_page
@@ -46,8 +48,10 @@ def make_cluster(lab, tmp_path, notebook, name, tags):
     session = lab.api("POST", "api/sessions", {
         "path": notebook, "name": notebook, "type": "notebook", "kernel": {"name": "python3"}})
     code = f"""
+import concurrent.futures
 import json
 import re
+import time
 from scalable import LocalCluster
 cluster = LocalCluster(work_dir={str(tmp_path)!r}, name={name!r})
 for tag in {list(tags)!r}:
@@ -57,6 +61,12 @@ print(json.dumps({{"id": cluster.cluster_id, "scheduler_address": cluster.schedu
 """
     info = json.loads(run_in_kernel(lab, session["kernel"]["id"], code).strip().splitlines()[-1])
     return session, info
+
+
+def kernel_run(lab, kernel_id, code):
+    """:func:`run_in_kernel` from inside Playwright's sync API (which holds this thread's loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(run_in_kernel, lab, kernel_id, code).result()
 
 
 def show_sidebar(page, lab):
@@ -95,6 +105,9 @@ def test_layout_at_250_and_400_px_in_light_and_dark(lab, tmp_path):
             show_sidebar(page, lab)
             card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{info["id"]}"]')
             card.wait_for(timeout=30_000)
+            # no Scalable kernelspec here: the launcher says how to install one instead
+            page.locator('.jp-LauncherCard[title="How to install the Scalable kernel"]').wait_for(timeout=30_000)
+            assert page.locator('.jp-LauncherCard[title="A new notebook on the Scalable kernel"]').count() == 0
             for theme in ("light", "dark"):
                 if theme == "dark":
                     lab.api("PUT", "lab/api/settings/@jupyterlab/apputils-extension:themes",
@@ -153,6 +166,14 @@ def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
             tab.locator("iframe").wait_for(state="attached", timeout=30_000)
             page.locator('.jp-ScalableDashboard[data-plot="cpu"] iframe').wait_for(timeout=30_000)
 
+            # JupyterLab saves the layout to the server a moment later: reload once it has
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                saved = json.dumps(lab.api("GET", "lab/api/workspaces/default"))
+                if f"scalable-dashboard-{info['id']}-cpu" in saved:
+                    break
+                time.sleep(0.5)
+            assert f"scalable-dashboard-{info['id']}-cpu" in saved
             page.reload()
             page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
             for plot in ("task-stream", "cpu"):
@@ -167,6 +188,7 @@ def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
             show_sidebar_again = page.locator('li[data-id="scalable-sidebar"]')
             if "lm-mod-current" not in (show_sidebar_again.get_attribute("class") or ""):
                 show_sidebar_again.click()
+            before_close = len(lab.log.read_text())
             card.locator(".jp-ScalableCluster-close").click()
             page.locator(".jp-Dialog button.jp-mod-accept").click()
             for plot in ("task-stream", "cpu"):
@@ -177,10 +199,18 @@ def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
             page.locator('.lm-TabBar-tab:has-text("Task Stream")').first.click()
             page.screenshot(path=str(ARTIFACTS / "scalable-closed-tab.png"))
             # the notebook's panel says closed and shows no stale counts
-            out = run_in_kernel(lab, kernel_id, "import json\nprint(json.dumps({'message': panel.message.value,"
-                                " 'header': panel.header.value, 'targets': [b.value for b in panel.target.values()],"
-                                " 'counts': [c.value for c in panel.counts.values()], 'status': cluster.status.name}))")
-            panel = json.loads(out.strip().splitlines()[-1])
+            report = tmp_path / "panel.json"
+            deadline = time.monotonic() + 60
+            while True:  # the kernel finishes closing (status "closed") just after its scheduler
+                kernel_run(lab, kernel_id, f"import json, pathlib\npathlib.Path({str(report)!r}).write_text(json.dumps({{"
+                           "'message': panel.message.value, 'header': panel.header.value,"
+                           " 'targets': [b.value for b in panel.target.values()],"
+                           " 'counts': [c.value for c in panel.counts.values()],"
+                           " 'status': cluster.status.name}))")
+                panel = json.loads(report.read_text())
+                if panel["status"] == "closed" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             assert panel["status"] == "closed" and "closed" in panel["message"] and "closed" in panel["header"]
             assert panel["targets"] == [0] and "running <b>0</b>" in panel["counts"][0]
             assert "pending <b>0</b>" in panel["counts"][0]
@@ -189,7 +219,13 @@ def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
                 state="attached", timeout=60_000)
         assert errors == []
     log = lab.log.read_text()
-    assert "ConnectionRefusedError" not in log and "Traceback" not in log, log[-3000:]
+    # closing leaves nothing reconnecting to the dead dashboard, and nothing fails after it
+    assert "ConnectionRefusedError" not in log, log[-3000:]
+    assert "Traceback" not in log[before_close:], log[before_close:]
+    # before it, the one known noise: jupyter-server-proxy writing to a websocket the reload
+    # just closed (tornado's WebSocketClosedError), nothing of scalable's
+    for tb in log[:before_close].split("Traceback")[1:]:
+        assert "jupyter_server_proxy" in tb and "WebSocketClosedError" in tb, tb
     lab.api("DELETE", f"api/sessions/{session['id']}")
 
 
@@ -223,8 +259,61 @@ def test_insert_client_into_another_notebook(lab, tmp_path):
                 timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "scalable-inserted-client.png"))
         (other,) = [s for s in lab.api("GET", "api/sessions") if s["path"] == "other.ipynb"]
-        out = run_in_kernel(lab, other["kernel"]["id"],
+        out = kernel_run(lab, other["kernel"]["id"],
                             "print(client.submit(lambda: 6 * 7, tag='alpha').result(timeout=120))")
         assert out.strip() == "42"
+        # the proxied dashboard link in an output is a link that opens a lab tab
+        page.locator(".jp-Notebook .jp-Cell").nth(1).click()
+        page.keyboard.press("Escape")
+        page.keyboard.press("b")
+        page.keyboard.press("Enter")
+        page.keyboard.insert_text("from scalable.jupyter.tables import Link\n"
+                                  f"Link({lab.base_url + 'proxy/' + str(info['dashboard_port']) + '/status'!r}, 'dashboard')")
+        page.keyboard.press("Shift+Enter")
+        link = page.locator(f".jp-OutputArea-output a[href$='proxy/{info['dashboard_port']}/status']")
+        link.wait_for(timeout=60_000)
+        pages = len(page.context.pages)
+        link.click()
+        page.locator('.jp-ScalableDashboard[data-plot="status"] iframe').wait_for(timeout=30_000)
+        assert len(page.context.pages) == pages  # no browser tab
+        page.screenshot(path=str(ARTIFACTS / "scalable-link-in-a-lab-tab.png"))
         assert errors == []
     run_in_kernel(lab, owner["kernel"]["id"], "cluster.close()")
+
+
+def test_new_cluster_form_then_insert_its_own_names(lab, tmp_path):
+    """"+ New" (local) runs `%scalable cluster --local` in the active notebook; then "cluster"
+    and "client" insert that notebook's own names for them."""
+    lab.put_notebook("new.ipynb", ["import os"])
+    with chromium_page() as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        with shot_on_failure(page, "scalable-new-cluster"):
+            page.goto(f"{lab.url}lab/tree/new.ipynb?token={lab.token}")
+            page.get_by_text(re.compile(r"^Python 3 \(ipykernel\) \| Idle$")).wait_for(timeout=90_000)
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            tab = page.locator('li[data-id="scalable-sidebar"]')
+            if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+                tab.click()
+            page.locator(".jp-ScalableSidebar-new").click()
+            page.locator(".jp-ScalableNewCluster-kind").select_option("local")
+            assert page.locator(".jp-ScalableNewCluster-queue").is_hidden()
+            page.screenshot(path=str(ARTIFACTS / "scalable-new-cluster-form.png"))
+            page.locator(".jp-Dialog button.jp-mod-accept").click()
+            card = page.locator(".jp-ScalableCluster")
+            card.wait_for(timeout=120_000)
+            cells = page.locator(".jp-Notebook .jp-Cell .cm-content")
+            assert cells.nth(1).inner_text() == "%load_ext scalable\n%scalable cluster --local"
+            assert card.locator(".jp-ScalableCluster-kernel .jp-ScalableCluster-value").inner_text() == "new.ipynb"
+            assert re.fullmatch(r"local-[0-9a-f]{4}", card.locator(".jp-ScalableCluster-name").inner_text())
+            n = page.locator(".jp-Notebook .jp-Cell").count()
+            card.locator(".jp-ScalableCluster-insert-cluster").click()
+            page.wait_for_function(f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length === {n + 1}",
+                                   timeout=30_000)
+            card.locator(".jp-ScalableCluster-insert-client").click()
+            page.wait_for_function(f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length === {n + 2}",
+                                   timeout=30_000)
+            texts = cells.evaluate_all("cs => cs.map(c => c.innerText)")
+            assert texts[-2:] == ["cluster", "client"], texts  # each goes below the active cell
+            page.screenshot(path=str(ARTIFACTS / "scalable-new-cluster.png"))
+        assert errors == []

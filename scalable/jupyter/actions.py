@@ -32,12 +32,13 @@ async def close_cluster(entry: dict, timeout: float, wait: float = 30.0, directo
     if not isinstance(reply, dict) or reply.get("status") != "OK":
         message = reply.get("message") if isinstance(reply, dict) else None
         raise CloseRefused(message or "The cluster refused to close.")
-    # the cluster closes after replying: done once it has unregistered (or stopped answering)
+    # the cluster closes after replying: its workers first, its scheduler last, so it is done
+    # once it has unregistered and its scheduler no longer answers
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while loop.time() < deadline:
         current = await asyncio.to_thread(registry.read_entry, entry["id"], directory)
-        if current is None or not await asyncio.to_thread(registry.is_alive, current):
+        if current is None and not await asyncio.to_thread(registry.is_alive, entry):
             return
         await asyncio.sleep(0.2)
     raise TimeoutError(f"{entry.get('name', entry['id'])} was asked to close but still runs "

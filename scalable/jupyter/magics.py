@@ -37,7 +37,7 @@ from ..runner import CommandError
 from . import links, remote
 from .magic_parser import HelpShown, build_cell_parser, build_parser, parse, split_pairs
 from .magic_words import as_magic, unknown_tag
-from .tables import Link, Table
+from .tables import Link, Note, Table
 
 #: Exceptions that are the user's to fix: shown as their message alone.
 USER_ERRORS = (ValueError, KeyError, ContainerError, CommandError, TimeoutError, OSError)
@@ -192,10 +192,12 @@ class ScalableMagics(Magics):
         self.cluster, self.client = cluster, None
         self._need_client(cluster)
         names = self._bind(args)
-        link = links.dashboard_link(cluster) or "(no dashboard)"
-        print(f"{type(cluster).__name__} {cluster.name} ready: scheduler {cluster.scheduler_address}, "
-              f"dashboard {link}. Bound `{names[0]}` and `{names[1]}`; next: "
-              f"`%scalable container TAG --cpus 1 --memory 1G`.")
+        from IPython.display import display
+
+        # the proxied dashboard link is a link; the scheduler's address is text to read
+        display(Note(f"{type(cluster).__name__} {cluster.name} ready: dashboard {{link}}, scheduler "
+                     f"{cluster.scheduler_address}. Bound `{names[0]}` and `{names[1]}`; next: "
+                     f"`%scalable container TAG --cpus 1 --memory 1G`.", links.dashboard_link(cluster)))
         return None
 
     def _close(self, args=None, quiet=False):

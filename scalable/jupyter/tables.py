@@ -85,5 +85,30 @@ class Link(str):
         return str(self)
 
     def _repr_html_(self):
+        # the proxied URL is the link (the Scalable lab extension opens it in a lab tab)
         url = html.escape(str(self), quote=True)
-        return f"<a href='{url}' target='_blank'>{html.escape(self.text)}</a> <code>{url}</code>"
+        return f"<a href='{url}' target='_blank' class='scalable-dashboard'>{url}</a> ({html.escape(self.text)})"
+
+
+class Note:
+    """A sentence with one link in it: plain text in a terminal, a real link in a notebook.
+
+    Examples
+    --------
+    >>> Note("dashboard {link}, scheduler tcp://127.0.0.1:8786.", "/proxy/8787/status")
+    dashboard /proxy/8787/status, scheduler tcp://127.0.0.1:8786.
+    """
+
+    def __init__(self, template, link=None):
+        self.template = template
+        self.link = link
+
+    def __repr__(self):
+        return self.template.replace("{link}", self.link or "(no dashboard)")
+
+    def _repr_html_(self):
+        link = (f"<a href='{html.escape(self.link, quote=True)}' target='_blank' "
+                f"class='scalable-dashboard'>{html.escape(self.link)}</a>" if self.link
+                else "(no dashboard)")
+        head, _, tail = self.template.partition("{link}")
+        return f"<p>{html.escape(head)}{link}{html.escape(tail)}</p>"
