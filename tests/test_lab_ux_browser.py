@@ -315,5 +315,16 @@ def test_new_cluster_form_then_insert_its_own_names(lab, tmp_path):
                                    timeout=30_000)
             texts = cells.evaluate_all("cs => cs.map(c => c.innerText)")
             assert texts[-2:] == ["cluster", "client"], texts  # each goes below the active cell
+            # drag "client" onto the first cell: a `client` cell is dropped into the notebook
+            button = card.locator(".jp-ScalableCluster-insert-client").bounding_box()
+            target = page.locator(".jp-Notebook .jp-Cell").first.bounding_box()
+            page.mouse.move(button["x"] + 5, button["y"] + 5)
+            page.mouse.down()
+            page.mouse.move(button["x"] + 40, button["y"] + 20, steps=4)
+            page.mouse.move(target["x"] + 60, target["y"] + target["height"] / 2, steps=8)
+            page.mouse.up()
+            page.wait_for_function(f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length === {n + 3}",
+                                   timeout=30_000)
+            assert cells.evaluate_all("cs => cs.map(c => c.innerText)").count("client") == 2
             page.screenshot(path=str(ARTIFACTS / "scalable-new-cluster.png"))
         assert errors == []
