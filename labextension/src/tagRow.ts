@@ -95,7 +95,7 @@ function targetInput(status: ITagStatus, enabled: boolean, onScale: ScaleCallbac
  */
 export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallback): HTMLElement {
   const row = document.createElement('div');
-  row.className = 'jp-ScalableTag';
+  row.className = 'jp-ScalableTagGrid jp-ScalableTag';
   row.dataset.tag = status.tag;
   row.setAttribute('role', 'row');
   row.appendChild(cell(status.tag, 'jp-ScalableTag-name', describe(status)));
@@ -122,7 +122,7 @@ export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallb
 /** The header row matching {@link tagRow}. */
 export function tagHeader(): HTMLElement {
   const row = document.createElement('div');
-  row.className = 'jp-ScalableTag jp-ScalableTag-header';
+  row.className = 'jp-ScalableTagGrid jp-ScalableTag-header';
   for (const [label, title] of [
     ['tag', 'container tag'],
     ['pend', 'workers requested, not yet connected'],
