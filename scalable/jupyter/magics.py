@@ -133,11 +133,11 @@ class ScalableMagics(Magics):
     @staticmethod
     def _need_tag(cluster, tag, command):
         """``tag`` if the cluster has it; else a sentence with "did you mean"."""
-        if tag in cluster.containers:
-            return tag
         from ..containers import check_tag
 
-        check_tag(tag)  # an invalid name: its own sentence
+        tag = check_tag(tag)  # an invalid name: its own sentence; tags are case-insensitive
+        if tag in cluster.containers:
+            return tag
         raise UsageError(unknown_tag(tag, cluster.containers, f"%scalable {command}"))
 
     def _need_client(self, cluster):
@@ -170,7 +170,7 @@ class ScalableMagics(Magics):
             names = self._bind(args)
             print(f"Reusing {self.cluster.name} ({self.cluster.kind}) as `{names[0]}`: "
                   f"add --new to close it and start another.")
-            return None
+            return
         # --new: the old cluster closes only once the new one exists (a typo keeps the old)
         old = (self.cluster, self.client) if args.new and self.cluster is not None else None
         if args.local:
@@ -198,7 +198,7 @@ class ScalableMagics(Magics):
         display(Note(f"{type(cluster).__name__} {cluster.name} ready: dashboard {{link}}, scheduler "
                      f"{cluster.scheduler_address}. Bound `{names[0]}` and `{names[1]}`; next: "
                      f"`%scalable container TAG --cpus 1 --memory 1G`.", links.dashboard_link(cluster)))
-        return None
+        return
 
     def _close(self, args=None, quiet=False):
         cluster = self._need_cluster()
@@ -329,11 +329,10 @@ class ScalableMagics(Magics):
         args = parse(line, self._cell_parser)
         cluster = self._need_cluster()
         with user_errors():
-            tag = args.tag
-            if tag not in cluster.containers:
-                from ..containers import check_tag
+            from ..containers import check_tag
 
-                check_tag(tag)
+            tag = check_tag(args.tag)
+            if tag not in cluster.containers:
                 raise UsageError(unknown_tag(tag, cluster.containers, "%%scalable"))
         if not cluster.targets.get(tag):
             raise UsageError(f"tag {tag!r} has no workers to run the cell: type "
