@@ -233,7 +233,7 @@ def test_insert_client_into_another_notebook(lab, tmp_path):
     """The "client" button of a cluster made in one notebook inserts, into another notebook, a
     client that runs tasks on that cluster's tagged workers."""
     owner, info = make_cluster(lab, tmp_path, "owner.ipynb", "owner", ["alpha"])
-    run_in_kernel(lab, owner["kernel"]["id"], "cluster.add_workers(1, tag='alpha')")
+    run_in_kernel(lab, owner["kernel"]["id"], "cluster.add_workers(tag='alpha', n=1)")
     lab.put_notebook("other.ipynb", ["x = 1"])
     with chromium_page() as page:
         errors = []

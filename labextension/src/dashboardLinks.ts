@@ -9,7 +9,8 @@ import { IPlot, plotByPath } from './plots';
  */
 export function interceptDashboardLinks(open: (port: number, plot: IPlot, url: string) => void): void {
   const base = PageConfig.getBaseUrl().replace(/^https?:\/\/[^/]+/, '');
-  const pattern = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}proxy/(\\d+)/([A-Za-z-]+)$`);
+  // {base}proxy/{port}/[dashboard prefix/]{page}: the tab is opened from the cluster's own model
+  const pattern = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}proxy/(\\d+)/(?:[^?#]*/)?([A-Za-z-]+)$`);
   document.addEventListener(
     'click',
     event => {
