@@ -67,6 +67,9 @@ def test_panel_of_a_cluster_closed_from_outside_says_closed_and_zeroes_counts(tm
     assert "pending <b>0</b>" in panel.counts["model"].value and panel.target["model"].value == 0
     assert panel.plus["model"].disabled and panel.target["model"].disabled
     assert registry.read_entry(cluster.cluster_id) is None
+    # a refresh that was in flight when the cluster closed does not bring the live view back
+    panel.apply({"model": {"target": 2, "pending": 2, "running": 0, "idle": 0, "busy": 0, "waiting_tasks": 0}})
+    assert "pending <b>0</b>" in panel.counts["model"].value and "closed" in panel.header.value
 
 
 def test_default_names_are_short(tmp_path):

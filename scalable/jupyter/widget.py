@@ -126,6 +126,7 @@ class ClusterPanel:
         self._lock = threading.Lock()
         self._wanted, self._timers = {}, {}  # per tag: clicked target not applied yet, its timer
         self._tags = ()
+        self._closed = False
         self.header = widgets.HTML(_header(cluster))
         self.message = widgets.HTML("")
         self.rows = widgets.VBox([])
@@ -270,6 +271,7 @@ class ClusterPanel:
     def closed(self):
         """The cluster is gone (closed here or from the sidebar): zero its counts, grey out
         the controls and say so. Its workers are stopped, so nothing is pending any more."""
+        self._closed = True  # a refresh still in flight must not bring the live view back
         with self._lock:
             for timer in self._timers.values():
                 timer.cancel()
@@ -305,6 +307,8 @@ class ClusterPanel:
 
     def apply(self, status: dict):
         """Show a ``tag_status()`` result."""
+        if self._closed:
+            return
         self.status = status
         if tuple(self.cluster.containers) != self._tags:
             self._build_rows()
