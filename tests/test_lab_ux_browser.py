@@ -128,7 +128,11 @@ def test_layout_at_250_and_400_px_in_light_and_dark(lab, tmp_path):
                     assert layout["scrollWidth"] <= layout["clientWidth"] and layout["scrollLeft"] == 0, layout
                     # long names are cut with an ellipsis and given whole on hover
                     name = card.locator(".jp-ScalableCluster-name")
-                    assert name.evaluate("e => e.scrollWidth > e.clientWidth")
+                    # (each refresh redraws the card: ask the one in the page now)
+                    page.wait_for_function(
+                        "id => { const e = document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] "
+                        ".jp-ScalableCluster-name`); return e !== null && e.scrollWidth > e.clientWidth; }",
+                        arg=info["id"], timeout=10_000)
                     assert name.get_attribute("title").startswith("a-cluster-name-much-longer")
                     tag = card.locator(f'.jp-ScalableTag[data-tag="{LONG_TAG}"] .jp-ScalableTag-name')
                     assert tag.get_attribute("title").startswith(LONG_TAG)
