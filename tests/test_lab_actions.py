@@ -52,7 +52,7 @@ def test_panel_of_a_cluster_closed_from_outside_says_closed_and_zeroes_counts(tm
     assert "pending <b>2</b>" in panel.counts["model"].value
 
     async def close_as_the_server_does():
-        conn = rpc(cluster.scheduler_address)
+        conn = rpc(cluster.scheduler_address, connection_args=cluster.security.get_connection_args("client"))
         try:
             return await conn.scalable_close()
         finally:
@@ -105,5 +105,6 @@ def test_every_plot_the_sidebar_offers_is_a_dask_page(tmp_path):
     assert len(paths) >= 15 and "individual-task-stream" in paths
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         for path in paths:
-            with urllib.request.urlopen(f"http://127.0.0.1:{cluster.dashboard_port}/{path}", timeout=60) as r:
+            root = f"http://127.0.0.1:{cluster.dashboard_port}{cluster.dashboard_prefix or ''}"
+            with urllib.request.urlopen(f"{root}/{path}", timeout=60) as r:
                 assert r.status == 200, path

@@ -57,7 +57,8 @@ cluster = LocalCluster(work_dir={str(tmp_path)!r}, name={name!r})
 for tag in {list(tags)!r}:
     cluster.add_container(tag=tag, cpus=1, memory="1G")
 print(json.dumps({{"id": cluster.cluster_id, "scheduler_address": cluster.scheduler_address,
-                  "dashboard_port": cluster.dashboard_port}}))
+                  "dashboard_port": cluster.dashboard_port, "tls": cluster._registry_tls(),
+                  "dashboard_prefix": cluster.dashboard_prefix or ""}}))
 """
     info = json.loads(run_in_kernel(lab, session["kernel"]["id"], code).strip().splitlines()[-1])
     return session, info
@@ -144,7 +145,7 @@ def test_layout_at_250_and_400_px_in_light_and_dark(lab, tmp_path):
             page.wait_for_function(
                 "id => document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] .jp-ScalableTag[data-tag=\"gcam\"] .jp-ScalableTag-running`).textContent === '2'",
                 arg=info["id"], timeout=180_000)
-            assert [w["resources"] for w in scheduler_workers(info["scheduler_address"])] == [{"gcam": 1}] * 2
+            assert [w["resources"] for w in scheduler_workers(info["scheduler_address"], info["tls"])] == [{"gcam": 1}] * 2
         assert [e for e in errors if "scalable" in e.lower()] == []
     lab.api("DELETE", f"api/sessions/{session['id']}")
 
@@ -184,7 +185,7 @@ def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
                 restored = page.locator(f'.jp-ScalableDashboard[data-plot="{plot}"] iframe')
                 restored.wait_for(state="attached", timeout=60_000)
             src = page.locator('.jp-ScalableDashboard[data-plot="task-stream"] iframe').get_attribute("src")
-            assert src.endswith(f"proxy/{info['dashboard_port']}/individual-task-stream")
+            assert f"proxy/{info['dashboard_port']}/" in src and src.endswith("/individual-task-stream")
             page.frame_locator('.jp-ScalableDashboard[data-plot="task-stream"] iframe').locator(
                 ".bk-Canvas, canvas").first.wait_for(state="attached", timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "scalable-restored-tabs.png"))
@@ -229,7 +230,8 @@ def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
     # before it, the one known noise: jupyter-server-proxy writing to a websocket the reload
     # just closed (tornado's WebSocketClosedError), nothing of scalable's
     for tb in log[:before_close].split("Traceback")[1:]:
-        assert "jupyter_server_proxy" in tb and "WebSocketClosedError" in tb, tb
+        assert "WebSocketClosedError" in tb or "StreamClosedError: Stream is closed" in tb, tb
+    assert "scalable" not in "".join(log[:before_close].split("Traceback")[1:])
     lab.api("DELETE", f"api/sessions/{session['id']}")
 
 
@@ -256,7 +258,13 @@ def test_insert_client_into_another_notebook(lab, tmp_path):
             page.wait_for_function("() => document.querySelectorAll('.jp-Notebook .jp-Cell').length === 2",
                                    timeout=30_000)
             code = cells.nth(1).inner_text()
-            assert f'ScalableClient("{info["scheduler_address"]}")' in code, code
+            # secure by default: the client reads the cluster's credentials from the registry
+            if info["tls"]:
+                assert (f'ScalableClient("{info["scheduler_address"]}", '
+                        f'security=security_for("{info["id"]}"))') in code, code
+                assert "PRIVATE KEY" not in code and "from scalable.jupyter.connect import security_for" in code
+            else:
+                assert f'ScalableClient("{info["scheduler_address"]}")' in code, code
             cells.nth(1).click()
             page.keyboard.press("Shift+Enter")
             page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputPrompt:has-text('[1]')").wait_for(
@@ -272,9 +280,9 @@ def test_insert_client_into_another_notebook(lab, tmp_path):
         page.keyboard.press("b")
         page.keyboard.press("Enter")
         page.keyboard.insert_text("from scalable.jupyter.tables import Link\n"
-                                  f"Link({lab.base_url + 'proxy/' + str(info['dashboard_port']) + '/status'!r}, 'dashboard')")
+                                  f"Link({lab.base_url + 'proxy/' + str(info['dashboard_port']) + info['dashboard_prefix'] + '/status'!r}, 'dashboard')")
         page.keyboard.press("Shift+Enter")
-        link = page.locator(f".jp-OutputArea-output a[href$='proxy/{info['dashboard_port']}/status']")
+        link = page.locator(f".jp-OutputArea-output a[href$='proxy/{info['dashboard_port']}{info['dashboard_prefix']}/status']")
         link.wait_for(timeout=60_000)
         pages = len(page.context.pages)
         link.click()
