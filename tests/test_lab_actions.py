@@ -11,6 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from scalable import LocalCluster
+from scalable.jupyter import connect, registry, widget
 from test_serverext import (  # noqa: F401
     ClusterProcess,
     error_of,
@@ -18,9 +21,6 @@ from test_serverext import (  # noqa: F401
     jp_server_config,
     shared_registry,
 )
-
-from scalable import LocalCluster
-from scalable.jupyter import connect, registry, widget
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

@@ -12,6 +12,7 @@ import re
 import time
 
 import pytest
+
 from jupyter_fixtures import ARTIFACTS, chromium_page
 from test_labextension_browser import run_in_kernel, shot_on_failure, start_lab
 from test_serverext import scheduler_workers

@@ -20,7 +20,9 @@ export async function confirmAndClose(cluster: ICluster): Promise<boolean> {
     return false;
   }
   try {
-    await requestAPI<ICloseReply>(`clusters/${encodeURIComponent(cluster.id)}/close`, { method: 'POST' });
+    await requestAPI<ICloseReply>(`clusters/${encodeURIComponent(cluster.id)}/close`, {
+      method: 'POST'
+    });
     return true;
   } catch (error) {
     void showErrorMessage(`Cannot close ${cluster.name}`, (error as Error).message);

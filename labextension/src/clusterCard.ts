@@ -26,7 +26,12 @@ function line(label: string, value: string | null, className: string): HTMLEleme
   return div;
 }
 
-function actionButton(label: string, action: string, title: string, onClick: () => void): HTMLButtonElement {
+function actionButton(
+  label: string,
+  action: string,
+  title: string,
+  onClick: () => void
+): HTMLButtonElement {
   const b = document.createElement('button');
   b.className = `jp-Button jp-mod-minimal jp-ScalableCluster-action jp-ScalableCluster-${action}`;
   b.dataset.action = action;
@@ -50,8 +55,11 @@ function titleRow(cluster: ICluster, actions: IClusterCardActions): HTMLElement 
   const kind = document.createElement('span');
   kind.className = 'jp-ScalableCluster-kind';
   kind.textContent = cluster.kind;
-  const close = actionButton('✕', 'close', `Close ${cluster.name}: stop its workers, cancel its jobs`, () =>
-    actions.close(cluster)
+  const close = actionButton(
+    '✕',
+    'close',
+    `Close ${cluster.name}: stop its workers, cancel its jobs`,
+    () => actions.close(cluster)
   );
   title.append(name, kind, close);
   return title;
@@ -60,7 +68,9 @@ function titleRow(cluster: ICluster, actions: IClusterCardActions): HTMLElement 
 function insertRow(cluster: ICluster, actions: IClusterCardActions): HTMLElement {
   const bar = document.createElement('div');
   bar.className = 'jp-ScalableCluster-inserts';
-  const client = actionButton('client', 'insert-client', '', () => actions.insert(cluster, 'client'));
+  const client = actionButton('client', 'insert-client', '', () =>
+    actions.insert(cluster, 'client')
+  );
   client.title = `Insert a client of ${cluster.name} into the active notebook (or drag it into a notebook)`;
   client.draggable = false; // lumino's drag, not the browser's: see the sidebar
   client.addEventListener('mousedown', event => {
@@ -68,7 +78,9 @@ function insertRow(cluster: ICluster, actions: IClusterCardActions): HTMLElement
       actions.drag(cluster, event.clientX, event.clientY);
     }
   });
-  const clusterButton = actionButton('cluster', 'insert-cluster', '', () => actions.insert(cluster, 'cluster'));
+  const clusterButton = actionButton('cluster', 'insert-cluster', '', () =>
+    actions.insert(cluster, 'cluster')
+  );
   clusterButton.title = `Insert ${cluster.name}'s cluster variable into the active notebook (its own kernel only)`;
   const label = document.createElement('span');
   label.className = 'jp-ScalableCluster-key';
@@ -121,7 +133,11 @@ function plotRow(cluster: ICluster, plots: IPlot[], actions: IClusterCardActions
  * One cluster in the sidebar: name, kind and close; kernel, scheduler and walltime; one row
  * per tag with − target +; insert buttons; the dashboard's plots.
  */
-export function clusterCard(cluster: ICluster, plots: IPlot[], actions: IClusterCardActions): HTMLElement {
+export function clusterCard(
+  cluster: ICluster,
+  plots: IPlot[],
+  actions: IClusterCardActions
+): HTMLElement {
   const card = document.createElement('div');
   card.className = 'jp-ScalableCluster';
   card.dataset.clusterId = cluster.id;
@@ -129,7 +145,9 @@ export function clusterCard(cluster: ICluster, plots: IPlot[], actions: ICluster
     card.classList.add('jp-mod-unreachable');
   }
   card.appendChild(titleRow(cluster, actions));
-  card.appendChild(line('kernel', cluster.notebook ?? cluster.kernel_id, 'jp-ScalableCluster-kernel'));
+  card.appendChild(
+    line('kernel', cluster.notebook ?? cluster.kernel_id, 'jp-ScalableCluster-kernel')
+  );
   card.appendChild(line('scheduler', cluster.scheduler_address, 'jp-ScalableCluster-scheduler'));
   card.appendChild(line('walltime', cluster.walltime, 'jp-ScalableCluster-walltime'));
   for (const message of [cluster.error, cluster.last_error]) {

@@ -31,7 +31,10 @@ export function dashboardTabId(clusterId: string, plotId: string): string {
 function proxiedFrame(url: string): Panel {
   // the page comes from Jupyter's own origin ({base_url}proxy/{port}/...): Bokeh's websocket
   // and Jupyter's cookie need scripts and same-origin access
-  const frame = new IFrame({ sandbox: ['allow-scripts', 'allow-same-origin'], referrerPolicy: 'same-origin' });
+  const frame = new IFrame({
+    sandbox: ['allow-scripts', 'allow-same-origin'],
+    referrerPolicy: 'same-origin'
+  });
   frame.url = url;
   const panel = new Panel();
   panel.addClass('jp-ScalableDashboard-body');

@@ -7,15 +7,25 @@ import { IPlot, plotByPath } from './plots';
  * (`{base_url}proxy/{port}/status` and the individual plots) open a lab tab instead of a
  * browser tab.
  */
-export function interceptDashboardLinks(open: (port: number, plot: IPlot, url: string) => void): void {
+export function interceptDashboardLinks(
+  open: (port: number, plot: IPlot, url: string) => void
+): void {
   const base = PageConfig.getBaseUrl().replace(/^https?:\/\/[^/]+/, '');
   // {base}proxy/{port}/[dashboard prefix/]{page}: the tab is opened from the cluster's own model
-  const pattern = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}proxy/(\\d+)/(?:[^?#]*/)?([A-Za-z-]+)$`);
+  const pattern = new RegExp(
+    `^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}proxy/(\\d+)/(?:[^?#]*/)?([A-Za-z-]+)$`
+  );
   document.addEventListener(
     'click',
     event => {
       const anchor = (event.target as HTMLElement | null)?.closest?.('a');
-      if (!anchor || event.defaultPrevented || event.button !== 0 || event.ctrlKey || event.metaKey) {
+      if (
+        !anchor ||
+        event.defaultPrevented ||
+        event.button !== 0 ||
+        event.ctrlKey ||
+        event.metaKey
+      ) {
         return;
       }
       if (!anchor.closest('.jp-OutputArea-output, .scalable-panel')) {

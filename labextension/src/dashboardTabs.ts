@@ -13,7 +13,10 @@ export const OPEN_PLOT = 'scalable:open-plot';
  * after a reload, and switched to "cluster closed" when their cluster goes away.
  */
 export class DashboardTabs {
-  constructor(private readonly _app: JupyterFrontEnd, restorer: ILayoutRestorer | null) {
+  constructor(
+    private readonly _app: JupyterFrontEnd,
+    restorer: ILayoutRestorer | null
+  ) {
     this._tracker = new WidgetTracker<DashboardTab>({ namespace: 'scalable-dashboard' });
     _app.commands.addCommand(OPEN_PLOT, {
       label: args => `Open ${String(args['label'] ?? 'a Dask plot')}`,
@@ -68,7 +71,10 @@ export class DashboardTabs {
     });
   }
 
-  private async _open(state: IDashboardTabState, restored: boolean): Promise<DashboardTab | undefined> {
+  private async _open(
+    state: IDashboardTabState,
+    restored: boolean
+  ): Promise<DashboardTab | undefined> {
     const id = dashboardTabId(state.clusterId, state.plotId);
     const existing = this._tracker.find(tab => tab.id === id);
     if (existing) {

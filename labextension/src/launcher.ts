@@ -8,18 +8,25 @@ import { scalableIcon } from './icons';
 export const NEW_NOTEBOOK = 'scalable:new-notebook';
 export const HOW_TO_INSTALL = 'scalable:install-kernel';
 
-const INSTALL = 'scalable kernel install --user --image <work_dir>/containers/scalable_container.sif';
+const INSTALL =
+  'scalable kernel install --user --image <work_dir>/containers/scalable_container.sif';
 
 /**
  * The launcher's "Scalable" card: a notebook on the Scalable kernel when that kernelspec
  * exists (named by the `kernelName` setting, or any `scalable*` one), else a card saying how
  * to install it. Follows kernelspec changes.
  */
-export function addLauncherItem(app: JupyterFrontEnd, launcher: ILauncher, kernelName: () => string): void {
+export function addLauncherItem(
+  app: JupyterFrontEnd,
+  launcher: ILauncher,
+  kernelName: () => string
+): void {
   const specs = app.serviceManager.kernelspecs;
   const installed = (): string | null => {
     const names = Object.keys(specs.specs?.kernelspecs ?? {});
-    return names.includes(kernelName()) ? kernelName() : (names.find(n => n.startsWith('scalable')) ?? null);
+    return names.includes(kernelName())
+      ? kernelName()
+      : (names.find(n => n.startsWith('scalable')) ?? null);
   };
   app.commands.addCommand(NEW_NOTEBOOK, {
     label: 'Scalable Notebook',
@@ -27,7 +34,10 @@ export function addLauncherItem(app: JupyterFrontEnd, launcher: ILauncher, kerne
     icon: scalableIcon,
     execute: async args => {
       const cwd = (args['cwd'] as string) ?? '';
-      return app.commands.execute('notebook:create-new', { cwd, kernelName: installed() ?? kernelName() });
+      return app.commands.execute('notebook:create-new', {
+        cwd,
+        kernelName: installed() ?? kernelName()
+      });
     }
   });
   app.commands.addCommand(HOW_TO_INSTALL, {

@@ -41,7 +41,8 @@ class NewClusterBody extends Widget implements Dialog.IBodyWidget<INewCluster> {
     this._kind.addEventListener('change', sync);
     sync();
     const note = document.createElement('p');
-    note.textContent = 'Runs a %scalable cluster line in the active notebook, which binds `cluster` and `client`.';
+    note.textContent =
+      'Runs a %scalable cluster line in the active notebook, which binds `cluster` and `client`.';
     this.node.append(field('Kind', this._kind), ...slurm, note);
   }
 
@@ -62,7 +63,10 @@ class NewClusterBody extends Widget implements Dialog.IBodyWidget<INewCluster> {
 export async function newCluster(tracker: INotebookTracker): Promise<void> {
   const panel = tracker.currentWidget;
   if (!panel) {
-    void showErrorMessage('No notebook for the new cluster', 'Open a notebook: the cluster lives in its kernel.');
+    void showErrorMessage(
+      'No notebook for the new cluster',
+      'Open a notebook: the cluster lives in its kernel.'
+    );
     return;
   }
   const result = await showDialog<INewCluster>({

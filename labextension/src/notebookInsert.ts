@@ -12,7 +12,10 @@ const CELLS_MIME = 'application/vnd.jupyter.cells';
 const DRAG_THRESHOLD = 5;
 
 /** Ask the notebook's kernel for its names of `cluster` (null when it is another kernel's). */
-export async function namesIn(panel: NotebookPanel | null, cluster: ICluster): Promise<INames | null> {
+export async function namesIn(
+  panel: NotebookPanel | null,
+  cluster: ICluster
+): Promise<INames | null> {
   const kernel = panel?.sessionContext.session?.kernel;
   if (!kernel || kernel.id !== cluster.kernel_id) {
     return null;
@@ -37,7 +40,11 @@ export class NotebookInserter {
   constructor(private readonly _tracker: INotebookTracker) {}
 
   /** The code for `what`, or null with a message when it cannot be had here. */
-  async code(panel: NotebookPanel | null, cluster: ICluster, what: 'cluster' | 'client'): Promise<string | null> {
+  async code(
+    panel: NotebookPanel | null,
+    cluster: ICluster,
+    what: 'cluster' | 'client'
+  ): Promise<string | null> {
     const names = await namesIn(panel, cluster);
     if (what === 'client') {
       return clientCode(cluster, names);
@@ -59,14 +66,17 @@ export class NotebookInserter {
   async insert(cluster: ICluster, what: 'cluster' | 'client'): Promise<void> {
     const panel = this._tracker.currentWidget;
     if (!panel) {
-      void showErrorMessage('No notebook to insert into', 'Open a notebook, then press the button again.');
+      void showErrorMessage(
+        'No notebook to insert into',
+        'Open a notebook, then press the button again.'
+      );
       return;
     }
     const code = await this.code(panel, cluster, what);
     if (code === null) {
       return;
     }
-    insertCell(panel, code, false);
+    await insertCell(panel, code, false);
   }
 
   /** Watch a press on "client": past a few pixels it becomes a drag of a `client` cell. */
@@ -88,20 +98,34 @@ export class NotebookInserter {
 
   private async _startDrag(cluster: ICluster, x: number, y: number): Promise<void> {
     // another kernel's client needs no kernel to ask; the active notebook's may know names
-    const code = clientCode(cluster, await namesIn(this._tracker.currentWidget, cluster).catch(() => null));
+    const code = clientCode(
+      cluster,
+      await namesIn(this._tracker.currentWidget, cluster).catch(() => null)
+    );
     const image = document.createElement('div');
     image.className = 'jp-ScalableDragImage';
     image.textContent = code.split('\n').pop() ?? code;
     const mimeData = new MimeData();
-    mimeData.setData(CELLS_MIME, [{ cell_type: 'code', source: code, outputs: [], execution_count: null, metadata: {} }]);
+    mimeData.setData(CELLS_MIME, [
+      { cell_type: 'code', source: code, outputs: [], execution_count: null, metadata: {} }
+    ]);
     mimeData.setData('text/plain', code);
-    const drag = new Drag({ mimeData, dragImage: image, proposedAction: 'copy', supportedActions: 'copy' });
+    const drag = new Drag({
+      mimeData,
+      dragImage: image,
+      proposedAction: 'copy',
+      supportedActions: 'copy'
+    });
     await drag.start(x, y);
   }
 }
 
 /** A new code cell with `source` below the active cell; run it when `run`. */
-export async function insertCell(panel: NotebookPanel, source: string, run: boolean): Promise<void> {
+export async function insertCell(
+  panel: NotebookPanel,
+  source: string,
+  run: boolean
+): Promise<void> {
   const notebook = panel.content;
   NotebookActions.insertBelow(notebook);
   const cell = notebook.activeCell;

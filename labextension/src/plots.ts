@@ -23,7 +23,11 @@ export const PLOTS: IPlot[] = [
   { id: 'graph', label: 'Task Graph', path: 'individual-graph' },
   { id: 'groups', label: 'Task Groups', path: 'individual-groups' },
   { id: 'profile', label: 'Profile', path: 'individual-profile' },
-  { id: 'compute-time-per-key', label: 'Compute Time per Key', path: 'individual-compute-time-per-key' },
+  {
+    id: 'compute-time-per-key',
+    label: 'Compute Time per Key',
+    path: 'individual-compute-time-per-key'
+  },
   { id: 'bandwidth-workers', label: 'Bandwidth by Worker', path: 'individual-bandwidth-workers' },
   { id: 'bandwidth-types', label: 'Bandwidth by Type', path: 'individual-bandwidth-types' },
   { id: 'system', label: 'Scheduler System', path: 'individual-scheduler-system' }

@@ -28,7 +28,12 @@ function count(value: number | null): string {
   return value === null || value === undefined ? '–' : String(value);
 }
 
-function button(label: string, className: string, title: string, onClick: () => void): HTMLButtonElement {
+function button(
+  label: string,
+  className: string,
+  title: string,
+  onClick: () => void
+): HTMLButtonElement {
   const b = document.createElement('button');
   b.className = `jp-Button jp-mod-minimal ${className}`;
   b.textContent = label;
@@ -51,7 +56,11 @@ export function parseTarget(text: string): number | null {
   return n <= MAX_WORKERS ? n : null;
 }
 
-function targetInput(status: ITagStatus, enabled: boolean, onScale: ScaleCallback): HTMLInputElement {
+function targetInput(
+  status: ITagStatus,
+  enabled: boolean,
+  onScale: ScaleCallback
+): HTMLInputElement {
   const target = status.target ?? 0;
   const input = document.createElement('input');
   input.className = 'jp-ScalableTag-target';
@@ -99,15 +108,21 @@ export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallb
   row.dataset.tag = status.tag;
   row.setAttribute('role', 'row');
   row.appendChild(cell(status.tag, 'jp-ScalableTag-name', describe(status)));
-  row.appendChild(cell(count(status.pending), 'jp-ScalableTag-pending', 'workers requested, not yet connected'));
-  row.appendChild(cell(count(status.running), 'jp-ScalableTag-running', 'workers connected to the scheduler'));
+  row.appendChild(
+    cell(count(status.pending), 'jp-ScalableTag-pending', 'workers requested, not yet connected')
+  );
+  row.appendChild(
+    cell(count(status.running), 'jp-ScalableTag-running', 'workers connected to the scheduler')
+  );
   const controls = document.createElement('div');
   controls.className = 'jp-ScalableTag-controls';
   const target = status.target ?? 0;
   const minus = button('−', 'jp-ScalableTag-remove', `Remove one ${status.tag} worker`, () =>
     onScale(status.tag, Math.max(0, target - 1))
   );
-  const plus = button('+', 'jp-ScalableTag-add', `Add one ${status.tag} worker`, () => onScale(status.tag, target + 1));
+  const plus = button('+', 'jp-ScalableTag-add', `Add one ${status.tag} worker`, () =>
+    onScale(status.tag, target + 1)
+  );
   minus.disabled = !enabled || target <= 0;
   plus.disabled = !enabled;
   controls.append(minus, targetInput(status, enabled, onScale), plus);

@@ -55,9 +55,9 @@ class CloseHandler(ScalableHandler):
             await close_cluster(entry, self.config_obj.status_timeout,
                                 self.config_obj.scale_timeout, self.config_obj.registry_dir)
         except OSError as e:
-            raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {name}: {e}")
+            raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {name}: {e}") from None
         except (CloseRefused, TimeoutError) as e:
-            raise tornado.web.HTTPError(409, str(e))
+            raise tornado.web.HTTPError(409, str(e)) from None
         self.settings["scalable_status_cache"].forget(entry["id"])
         self.finish(json.dumps({"id": entry["id"], "closed": True}))
 
