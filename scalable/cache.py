@@ -26,15 +26,21 @@ Why pickle is safe here
     that is a real directory (not a link) owned by this user and writable by no one else, and
     only from a regular file owned by this user, opened without following links. The directory is
     created 0700; an existing one that others can write is refused with a sentence saying how
-    to fix it, rather than trusted or silently changed.
+    to fix it, rather than trusted or silently changed. The directory, its shard and the entry
+    are opened one below the other (``dir_fd``) and checked on the open descriptors: a parent
+    that others can write (a shared project directory) may let them swap the path after a check,
+    but not what was opened. An entry must also have no other name (a hard link made elsewhere
+    to a file of yours that others can write) and no group or other write permission; a FIFO
+    there is a miss, not a read that blocks.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import secrets
 import stat
-import tempfile
 import time
 
 from . import config
@@ -61,7 +67,38 @@ def cache_dir(directory: str | None = None) -> str:
 def check_private(path: str, what: str = "cache directory") -> os.stat_result:
     """Raise :class:`CacheError` unless ``path`` is a directory (not a link) owned by this user
     that no one else can write."""
-    st = os.lstat(path)
+    return _check_stat(path, os.lstat(path), what)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_private(path: str, name: str | None = None, dir_fd: int | None = None,
+                  create: bool = False, what: str = "cache directory") -> int:
+    """Open the directory ``name`` in ``dir_fd`` (or ``path``) without following a link, creating
+    it 0700 if asked, and return its descriptor once :func:`check_private`'s rule holds for it.
+    ``FileNotFoundError`` when it is missing and not to be created."""
+    target = path if name is None else name
+    if create:
+        try:
+            os.mkdir(target, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(target, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):  # a link or a file is in the way
+            _check_stat(path, os.lstat(target, dir_fd=dir_fd), what)
+        raise
+    try:
+        _check_stat(path, os.fstat(fd), what)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_stat(path: str, st: os.stat_result, what: str) -> os.stat_result:
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise CacheError(f"the {what} {path} is not a directory (a link or a file is there); "
                          f"remove it, or set scalable.cache.directory to a folder of your own")
@@ -75,13 +112,19 @@ def check_private(path: str, what: str = "cache directory") -> os.stat_result:
     return st
 
 
-def _ensure(path: str) -> None:
-    """Create ``path`` (and missing parents) 0700, then check it."""
+def _ensure(path: str) -> int:
+    """Create ``path`` (and missing parents) 0700, then open and check it; return its descriptor."""
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     except FileExistsError:
-        pass  # a file or a dangling link is in the way: check_private says so
-    check_private(path)
+        pass  # a file or a dangling link is in the way: the check below says so
+    return _open_private(path, create=True)
+
+
+def _trusted_entry(st: os.stat_result) -> bool:
+    """A regular file of ours with one name that only we can write."""
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_nlink == 1
+            and not st.st_mode & 0o022)
 
 
 class Store:
@@ -109,18 +152,26 @@ class Store:
 
     def get(self, key: str):
         """The entry stored under ``key`` (a dict), or ``None`` for a miss."""
-        if not os.path.isdir(self.directory):
-            return None
-        check_private(self.directory)
-        path = self._path(key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            dir_fd = _open_private(self.directory)
+        except FileNotFoundError:
+            return None
+        try:
+            shard_fd = _open_private(os.path.join(self.directory, key[:2]), key[:2], dir_fd, what="cache folder")
+        except OSError:  # absent, or a stale handle: a miss
+            return None
+        finally:
+            os.close(dir_fd)
+        try:
+            fd = os.open(key + SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=shard_fd)
         except OSError:  # absent, a link (ELOOP), or a stale handle: a miss
             return None
+        finally:
+            os.close(shard_fd)
         try:
             with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                if not _trusted_entry(os.fstat(f.fileno())):
                     return None
                 entry = pickle.load(f)
         except Exception:  # noqa: BLE001  (damaged, replaced while read, or a class this image lacks: a miss)
@@ -131,48 +182,73 @@ class Store:
 
     def put(self, key: str, entry: dict) -> None:
         """Store ``entry`` under ``key``: a whole new file, moved into place atomically."""
-        _ensure(self.directory)
-        shard = os.path.dirname(self._path(key))
-        _ensure(shard)
         data = pickle.dumps({**entry, "format": FORMAT, "stored": time.time()}, protocol=pickle.HIGHEST_PROTOCOL)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=SUFFIX, dir=shard)  # 0600, unique
+        dir_fd = _ensure(self.directory)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path(key))
-        except BaseException:
+            shard_fd = _open_private(os.path.join(self.directory, key[:2]), key[:2], dir_fd, create=True,
+                                     what="cache folder")
+        finally:
+            os.close(dir_fd)
+        try:
+            tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{SUFFIX}"  # unique, 0600, through no link
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=shard_fd)
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, key + SUFFIX, src_dir_fd=shard_fd, dst_dir_fd=shard_fd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=shard_fd)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(shard_fd)
 
     def delete(self, key: str) -> None:
         try:
-            os.unlink(self._path(key))
+            dir_fd = _open_private(self.directory)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(os.path.join(key[:2], key + SUFFIX), dir_fd=dir_fd)
         except FileNotFoundError:
             pass
+        finally:
+            os.close(dir_fd)
 
     def _files(self):
-        if not os.path.isdir(self.directory):
+        """``(shard descriptor, name)`` of every file in the shards, which stay open meanwhile."""
+        try:
+            dir_fd = _open_private(self.directory)
+        except FileNotFoundError:
             return
-        check_private(self.directory)
-        for shard in sorted(os.listdir(self.directory)):
-            folder = os.path.join(self.directory, shard)
-            if len(shard) != 2 or not os.path.isdir(folder) or os.path.islink(folder):
-                continue
-            for name in os.listdir(folder):
-                yield os.path.join(folder, name)
+        try:
+            for shard in sorted(os.listdir(dir_fd)):
+                if len(shard) != 2:
+                    continue
+                try:
+                    shard_fd = _open_private(os.path.join(self.directory, shard), shard, dir_fd,
+                                             what="cache folder")
+                except (OSError, CacheError):  # gone, a file, a link, or not ours: not a shard
+                    continue
+                try:
+                    for name in os.listdir(shard_fd):
+                        yield shard_fd, name
+                finally:
+                    os.close(shard_fd)
+        finally:
+            os.close(dir_fd)
 
     def info(self) -> dict:
         """Entries, their total size in bytes, and leftover temporary files."""
         entries = size = leftovers = 0
-        for path in self._files():
-            name = os.path.basename(path)
+        for shard_fd, name in self._files():
             try:
-                st = os.lstat(path)
+                st = os.lstat(name, dir_fd=shard_fd)
             except FileNotFoundError:
                 continue
             if name.startswith(TMP_PREFIX):
@@ -185,21 +261,24 @@ class Store:
     def clear(self) -> int:
         """Remove every entry (and leftover temporary file); return how many entries went."""
         removed = 0
-        for path in list(self._files()):
-            name = os.path.basename(path)
+        for shard_fd, name in self._files():
             if name.endswith(SUFFIX):
                 try:
-                    os.unlink(path)
+                    os.unlink(name, dir_fd=shard_fd)
                 except FileNotFoundError:
                     continue
                 removed += not name.startswith(TMP_PREFIX)
-        if os.path.isdir(self.directory):
-            for shard in os.listdir(self.directory):
-                folder = os.path.join(self.directory, shard)
-                if len(shard) == 2 and os.path.isdir(folder) and not os.path.islink(folder):
+        try:
+            dir_fd = _open_private(self.directory)
+        except FileNotFoundError:
+            return removed
+        try:
+            for shard in os.listdir(dir_fd):
+                if len(shard) == 2:
                     try:
-                        os.rmdir(folder)
+                        os.rmdir(shard, dir_fd=dir_fd)  # a link or a file is not removed by rmdir
                     except OSError:
                         pass  # a writer just put something there
+        finally:
+            os.close(dir_fd)
         return removed
-

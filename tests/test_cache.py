@@ -14,6 +14,8 @@ from scalable.cache import CacheError, Store
 from scalable.cli import main as cli_main
 from scalable.hashing import file_digest
 
+pytest_plugins = ["other_user"]  # the other_user fixture
+
 
 @pytest.fixture
 def work(tmp_path, monkeypatch):
@@ -289,3 +291,87 @@ def test_cache_cli_info_and_clear(work, capsys):
     assert cli_main(["cache", "clear", "--work-dir", str(work)]) == 0
     assert "removed 2 cached results" in capsys.readouterr().out
     assert Store().info()["entries"] == 0
+
+
+# -- a neighbour who can write a parent of the cache directory ------------------------------------
+
+#: the victim's side: a genuine entry, then a read during which the neighbour swaps the cache
+#: directory for a link to theirs (done at the moment the entry is opened, so the test does not
+#: depend on winning a race)
+SWAPPED_READ = """
+import os, subprocess, sys
+sys.path.insert(0, {src!r})
+from scalable.cache import Store
+shared, uid, gid, key = {shared!r}, {uid}, {gid}, {key!r}
+store = Store(os.path.join(shared, "cache"))
+store.put(key, {{"result": "genuine"}})
+swapped = []
+def neighbour_moves(event, args):
+    if event == "open" and not swapped and str(args[0]).endswith(key + ".pkl"):
+        swapped.append(True)
+        subprocess.run(["/bin/sh", "-c", f"mv {{shared}}/cache {{shared}}/cache.old && ln -s evil {{shared}}/cache"],
+                       user=uid, group=gid, extra_groups=[], env={{"PATH": "/usr/bin:/bin"}}, check=True)
+sys.addaudithook(neighbour_moves)
+print(store.get(key)["result"])
+print("swapped" if swapped else "not swapped")
+"""
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"id > {self.marker}",))
+
+
+@pytest.mark.root
+def test_a_cache_swapped_after_its_check_never_unpickles_the_neighbours_file(other_user):
+    base = other_user.base
+    shared = base / "shared"  # a project directory others can write; the cache in it is ours
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    # a file of the victim's that others may write (group-writable notes): the neighbour fills it
+    # with a pickle that runs code, and gives it a second name in their own folder, where a
+    # read through the swapped path finds a regular file owned by the victim
+    notes = base / "notes"
+    notes.touch()
+    os.chmod(notes, 0o666)
+    marker = base / "ran"
+    (base / "payload").write_bytes(pickle.dumps(_RunsCode(marker)))
+    os.chmod(base / "payload", 0o644)
+    key = "ab" * 16
+    other_user.sh(f"cat {base}/payload > {notes} && mkdir -p {shared}/evil/ab && "
+                  f"ln {notes} {shared}/evil/ab/{key}.pkl")
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = SWAPPED_READ.format(src=src, shared=str(shared), uid=other_user.uid, gid=other_user.gid, key=key)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert not marker.exists(), "the neighbour's pickle ran as the cache's owner"
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["genuine", "swapped"]
+
+
+def test_an_entry_with_a_second_name_or_writable_by_others_is_a_miss(work):
+    f, calls = counted()
+    f("x")
+    path = Store()._path(f.cache_key("x"))
+    os.link(path, path + ".other")  # a second name: someone else may write through it
+    assert f("x") == "x-2020" and len(calls) == 2
+    os.unlink(path + ".other")
+    os.chmod(path, 0o666)
+    assert f("x") == "x-2020" and len(calls) == 3
+    assert f("x") == "x-2020" and len(calls) == 3  # the rewritten entry (0600, one name) is a hit
+
+
+def test_a_fifo_where_an_entry_should_be_is_a_miss_not_a_hang(work):
+    f, _ = counted()
+    f("x")
+    key = f.cache_key("x")
+    path = Store()._path(key)
+    os.unlink(path)
+    os.mkfifo(path, 0o600)
+    reader = f"from scalable.cache import Store; print(Store({Store().directory!r}).get({key!r}))"
+    done = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=120,
+                          check=False)  # a blocking open would never return
+    assert done.stdout.strip() == "None", done.stderr
