@@ -249,6 +249,19 @@ def test_the_log_is_never_opened_through_a_link_or_in_a_file_of_another(neighbou
     assert theirs.read_text() == ""
 
 
+def test_a_log_with_another_name_is_refused_and_left_unchanged(tmp_path):
+    # where fs.protected_hardlinks is off, a neighbour can give any file of ours a second name
+    # in a directory they write; the relay must not append to, say, ~/.bashrc through it
+    precious = tmp_path / "precious"
+    precious.write_text("keep me\n")
+    os.chmod(precious, 0o600)
+    log = tmp_path / "relay.log"
+    os.link(precious, log)
+    err = refused(start("--socket", str(tmp_path / "r" / "relay.sock"), "--log-file", str(log)))
+    assert f"the relay log {log} has 1 other name(s) (hard links)" in err
+    assert precious.read_text() == "keep me\n"
+
+
 def test_the_relay_removes_only_the_socket_it_made(tmp_path):
     first = start("--socket", str(tmp_path / "r" / "relay.sock"))
     sock = served_path(first)

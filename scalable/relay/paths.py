@@ -11,7 +11,8 @@ the relay expects its own. So, like ``ssh-agent``, the relay
   saying what to do;
 - never changes the permissions of anything it did not create;
 - opens its log with ``O_NOFOLLOW`` (0600 when it creates it) and writes only to a regular file
-  of its own that nobody else can read, one line per request whatever the argv holds;
+  of its own, with no other name, that nobody else can read, one line per request whatever the
+  argv holds;
 - removes, when it stops, only the socket it bound, checked by device and inode.
 
 Examples
@@ -235,6 +236,8 @@ def open_private_log(path: str):
             problem = "is not a regular file"
         elif st.st_uid != os.getuid():
             problem = f"belongs to uid {st.st_uid}"
+        elif st.st_nlink != 1:  # a hard link planted elsewhere to a file of ours
+            problem = f"has {st.st_nlink - 1} other name(s) (hard links), so the log could grow into another file"
         elif st.st_mode & 0o077:
             problem = (f"can be read or written by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
                        f"make it private (chmod 600 {path})")
