@@ -207,7 +207,9 @@ def make_private_dir(directory: str | os.PathLike) -> str:
     """
     directory = os.fspath(directory)
     parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
+    # a parent made here (``<work_dir>/.scalable``) is private too: under umask 002 it would be
+    # group-writable, and whoever can write it can move the directory below aside
+    os.makedirs(parent, mode=0o700, exist_ok=True)
     try:
         os.mkdir(directory, 0o700)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC)

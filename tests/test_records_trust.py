@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 
@@ -97,6 +98,18 @@ def test_records_are_written_0600_through_no_link(tmp_path):
     assert victim.read_text() == "keep"
     assert not os.path.islink(path) and oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert records.read_all(str(tmp_path))[0]["pid_start"] == records.process_start(os.getpid())
+
+
+def test_the_scalable_folder_made_for_records_is_private_whatever_the_umask(tmp_path):
+    # under umask 002 (common in project groups) <work_dir>/.scalable would be group-writable:
+    # anyone in the group could move the records folder (and the cache, the TLS files) aside
+    old = os.umask(0o002)
+    try:
+        records.write(str(tmp_path), "c1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / ".scalable").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / ".scalable" / "clusters").st_mode) == 0o700
 
 
 @pytest.mark.root
