@@ -192,6 +192,26 @@ async def test_a_fake_scheduler_cannot_run_code_in_the_server(jp_fetch, reg, tmp
     assert not marker.exists()
 
 
+async def test_replies_that_are_not_a_status_mark_only_their_cluster_unreachable(jp_fetch, reg):
+    # plain data, but 2 MiB of empty lists (about 150 MB once decoded, in the server's event
+    # loop), a list, tags that are not a map, and bytes that JSON cannot carry
+    replies = {"inflated": {"status": "OK", "tags": {}, "pad": [[]] * (2 << 20)}, "alist": [1, 2],
+               "badtags": {"tags": ["gcam"]}, "binary": {"tags": {}, "name": b"\xff"}}
+    fakes = {cid: FakeScheduler(reply) for cid, reply in replies.items()}
+    good = FakeScheduler({"cluster_id": "good", "tags": {"gcam": {"target": 2}}})
+    for cid, fake in [*fakes.items(), ("good", good)]:
+        write_entry(reg, cid, fake.address)
+    try:
+        listed = {m["id"]: m for m in (await fetch_json(jp_fetch, "scalable", "clusters"))["clusters"]}
+        assert listed["good"]["reachable"] and listed["good"]["tags"][0]["target"] == 2
+        for cid in replies:
+            assert not listed[cid]["reachable"], cid
+            assert "not a scheduler's reply" in listed[cid]["error"] or "status" in listed[cid]["error"], cid
+    finally:
+        for fake in [*fakes.values(), good]:
+            fake.close()
+
+
 async def test_a_tls_cluster_answers_and_an_impostor_cannot(jp_fetch, reg, tmp_path):
     from distributed.security import Security
 

@@ -113,6 +113,28 @@ async def call_scheduler(entry: dict, method: str, timeout: float, **kwargs):
                                         tls=entry.get("tls") or None, **kwargs)
 
 
+def check_status(status):
+    """``status`` if it has the shape of a ``scalable_status`` reply (a JSON-ready dict whose
+    ``tags`` map names to dicts); else :class:`~.scheduler_wire.ProtocolError`, so that whatever
+    answers at a scheduler's old port gets its cluster marked unreachable, not a 500 for all.
+
+    Examples
+    --------
+    >>> check_status({"tags": {"gcam": {"target": 1}}})
+    {'tags': {'gcam': {'target': 1}}}
+    """
+    tags = status.get("tags") if isinstance(status, dict) else None
+    try:
+        ok = (isinstance(status, dict) and isinstance(tags or {}, dict)
+              and all(isinstance(k, str) and isinstance(v, (dict, type(None))) for k, v in (tags or {}).items())
+              and json.dumps(status) is not None)
+    except (TypeError, ValueError):  # bytes or extension types: not what a status holds
+        ok = False
+    if not ok:
+        raise scheduler_wire.ProtocolError("the peer's reply is not a scalable scheduler's status")
+    return status
+
+
 MAX_BODY_BYTES = 4096  # {"tag": ..., "n": ...} is a few dozen bytes
 _BODY_HINT = 'Send a JSON body such as {"tag": "gcam", "n": 2}'
 
@@ -184,8 +206,8 @@ class ScalableHandler(APIHandler):
         """Ask the cluster's scheduler for its status and build the cluster's model."""
         timeout = self.config_obj.status_timeout
         try:
-            status = await self.settings["scalable_status_cache"].get(
-                entry["id"], lambda: call_scheduler(entry, "scalable_status", timeout))
+            status = check_status(await self.settings["scalable_status_cache"].get(
+                entry["id"], lambda: call_scheduler(entry, "scalable_status", timeout)))
             error = None
         except Exception as e:  # noqa: BLE001 -- an unreachable or old cluster must not hide the others
             status, error = None, f"Cannot reach the scheduler: {e}"
