@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
 import shlex
+import stat
 import time
 import warnings
 
@@ -69,6 +71,14 @@ def check_walltime(walltime) -> str:
         ) from None
     return str(walltime)
 
+
+
+def _regular_file(path, flags):
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", path)
+    return fd
 
 class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
     """A Dask cluster whose workers are Slurm jobs running inside per-tag containers.
@@ -350,8 +360,9 @@ use_run_scripts, comm_port, config_overwrite
         return options
 
     def _worker_spec(self, tag, name) -> dict:
-        # made on first use, not by the constructor: creating a cluster writes nothing
-        os.makedirs(self.log_directory, exist_ok=True)
+        # made on first use, not by the constructor: creating a cluster writes nothing; never
+        # group-writable (umask 002): others could plant links or FIFOs at the log names
+        os.makedirs(self.log_directory, mode=0o755, exist_ok=True)
         spec = {"cls": TaggedSlurmJob, "options": self._job_options(tag)}
         if self.workers_per_spec > 1:
             spec["group"] = [f"-{i}" for i in range(self.workers_per_spec)]
@@ -427,9 +438,14 @@ use_run_scripts, comm_port, config_overwrite
         stem = f"sc-{self.cluster_id}-{job.tag}-{base}"
         return os.path.join(self.log_directory, f"{stem}_{task}.log" if task else f"{stem}.log")
 
+    def _open_log(self, job, mode="r", **kwargs):
+        """Open a job log without blocking: a FIFO (or anything but a regular file) planted at
+        its name must not stop the scheduler's event loop; it counts as no log."""
+        return open(self._log_path(job), mode, opener=_regular_file, **kwargs)
+
     def _read_log(self, job, lines=50) -> str:
         try:
-            with open(self._log_path(job), errors="replace") as f:
+            with self._open_log(job, errors="replace") as f:
                 return "".join(f.readlines()[-lines:])
         except FileNotFoundError:
             return "(no log yet: the job has not started)"
@@ -449,7 +465,7 @@ use_run_scripts, comm_port, config_overwrite
         # Slurm itself ends a running job (scancel, time limit, preemption, node failure),
         # slurmstepd writes "*** JOB <id> ON <node> CANCELLED AT <time> [DUE TO ...] ***" there.
         try:
-            with open(self._log_path(job), "rb") as f:
+            with self._open_log(job, "rb") as f:
                 f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
                 tail = f.read().decode(errors="replace")
         except FileNotFoundError:

@@ -3,11 +3,13 @@ scripts and checks its inputs before anything is submitted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -225,3 +227,37 @@ def test_ctrl_c_in_a_script_that_imported_scalable_exits_non_zero():
             proc.kill()
     assert proc.returncode != 0, (out, err)
     assert "KeyboardInterrupt" in err
+
+
+def test_a_fifo_or_link_target_at_a_job_log_name_neither_blocks_nor_is_read(tmp_path, make_image):
+    # a log directory others can write lets them plant a FIFO where a job's log will be: the
+    # scheduler's event loop reads logs (why did a worker never connect?) and must not block
+    from types import SimpleNamespace
+
+    make_image("gcam", tmp_path / "containers")
+    c = cluster(tmp_path)
+    try:
+        c.add_container("gcam")
+        old = os.umask(0o002)
+        try:
+            c._worker_spec("gcam", "gcam-0")
+        finally:
+            os.umask(old)
+        assert os.stat(c.log_directory).st_mode & 0o777 == 0o755  # not group-writable
+        job = SimpleNamespace(job_id="12_0", tag="gcam")
+        fifo = c._log_path(job)
+        os.mkfifo(fifo)
+        seen = {}
+        reader = threading.Thread(target=lambda: seen.update(ended=c._ended_outside(job),
+                                                             log=c._read_log(job)), daemon=True)
+        reader.start()
+        reader.join(120)  # a blocking open never returns
+        blocked = reader.is_alive()
+        while reader.is_alive():  # let it go: a writer that opens and closes ends each read
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(1)
+        assert not blocked, "reading a job log blocked on a FIFO planted at its name"
+        assert seen == {"ended": True, "log": "(no log yet: the job has not started)"}
+    finally:
+        c.close()
