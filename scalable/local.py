@@ -1,6 +1,7 @@
 """``LocalCluster``: the same tagged API with no Slurm, for laptops, demos and tests.
 
-Workers are local processes: a :class:`distributed.Nanny` for a tag without an image, and
+Workers are local processes: a :class:`distributed.Nanny` for a tag without an image (or, with
+``nanny=False``, ``python -m distributed.cli.dask_worker --no-nanny``), and
 ``<runtime> exec <image> python -m distributed.cli.dask_worker ...`` for a tag with one.
 Everything listens on loopback, which every user of the machine reaches: so everything speaks
 TLS, and the dashboard hides under a secret prefix (see :mod:`scalable.security`).
@@ -39,19 +40,22 @@ class ContainerWorker(ProcessInterface):
         scheduler address and name, which are appended here.
     cwd : str
         Working directory of the runtime process.
+    env : dict, optional
+        Variables added to this process's environment for the worker.
     """
 
-    def __init__(self, scheduler=None, name=None, argv=(), cwd=None, **kwargs):
+    def __init__(self, scheduler=None, name=None, argv=(), cwd=None, env=None, **kwargs):
         super().__init__(scheduler=scheduler, name=name)
         self.name = name
         self.argv = [*argv, scheduler, "--name", str(name)]
         self.cwd = cwd
+        self.env = {**os.environ, **env} if env else None
         self.proc = None
         self.tail = collections.deque(maxlen=50)  # last lines of its stderr
 
     async def start(self):
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL,
+            *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             # its own process group, so close() also stops what the runtime started
             start_new_session=True,
@@ -94,6 +98,9 @@ class LocalCluster(TaggedCluster, SpecCluster):
         Container runtime for tags with an image (``"apptainer"``).
     death_timeout : int, optional
         Seconds a worker waits for a lost scheduler before it exits.
+    nanny : bool, optional
+        Run each worker under a nanny (default); ``nanny=False`` starts one process per
+        worker. Per tag: ``add_container(..., nanny=False)``.
     silence_logs : str or bool
         Log level to silence.
     security : bool or distributed.security.Security, optional
@@ -116,8 +123,10 @@ class LocalCluster(TaggedCluster, SpecCluster):
     require_image = False
 
     def __init__(self, work_dir=None, runtime=None, death_timeout=None, silence_logs="error",
-                 dashboard_address=None, name=None, security=None, **kwargs):
+                 dashboard_address=None, name=None, security=None, *, nanny=None,
+                 **kwargs):
         self._init_tags(work_dir, runtime)
+        self.nanny = self._check_nanny(config.get("local.nanny", nanny))
         self.death_timeout = config.get("local.death-timeout", death_timeout)
         self._init_security(security, "every user of this machine")
         tls = self._tls and self._tls.security
@@ -150,6 +159,22 @@ class LocalCluster(TaggedCluster, SpecCluster):
 
     def _worker_spec(self, tag, name) -> dict:
         spec = self.containers[tag]
+        nanny = self._nanny_of(tag)
+        tls = self._tls
+        worker_args = ["--host", "127.0.0.1",
+                       "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
+                       "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
+                       "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                       *(["--preload", spec.preload] if spec.preload else []),
+                       *(tls.worker_args() if tls is not None else ()),
+                       *(() if nanny else ("--no-nanny",))]
+        if spec.image is None and not nanny:
+            # its own process all the same: a worker inside this one would share the GIL
+            # and the environment with the scheduler and the client
+            argv = [sys.executable, "-m", "distributed.cli.dask_worker", *worker_args]
+            return {"cls": ContainerWorker,
+                    "options": {"argv": argv, "cwd": self.work_dir,
+                                "env": {**spec.env, **security.WORKER_HTTP_ENV}}}
         if spec.image is None:
             return {
                 "cls": Nanny,
@@ -170,19 +195,13 @@ class LocalCluster(TaggedCluster, SpecCluster):
                 },
             }
         python = config.get("container.python")
-        tls = self._tls
         binds = dict(spec.dirs)
         if tls is not None and tls.directory:
             binds[tls.directory] = tls.directory  # the worker reads its credentials there
         argv = self.runtime.exec_argv(
             spec.image,
             [*versions.worker_python(python), "-m", "distributed.cli.dask_worker",
-             "--host", "127.0.0.1",
-             "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
-             "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
-             "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-             *(["--preload", spec.preload] if spec.preload else []),
-             *(tls.worker_args() if tls is not None else ())],
+             *worker_args],
             binds=binds, env={**spec.env, **security.WORKER_HTTP_ENV},
             home=self.work_dir, cwd=self.work_dir,
         )

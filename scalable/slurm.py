@@ -25,6 +25,9 @@ from .walltime import WalltimeGuard
 
 logger = logging.getLogger(__name__)
 
+#: the distributed setting, as an environment variable, that makes nannies fork their workers
+FORKSERVER_VAR = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"
+
 #: what slurmstepd writes into a job's output when Slurm ends the job from outside
 _SLURM_ENDED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT ")
 
@@ -114,7 +117,12 @@ class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
     job_arrays : bool, optional
         Submit each burst of a tag as one job array (default) or one job per worker.
     workers_per_job : int, optional
-        Pack this many workers of a tag into one job, each with its share of the cpus.
+        Pack this many workers of a tag into one job, each with its share of the cpus and
+        memory. The job imports Dask once and forks its workers from a warm process.
+    nanny : bool, optional
+        Run each worker under a nanny (default), which restarts it in place and ends it at
+        its memory limit. ``nanny=False`` saves a process per worker; a lost worker is then
+        replaced by a new job. Per tag: ``add_container(..., nanny=False)``.
     death_timeout : int, optional
         Seconds a worker waits for a lost scheduler before it exits (and its job ends).
     logs_location, suppress_logs, worker_env_vars, cpus, memory, run_scripts_path, \
@@ -155,6 +163,7 @@ use_run_scripts, comm_port, config_overwrite
         log_directory=None,
         job_arrays=None,
         workers_per_job=None,
+        nanny=None,
         death_timeout=None,
         python=None,
         scheduler_options=None,
@@ -175,6 +184,7 @@ use_run_scripts, comm_port, config_overwrite
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"workers_per_job={k!r} must be a whole number of 1 or more.")
         self.workers_per_spec = k
+        self.nanny = self._check_nanny(config.get("slurm.nanny", nanny))
         self.python = config.get("container.python", python)
         self.log_directory = check_work_dir(os.path.join(
             self.work_dir, config.get("slurm.log-directory", log_directory)
@@ -314,13 +324,25 @@ use_run_scripts, comm_port, config_overwrite
     def _job_options(self, tag) -> dict:
         spec = self.containers[tag]
         k = self.workers_per_spec
+        nanny = self._nanny_of(tag)
+        env = original.worker_env(self._original, spec.env)
+        prologue = list(self._job_kwargs.get("job_script_prologue") or [])
+        if k > 1 and nanny:
+            # The job's process imports Dask once; its nannies then start their workers by
+            # forking a server that has Dask imported already (distributed preloads itself
+            # into multiprocessing's forkserver). The server is single-threaded, so forking
+            # it is safe, unlike forking the nannies' process once its threads and event
+            # loop run. The default, spawn, imports Dask again in every worker.
+            env = {**env, FORKSERVER_VAR: env.get(FORKSERVER_VAR, "forkserver")}
+            if not spec.image:
+                prologue.append(f"export {FORKSERVER_VAR}={shlex.quote(env[FORKSERVER_VAR])}")
         wrapper = original.run_script(self._original, spec, self.work_dir)
         python = spec.image and shlex.join(
             self.runtime.exec_argv(
                 spec.image, [*filter(None, [wrapper]), *versions.worker_python(self.python)],
                 binds=spec.dirs,
                 # the worker's HTTP server answers nothing (see scalable.security)
-                env={**original.worker_env(self._original, spec.env), **security.WORKER_HTTP_ENV},
+                env={**env, **security.WORKER_HTTP_ENV},
                 home=self.work_dir, cwd=self.work_dir,
             )
         )
@@ -339,6 +361,8 @@ use_run_scripts, comm_port, config_overwrite
             # exactly what the tag asked for, in MiB (dask-jobqueue would round 1500M up to 2G)
             job_mem=slurm_memory(spec.memory),
             processes=k,
+            nanny=nanny,
+            job_script_prologue=prologue,
             python=python or self.python,
             job_name=f"sc-{self.cluster_id}-{tag}",
             walltime=self._walltime,

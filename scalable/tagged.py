@@ -86,6 +86,8 @@ class TaggedCluster(ExposedCluster):
     start_delay = 0.0
     #: whether add_container insists on an image file (Slurm: yes; local: only if path= given)
     require_image = True
+    #: whether each worker runs under a nanny unless its tag says otherwise
+    nanny = True
     kind = "cluster"
 
     # -- set-up ---------------------------------------------------------------------------
@@ -105,6 +107,7 @@ class TaggedCluster(ExposedCluster):
         self.cluster_id = uuid.uuid4().hex[:10]
         self._counters: dict[str, itertools.count] = {}
         self._warned_no_workers: set[str] = set()
+        self._tag_nanny: dict[str, bool] = {}  # per-tag nanny= given to add_container
         self.last_error: str | None = None
         self._watcher = Watcher(self)
         self._add_predefined_containers()
@@ -123,7 +126,7 @@ class TaggedCluster(ExposedCluster):
 
     # -- containers -------------------------------------------------------------------------
     def add_container(self, tag, dirs=None, path=None, cpus=None, memory=None,
-                      preload_script=None, *, env=None):
+                      preload_script=None, *, env=None, nanny=None):
         """Declare the container a tag's workers run in.
 
         The positional order is the original scalable's: ``add_container("gcam", {"/rcfs":
@@ -148,6 +151,9 @@ class TaggedCluster(ExposedCluster):
             tag's workers as a Dask preload (``dask worker --preload``) before it starts.
         env : dict, optional
             Environment variables set inside the container.
+        nanny : bool, optional
+            Whether this tag's workers run under a nanny (default: the cluster's ``nanny``).
+            ``nanny=False`` starts each worker as one process, without the nanny's own.
 
         Returns
         -------
@@ -164,6 +170,7 @@ class TaggedCluster(ExposedCluster):
                 f"sizes by keyword, e.g. cluster.add_container({tag!r}, cpus={dirs!r}"
                 + (f", memory={path!r}" if isinstance(path, str) else "") + ")."
             )
+        nanny = self._check_nanny(nanny)
         spec = make_spec(
             tag, cpus, memory, dirs, path, env, preload_script,
             work_dir=self.work_dir, runtime=self.runtime, require_image=self.require_image,
@@ -171,6 +178,10 @@ class TaggedCluster(ExposedCluster):
         )
         self._prepare_container(spec)
         self.containers[spec.tag] = spec
+        if nanny is None:
+            self._tag_nanny.pop(spec.tag, None)
+        else:
+            self._tag_nanny[spec.tag] = nanny
         self._counters.setdefault(spec.tag, itertools.count())
         self._registry_update()
         return spec
@@ -181,6 +192,22 @@ class TaggedCluster(ExposedCluster):
 
     def _prepare_container(self, spec):
         """Backend checks of a new container spec (raise ContainerError to refuse it)."""
+
+    def _check_nanny(self, nanny, name="nanny"):
+        if nanny is not None and not isinstance(nanny, bool):
+            raise ValueError(f"{name}={nanny!r} must be True or False.")
+        if nanny is False and self.workers_per_spec > 1:
+            # dask worker starts several workers in one job only through their nannies
+            raise ValueError(
+                f"{name}=False starts one worker per job, but this cluster packs "
+                f"workers_per_job={self.workers_per_spec}: keep the nanny or use a cluster "
+                f"with workers_per_job=1."
+            )
+        return nanny
+
+    def _nanny_of(self, tag) -> bool:
+        """Whether ``tag``'s workers run under a nanny: the tag's choice, else the cluster's."""
+        return self._tag_nanny.get(tag, self.nanny)
 
     def _check_tag(self, tag) -> str:
         if tag is None:
