@@ -52,7 +52,7 @@ def test_packed_job_script_forks_its_workers_from_the_forkserver(work):
         assert worker.startswith(
             f"apptainer exec --env OMP_NUM_THREADS=2 {FORKSERVER} --home {work} --pwd {work} ")
         for arg in ("--nworkers 4", "--nanny", "--nthreads 2", "--memory-limit 2.00GiB",
-                    "--resources gcam=1"):
+                    "--resources gcam=1", "--no-dashboard --dashboard-address 127.0.0.1:0"):
             assert arg in worker
         # the tag's cpus and memory stay the job's
         assert "#SBATCH --cpus-per-task=8" in lines and "#SBATCH --mem=8G" in lines
