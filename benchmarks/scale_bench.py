@@ -16,10 +16,15 @@ workers), puts the bubblewrap apptainer stand-in (tests/bin/apptainer) and count
 5. scheduler memory per connected worker: RSS of this process (which holds the scheduler) with
    50 workers minus RSS with none, divided by 50.
 
+``--start`` runs the worker start-up comparison instead (``start_bench.py``): time to N = 4, 16,
+50 workers packed 4 per job against dask-jobqueue's ``processes=4`` and bare processes, CPU
+seconds per worker start, and time to the first tagged result from a cold cluster, all with TLS.
+
 Run (as root: Slurm's daemons need it)::
 
     python benchmarks/scale_bench.py            # full run, about 10 minutes on 2 cores
     python benchmarks/scale_bench.py --quick    # N = 1, 4; burst of 8; 2,000 tasks; 1 repeat
+    python benchmarks/scale_bench.py --start    # worker start-up (--start --quick: N = 4 only)
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from dask_jobqueue import SLURMCluster as JobqueueCluster
 from distributed import Client, LocalCluster
 
 from scalable import ScalableClient, SlurmCluster
+import start_bench
 from slurm_counting import CommandCounter, start_slurm, use_apptainer_standin, wait_no_jobs
 
 TAG = "bench"
@@ -226,6 +232,9 @@ class Bench:
                         time.sleep(0.05)  # let the scheduler forget this round first
         return {k: statistics.median(v) for k, v in out.items()}
 
+    def wait_gone(self, prefix):
+        wait_no_jobs(self.slurm, prefix)
+
     def stop(self):
         self.slurm.stop()
 
@@ -238,6 +247,12 @@ def run(args) -> list:
     tmp = tempfile.mkdtemp(prefix="scale-bench-")
     bench = Bench(args, tmp)
     results = {}
+    if args.start:
+        try:
+            return start_bench.run(bench, lambda line: print(line, file=sys.stderr))
+        finally:
+            bench.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
     try:
         # warm-up (not reported): first imports, first job launch on each node
         bench.scale_up("scalable", 1)
@@ -314,8 +329,8 @@ def table(args, res, tp) -> list:
     return rows
 
 
-def print_table(rows):
-    head = ("measure", "scalable", "dask-jobqueue", "ratio", "goal", "met")
+def print_table(rows, head=None):
+    head = head or ("measure", "scalable", "dask-jobqueue", "ratio", "goal", "met")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, None, *rows]:
         print("|" + "|".join(f" {str(c).ljust(w)} " if r else "-" * (w + 2)
@@ -339,10 +354,14 @@ def main(argv=None) -> int:
                    help="worker --death-timeout for all three (a nanny whose worker takes longer "
                         "than this to start gives up: 50 at once on 2 busy cores can take > 60 s)")
     p.add_argument("--show-scripts", action="store_true", help="print both job scripts")
+    p.add_argument("--start", action="store_true",
+                   help="worker start-up instead: packed jobs, nanny=False, first result, CPU")
+    p.add_argument("--start-sizes", type=int, nargs="+", default=[4, 16, 50])
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.burst, args.tasks = [1, 4], 1, 8, 2000
-    if args.nodes * args.cpus_per_node < max(args.burst, *args.sizes):
+        args.start_sizes = [4]
+    if args.nodes * args.cpus_per_node < max(args.burst, *args.sizes, *args.start_sizes):
         p.error("--nodes x --cpus-per-node must hold the largest burst")
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     rows = run(args)
@@ -351,7 +370,7 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - started:.0f} s, load average {load0:.1f} at start and "
           f"{os.getloadavg()[0]:.1f} at end; "
           f"`python benchmarks/scale_bench.py {shlex.join(argv or sys.argv[1:])}`\n")
-    print_table(rows)
+    print_table(rows, start_bench.HEAD if args.start else None)
     return 0
 
 

@@ -8,11 +8,11 @@ which process it runs in.
 import os
 
 import pytest
+from test_slurm_cluster import cluster_jobs, wait_for
 
 from scalable import LocalCluster, ScalableClient, SlurmCluster
 from scalable.local import ContainerWorker
 from scalable.slurm import FORKSERVER_VAR
-from test_slurm_cluster import cluster_jobs, wait_for
 
 FORKSERVER = f"--env {FORKSERVER_VAR}=forkserver"
 
