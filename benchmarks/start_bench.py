@@ -147,7 +147,7 @@ class StartBench:
         try:
             t0 = time.perf_counter()
             if isinstance(cluster, SlurmCluster):
-                cluster.add_workers(n, TAG)
+                cluster.add_workers(TAG, n)
             else:
                 cluster.scale(n)
             client.wait_for_workers(n, timeout=self.args.timeout)
@@ -168,7 +168,7 @@ class StartBench:
             if isinstance(cluster, SlurmCluster):
                 with ScalableClient(cluster) as client:
                     t0 = time.perf_counter()
-                    cluster.add_workers(1, TAG)
+                    cluster.add_workers(TAG, 1)
                     value = client.submit(sum, [1, 2], tag=TAG).result(timeout=self.args.timeout)
             else:
                 with Client(cluster) as client:

@@ -110,7 +110,7 @@ def test_local_nanny_false_is_one_dask_worker_process(tmp_path):
 def test_packed_workers_are_forked_from_a_warm_server_and_run_tagged_tasks(work, slurm):
     with make_cluster(workers_per_job=2) as cluster:
         cluster.add_container(tag="gcam", cpus=2, memory="1G")
-        cluster.add_workers(4, "gcam")
+        cluster.add_workers("gcam", 4)
         assert len(cluster_jobs(slurm, cluster)) == 2  # two jobs of two workers
         with ScalableClient(cluster) as client:
             client.wait_for_workers(4, timeout=240)
@@ -133,8 +133,8 @@ def test_nanny_false_workers_run_tagged_tasks_in_the_jobs_own_process(work, slur
     with make_cluster() as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M", nanny=False)
         cluster.add_container(tag="stitches", cpus=1, memory="512M")
-        cluster.add_workers(2, "gcam")
-        cluster.add_workers(1, "stitches")
+        cluster.add_workers("gcam", 2)
+        cluster.add_workers("stitches", 1)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(3, timeout=240)
             process_of_worker = probe()
@@ -161,7 +161,7 @@ def test_nanny_false_workers_run_tagged_tasks_in_the_jobs_own_process(work, slur
 def test_local_nanny_false_workers_run_tagged_tasks(tmp_path):
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         cluster.add_container(tag="a", cpus=1, memory="1G", env={"WHO": "a"}, nanny=False)
-        cluster.add_workers(1, "a")
+        cluster.add_workers("a", 1)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(1, timeout=120)
             info = client.submit(probe(), tag="a").result(timeout=60)
