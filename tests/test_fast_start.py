@@ -14,6 +14,7 @@ from scalable import LocalCluster, ScalableClient, SlurmCluster
 from scalable.local import ContainerWorker
 from scalable.slurm import FORKSERVER_VAR
 
+
 @pytest.fixture
 def work(tmp_path, make_image, apptainer, monkeypatch):
     for tag in ("gcam", "stitches"):
