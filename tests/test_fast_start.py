@@ -8,11 +8,11 @@ which process it runs in.
 import os
 
 import pytest
-from test_slurm_cluster import cluster_jobs, wait_for
 
 from scalable import LocalCluster, ScalableClient, SlurmCluster
 from scalable.local import ContainerWorker
 from scalable.slurm import FORKSERVER_VAR
+from test_slurm_cluster import cluster_jobs, wait_for
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_local_nanny_false_is_one_dask_worker_process(tmp_path):
         cluster.add_container(tag="b", cpus=1, memory="1G", nanny=True)
         a, b = cluster._worker_spec("a", "a-0"), cluster._worker_spec("b", "b-0")
         assert a["cls"] is ContainerWorker and "--no-nanny" in a["options"]["argv"]
-        assert a["options"]["env"] == {"WHO": "a"}
+        assert a["options"]["env"]["WHO"] == "a"
         assert b["cls"].__name__ == "Nanny"
 
 
