@@ -22,19 +22,22 @@ def _jobs(args) -> int:
 
 
 def _cleanup(args) -> int:
+    keys = records.stale_keys(args.work_dir, remove=True)
     jobs = records.cleanup(args.work_dir)
     if jobs:
         print(f"cancelled {len(jobs)} job(s) of dead scalable clusters: "
               + " ".join(j["job_id"] for j in jobs))
     else:
         print("nothing to clean up: no jobs of dead scalable clusters")
+    for path in keys:
+        print(f"removed the TLS keys of a dead scalable cluster: {path}")
     return 0
 
 
 def register(subparsers):
     for name, func, text in (
         ("jobs", _jobs, "list the Slurm jobs of scalable clusters of a work directory"),
-        ("cleanup", _cleanup, "cancel the jobs of dead scalable clusters (never other jobs)"),
+        ("cleanup", _cleanup, "cancel the jobs of dead scalable clusters (never other jobs), remove their keys"),
     ):
         p = subparsers.add_parser(name, help=text, description=text)
         p.add_argument("--work-dir", default=os.getcwd(),

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 
-from . import runner, trust
+from . import runner, security, trust
 from .containers import TAG_RE
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,16 @@ def leftovers(work_dir: str, exclude: str | None = None) -> list:
     return jobs_of(dead, work_dir) if dead else []
 
 
+def stale_keys(work_dir: str, exclude: str | None = None, remove: bool = False) -> list:
+    """Private TLS directories that dead clusters of this work directory left (a process
+    killed with SIGKILL removes nothing); with ``remove``, removed. Returns their paths."""
+    dead = {r["id"] for r in read_all(work_dir) if r["id"] != exclude and is_alive(r) is False}
+    return security.stale_tls_dirs(work_dir, dead, remove=remove) if dead else []
+
+
 def cleanup(work_dir: str) -> list:
-    """Cancel the jobs of dead clusters (one ``scancel``) and drop their records."""
+    """Cancel the jobs of dead clusters (one ``scancel``), remove their keys (see
+    :func:`stale_keys`) and drop their records."""
     dead = [r for r in read_all(work_dir) if is_alive(r) is False]
     jobs = jobs_of(dead, work_dir)
     if jobs:
@@ -175,7 +183,9 @@ def cleanup(work_dir: str) -> list:
     # a record goes only once none of its jobs is left: until then cleanup must find them
     remaining = {j["cluster"] for j in jobs_of(dead, work_dir)
                  if j["state"] not in ("CANCELLED", "COMPLETING", "COMPLETED")} if jobs else set()
-    for r in dead:
-        if r["id"] not in remaining:
-            remove(work_dir, r["id"])
+    gone = [r["id"] for r in dead if r["id"] not in remaining]
+    # keys before records: without its record, a directory's cluster cannot be judged dead
+    security.stale_tls_dirs(work_dir, gone, remove=True)
+    for ident in gone:
+        remove(work_dir, ident)
     return jobs

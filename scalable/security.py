@@ -45,6 +45,7 @@ import copy
 import errno
 import logging
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -67,6 +68,9 @@ WORKER_HTTP_CONFIG = {"distributed.worker.http.routes": []}
 _PEM_FIELDS = ("tls_ca_file", "tls_scheduler_cert", "tls_scheduler_key", "tls_worker_cert",
                "tls_worker_key", "tls_client_cert", "tls_client_key")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: what ClusterSecurity names its directory (``<cluster id>-<12 hex>``) and the files in it
+_TLS_DIR_RE = re.compile(r"(?P<id>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})-[0-9a-f]{12}")
+_TLS_FILE_RE = re.compile(r"(key|cert)[0-9]+\.pem")
 
 
 class InsecureClusterWarning(UserWarning):
@@ -130,6 +134,66 @@ def tls_parent(work_dir: str) -> tuple[int, str]:
     fd = _open_private(top, top)
     try:
         return _open_private("tls", os.path.join(top, "tls"), dir_fd=fd), os.path.join(top, "tls")
+    finally:
+        os.close(fd)
+
+
+def stale_tls_dirs(work_dir: str, cluster_ids, remove: bool = False) -> list:
+    """The private TLS directories under ``<work_dir>/.scalable/tls`` of ``cluster_ids``.
+
+    For the clusters a caller knows are dead (see :mod:`scalable.records`): a process killed
+    with SIGKILL never removes its keys. Only what :class:`ClusterSecurity` makes is counted:
+    a directory of this user named ``<cluster id>-<12 hex>`` holding nothing but its
+    ``key<n>.pem``/``cert<n>.pem`` regular files, reached without following any link, in a
+    ``tls`` directory that only this user can write. With ``remove``, those are removed.
+    Returns their paths.
+    """
+    ids = set(cluster_ids)
+    top = os.path.join(work_dir, ".scalable")
+    path = os.path.join(top, "tls")
+    try:
+        top_fd = os.open(top, _DIR_FLAGS)
+        _check_private(top_fd, top)  # (closes it when it refuses)
+        try:
+            parent_fd = os.open("tls", _DIR_FLAGS, dir_fd=top_fd)
+        finally:
+            os.close(top_fd)
+        _check_private(parent_fd, path)
+    except (OSError, ValueError) as e:  # none, a link, or not private: nothing to trust there
+        logger.debug("no stale TLS directories looked for in %s: %s", path, e)
+        return []
+    found = []
+    try:
+        for name in sorted(os.listdir(parent_fd)):
+            match = _TLS_DIR_RE.fullmatch(name)
+            if match and match["id"] in ids and _stale_dir(parent_fd, name, remove):
+                found.append(os.path.join(path, name))
+    finally:
+        os.close(parent_fd)
+    return found
+
+
+def _stale_dir(parent_fd: int, name: str, remove: bool) -> bool:
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError:
+        return False  # gone, a link or not a directory: not ours to touch
+    try:
+        if os.fstat(fd).st_uid != os.getuid():
+            return False
+        files = os.listdir(fd)
+        for file in files:
+            st = os.stat(file, dir_fd=fd, follow_symlinks=False)
+            if not (_TLS_FILE_RE.fullmatch(file) and stat.S_ISREG(st.st_mode)):
+                return False
+        if remove:
+            for file in files:
+                os.unlink(file, dir_fd=fd)
+            os.rmdir(name, dir_fd=parent_fd)
+        return True
+    except OSError as e:
+        logger.warning("stale TLS directory %s not removed: %s", name, e)
+        return False
     finally:
         os.close(fd)
 

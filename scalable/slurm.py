@@ -250,6 +250,7 @@ use_run_scripts, comm_port, config_overwrite
         for tag in self.containers:
             runner.run(["scancel", f"--name=sc-{self.cluster_id}-{tag}"], cwd=self.work_dir,
                        timeout=60, check=False)
+        self._close_security()  # before the record: `scalable cleanup` finds keys by it
         records.remove(self.work_dir, self.cluster_id)
 
     async def _start(self):
@@ -266,7 +267,7 @@ use_run_scripts, comm_port, config_overwrite
         try:
             jobs = await asyncio.get_running_loop().run_in_executor(
                 None, records.leftovers, self.work_dir, self.cluster_id)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- a hint only: never fail a start for it
             logger.debug("leftover check failed: %s", e)
             return
         if jobs:
@@ -277,13 +278,27 @@ use_run_scripts, comm_port, config_overwrite
                 f"`scalable cleanup` there to cancel them (it touches no other job).",
                 stacklevel=2,
             )
+        try:
+            keys = await asyncio.get_running_loop().run_in_executor(
+                None, records.stale_keys, self.work_dir, self.cluster_id)
+        except Exception as e:  # noqa: BLE001 -- a hint only: never fail a start for it
+            logger.debug("leftover key check failed: %s", e)
+            return
+        if keys:
+            warnings.warn(
+                f"{len(keys)} TLS key director(ies) of scalable clusters that are no longer "
+                f"running remain in {os.path.dirname(keys[0])}: run `scalable cleanup` in "
+                f"{self.work_dir} to remove them.",
+                stacklevel=2,
+            )
 
     async def _close(self):
         await self._before_close()
         await super()._close()
-        # only once its jobs are cancelled: until then `scalable cleanup` must find them
-        records.remove(self.work_dir, self.cluster_id)
+        # only once its jobs are cancelled and its keys removed: until then `scalable
+        # cleanup` must find them
         self._close_security()
+        records.remove(self.work_dir, self.cluster_id)
 
     # -- per-tag job options --------------------------------------------------------------
     @property

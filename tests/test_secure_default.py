@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -250,3 +252,46 @@ def test_slurm_tls_directory_in_the_work_dir_must_be_private(tmp_path, monkeypat
     os.close(fd)
     assert path == str(work / ".scalable" / "tls")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+
+
+# -- keys a killed process left -----------------------------------------------------------------
+
+@pytest.mark.slurm
+def test_cleanup_removes_the_keys_of_a_killed_cluster_and_nothing_else(slurm, tmp_path):
+    script = ("import time; from scalable import SlurmCluster\n"
+              "c = SlurmCluster(queue='slurm', interface='lo')\n"
+              "print(c.cluster_id, c._tls.directory, flush=True)\n"
+              "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        ready = select.select([proc.stdout], [], [], 180)[0]  # never wait for ever in CI
+        assert ready, "the cluster process did not start within 180 s"
+        dead_id, keys = proc.stdout.readline().split()
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no close(), no atexit: the keys stay
+        proc.wait()
+    assert os.listdir(keys)
+    parent = tmp_path / ".scalable" / "tls"
+    # what cleanup must leave: a link named like a dead cluster's directory (never followed),
+    # and a directory of that name holding something scalable did not write
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "key0.pem").write_text("mine")
+    (parent / f"{dead_id}-{'0' * 12}").symlink_to(elsewhere)
+    odd = parent / f"{dead_id}-{'1' * 12}"
+    odd.mkdir()
+    (odd / "key0.pem").write_text("x")
+    (odd / "notes.txt").write_text("x")
+    with pytest.warns(UserWarning, match=r"1 TLS key director.*no longer running .*scalable cleanup"):
+        live = SlurmCluster(queue="slurm", interface="lo", work_dir=str(tmp_path))
+    with live:
+        out = subprocess.run([sys.executable, "-m", "scalable.cli", "cleanup"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stderr
+        assert keys in out.stdout and not os.path.exists(keys)
+        assert os.listdir(live._tls.directory)  # a live cluster's keys are its own
+        assert (elsewhere / "key0.pem").read_text() == "mine"
+        assert os.path.islink(parent / f"{dead_id}-{'0' * 12}")
+        assert sorted(os.listdir(odd)) == ["key0.pem", "notes.txt"]
+    assert not os.path.exists(live._tls.directory or keys)
