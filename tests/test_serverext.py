@@ -414,3 +414,14 @@ def test_extensions_enabled_after_install():
     assert re.search(r"^\s*scalable \S+ OK", out, re.M), out
     labext = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "scalable"
     assert (labext / "package.json").exists() and (labext / "install.json").exists()
+
+
+def test_no_dashboard_link_to_a_scheduler_that_does_not_answer():
+    # its port may be anyone's by now: a proxied link would show their page in Jupyter's origin
+    from scalable.jupyter.handlers import cluster_model
+
+    entry = {"id": "c1", "scheduler_address": "tls://127.0.0.1:1", "dashboard_port": 8787,
+             "dashboard_prefix": "/s3cr3t", "tags": ["gcam"]}
+    assert cluster_model(entry, None, "/", error="Cannot reach the scheduler")["dashboard_url"] is None
+    live = cluster_model(entry, {"dashboard_port": 8787}, "/")
+    assert live["dashboard_url"] == "/proxy/8787/s3cr3t/"

@@ -142,3 +142,13 @@ def test_display_uses_the_widget_mimebundle(tmp_path, shell):
         assert "application/vnd.jupyter.widget-view+json" in data
         assert "scalable-summary" in data["text/html"]
 
+
+def test_panel_of_a_closed_cluster_links_no_dashboard(tmp_path):
+    # a closed cluster's port may be taken by anyone: a stale proxied link would show their page
+    with LocalCluster(work_dir=str(tmp_path)) as cluster:
+        cluster._widget()
+        panel = widget.panel_of(cluster)
+        assert "proxy/" in panel.header.value
+    assert "proxy/" not in panel.header.value and "closed" in panel.header.value
+    assert "closed" in panel.message.value
+    assert "proxy/" not in widget.summary_html(cluster)

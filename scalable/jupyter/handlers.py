@@ -91,7 +91,10 @@ def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | 
         "notebook": notebook,
         "scheduler_address": entry.get("scheduler_address"),
         "dashboard_port": port,
-        "dashboard_url": dashboard_url(base_url, port, entry.get("dashboard_prefix")),
+        # only while the cluster's own scheduler answers: once it is gone, its port may be
+        # anyone's, and a link through the proxy would show their page in Jupyter's origin
+        "dashboard_url": (dashboard_url(base_url, port, entry.get("dashboard_prefix"))
+                          if error is None else None),
         "walltime": status.get("walltime", entry.get("walltime")),
         "created": entry.get("created"),
         "reachable": error is None,

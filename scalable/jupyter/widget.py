@@ -57,7 +57,9 @@ def _counts(s: dict) -> str:
 
 
 def _header(cluster, closed=False) -> str:
-    if closed:
+    # a closed cluster's port may be anyone's by now: a proxied link to it would show their
+    # page in Jupyter's origin, so its summary links nothing either
+    if closed or getattr(getattr(cluster, "status", None), "name", "") in ("closing", "closed"):
         return (f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · "
                 f"<b class='scalable-closed-label'>closed</b>")
     link = links.proxied_link(cluster.dashboard_port,
