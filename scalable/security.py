@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import hmac
 import logging
 import os
 import re
@@ -356,6 +357,13 @@ class PrefixGuard(tornado.routing.Router):
 
     def find_handler(self, request, **kwargs):
         path = request.path or ""
+        # the first segment against the secret in constant time: no timing says how much of
+        # a guess was right
+        first, _, _ = path.partition("/")[2].partition("/")
+        if not hmac.compare_digest(first.encode("utf-8", "surrogateescape"),
+                                   self.prefix[1:].encode()):
+            return self.application.get_handler_delegate(
+                request, tornado.web.ErrorHandler, {"status_code": 404})
         if path in (self.prefix, self.prefix + "/"):
             # the dashboard's root: Dask would redirect to the root-absolute /status, which
             # misses both the prefix and the proxy; a relative redirect keeps both

@@ -205,6 +205,28 @@ def test_dashboard_answers_only_under_its_prefix(tmp_path):
             assert secret.strip("/") not in info.value.read().decode()
 
 
+def test_dashboard_secret_is_compared_in_constant_time(tmp_path, monkeypatch):
+    # a comparison that stops at the first wrong character would tell a guesser, by its
+    # timing, how much of the secret they have
+    import hmac
+
+    compared, real = [], hmac.compare_digest
+
+    def compare_digest(a, b):
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", compare_digest)
+    with LocalCluster(work_dir=str(tmp_path)) as cluster:
+        secret = cluster.dashboard_prefix
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{cluster.dashboard_port}{secret[:-1]}x/",
+                                   timeout=30)
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as page:
+            assert page.status == 200
+    assert compared.count(secret.strip("/").encode()) >= 2
+
+
 def test_security_false_warns_and_speaks_plain_tcp(tmp_path):
     with pytest.warns(InsecureClusterWarning, match="anyone who can reach it .* can run code as you"):
         cluster = LocalCluster(work_dir=str(tmp_path), security=False)
