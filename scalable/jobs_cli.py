@@ -27,7 +27,7 @@ def _cleanup(args) -> int:
     if jobs:
         print(f"cancelled {len(jobs)} job(s) of dead scalable clusters: "
               + " ".join(j["job_id"] for j in jobs))
-    else:
+    elif not keys:
         print("nothing to clean up: no jobs of dead scalable clusters")
     for path in keys:
         print(f"removed the TLS keys of a dead scalable cluster: {path}")
