@@ -82,6 +82,25 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+def _trust():
+    """:mod:`scalable.trust` (stdlib only), loaded from its file when this launcher runs by its
+    path: importing the package would load Dask before the kernel starts."""
+    if __package__:
+        from .. import trust
+
+        return trust
+    import importlib.util
+
+    name = "scalable.trust"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trust.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[str], dict]:
     """Return the runtime argv for the kernel (or, given ``command``, for that argv run inside
     the image with the relay's shims on ``PATH``) and the facts the launcher reports."""
@@ -101,11 +120,10 @@ def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[s
         raise LaunchError(f"work directory {work} does not exist; create it or reinstall the kernel "
                           f"with scalable kernel install --work-dir DIR")
     registry = registry_dir(args.registry_dir)
-    from ..trust import Untrusted, make_private_dir
-
+    trust = _trust()
     try:  # 0700 whatever the umask: the server trusts entries only in a directory others cannot write
-        make_private_dir(registry)
-    except Untrusted as e:
+        trust.make_private_dir(registry)
+    except trust.Untrusted as e:
         _warn(f"the Scalable sidebar will not list this kernel's clusters: {e}")
     binds: dict[str, str] = {}
 
