@@ -270,7 +270,9 @@ async def test_entries_of_another_user_are_404_on_every_route(jp_fetch, reg, oth
 @pytest.mark.parametrize("body, message", [
     (b"", "The request body is empty"),
     (b"   ", "The request body is empty"),
-    (b"[" * 2000 + b"]" * 2000, "not valid JSON"),
+    # parsed or not depends on the recursion limit in force (libraries raise it): a sentence
+    # either way, never a RecursionError or a 500
+    (b"[" * 2000 + b"]" * 2000, ("not valid JSON", "must be a JSON object")),
     (b'{"tag": "gcam", "n": 1, "pad": "' + b"x" * 5000 + b'"}', "larger than 4096 bytes"),
 ], ids=["empty", "blank", "nested", "huge"])
 async def test_bad_scale_bodies_get_a_sentence(jp_fetch, reg, body, message):
@@ -281,5 +283,7 @@ async def test_bad_scale_bodies_get_a_sentence(jp_fetch, reg, body, message):
                                     method="POST", body=body, allow_nonstandard_methods=True)
     finally:
         fake.close()
-    assert code == 400 and message in text and 'such as {"tag": "gcam", "n": 2}' in text
+    messages = (message,) if isinstance(message, str) else message
+    assert code == 400 and any(m in text for m in messages)
+    assert 'such as {"tag": "gcam", "n": 2}' in text
     assert fake.replies == 0
