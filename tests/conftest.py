@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from other_user import other_user  # noqa: F401  (the second-user fixture, for every module)
 from slurm_harness import SlurmTestCluster
 
 TESTS_BIN = Path(__file__).parent / "bin"

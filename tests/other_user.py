@@ -1,6 +1,6 @@
 """A second Unix user for attack tests: created per test, removed at teardown (needs root).
 
-Use the ``other_user`` fixture (import it into the test module); ``user.sh("...")`` runs a
+Use the ``other_user`` fixture (tests/conftest.py imports it for every module); ``user.sh("...")`` runs a
 ``/bin/sh`` command as that user (no Python: the test interpreter may live where they cannot
 read). ``user.base`` is a directory of ours they can reach.
 """

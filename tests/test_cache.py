@@ -14,8 +14,6 @@ from scalable.cache import CacheError, Store
 from scalable.cli import main as cli_main
 from scalable.hashing import file_digest
 
-pytest_plugins = ["other_user"]  # the other_user fixture
-
 
 @pytest.fixture
 def work(tmp_path, monkeypatch):

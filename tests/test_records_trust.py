@@ -17,8 +17,6 @@ from scalable import SlurmCluster, records
 from scalable.runner import run
 from waiting import wait_for
 
-pytest_plugins = ["other_user"]
-
 
 def record_dir(work):
     d = work / ".scalable" / "clusters"

@@ -8,8 +8,6 @@ import pytest
 
 from scalable.jupyter import registry
 
-pytest_plugins = ["other_user"]  # the other_user fixture
-
 
 def entry(cluster_id):
     return {"id": cluster_id, "scheduler_address": "tcp://127.0.0.1:1", "pid": os.getpid(),

@@ -23,7 +23,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
-pytest_plugins = ["pytest_jupyter.jupyter_server", "other_user"]
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
 class Payload:
