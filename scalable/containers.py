@@ -206,6 +206,25 @@ class ContainerSpec:
         }
 
 
+def container_preset(tag) -> dict:
+    """``scalable.containers.<tag>`` from the config (keys matched case-insensitively, like
+    tags), or {}."""
+    tag = str(tag).lower()
+    presets = config.get("containers", default=None) or {}
+    return dict(next((v for k, v in presets.items() if str(k).lower() == tag), None) or {})
+
+
+def image_name(tag) -> str:
+    """The file name of a tag's image: the one place it is spelled.
+
+    Examples
+    --------
+    >>> image_name("gcam")
+    'gcam_container.sif'
+    """
+    return f"{tag}_container.sif"
+
+
 def make_spec(
     tag,
     cpus=None,
@@ -228,9 +247,7 @@ def make_spec(
     1G). Every check names the tag and what to change.
     """
     tag = check_tag(tag)
-    presets = config.get("containers", default=None) or {}
-    # config keys are matched case-insensitively, like tags
-    preset = dict(next((v for k, v in presets.items() if str(k).lower() == tag), None) or {})
+    preset = container_preset(tag)
     defaults = dict(defaults or {})
     cpus = cpus if cpus is not None else preset.get("cpus", defaults.get("cpus") or 1)
     memory = memory if memory is not None else preset.get("memory", defaults.get("memory") or "1G")
@@ -287,7 +304,7 @@ def make_spec(
             f"container {tag!r}: path={path!r} is not a file path: pass the image as a string, "
             f"e.g. path='/path/to/{tag}_container.sif'."
         )
-    default_image = os.path.join(work_dir, config.get("container.directory"), f"{tag}_container.sif")
+    default_image = os.path.join(work_dir, config.get("container.directory"), image_name(tag))
     image = None
     if path is not None or require_image or os.path.exists(default_image):
         # without require_image (local runs) a tag uses its image if there is one

@@ -41,6 +41,7 @@ class ExposedCluster:
         self.scheduler.handlers["scalable_status"] = self._handle_status
         self.scheduler.handlers["scalable_scale"] = self._handle_scale
         self.scheduler.handlers["scalable_close"] = self._handle_close
+        self.scheduler.handlers["scalable_adapt"] = self._handle_adapt
 
     async def _handle_status(self):
         return {
@@ -55,21 +56,27 @@ class ExposedCluster:
 
     async def _handle_scale(self, tag=None, n=None):
         try:
-            tag = self._check_tag(tag)
+            pool = self.pools[self._check_tag(tag)]
             n = int(n)
             if n < 0:
                 raise ValueError("n must be 0 or more")
+            await pool.scale_to(n, asynchronous=True, wait=False)
         except (KeyError, ValueError, TypeError) as e:
             return {"status": "error", "message": str(e)}
-        have = self._target(tag)
-        if n > have:
-            k = self.workers_per_spec
-            self._watcher.reset(tag)
-            new = [self._new_name(tag) for _ in range(math.ceil((n - have) / k))]
-            await self._add_specs({name: self._worker_spec(tag, name) for name in new})
-        elif n < have:
-            await self._remove(tag, have - n)
-        return {"status": "OK", "target": self._target(tag)}
+        return {"status": "OK", "target": pool.target}
+
+    async def _handle_adapt(self, tag=None, minimum=None, maximum=None):
+        """Turn ``tag``'s adapt on (``minimum``/``maximum``; ``maximum=None``: no upper bound)
+        or off (both None)."""
+        try:
+            pool = self.pools[self._check_tag(tag)]
+            if minimum is None and maximum is None:
+                pool.stop_adapt("stopped from the sidebar")
+            else:
+                pool.adapt(int(minimum or 0), math.inf if maximum is None else int(maximum))
+        except (KeyError, ValueError, TypeError) as e:
+            return {"status": "error", "message": str(e)}
+        return {"status": "OK", "adapt": pool.adapt_range, "target": pool.target}
 
     async def _handle_close(self):
         # reply first: closing stops the scheduler that carries this very reply

@@ -52,6 +52,22 @@ def job_prefix(cluster_id: str) -> str:
     return f"sc-{cluster_id}-"
 
 
+def job_name(cluster_id: str, tag: str) -> str:
+    """The Slurm job name of a tag's workers: the one place the protocol is spelled.
+
+    Examples
+    --------
+    >>> job_name("3f2a", "gcam"), job_tag(job_name("3f2a", "gcam"))
+    ('sc-3f2a-gcam', 'gcam')
+    """
+    return f"{job_prefix(cluster_id)}{tag}"
+
+
+def job_tag(name: str) -> str:
+    """The tag in a job name made by :func:`job_name` (tags have no dash)."""
+    return name.rsplit("-", 1)[-1]
+
+
 def write(work_dir: str, cluster_id: str, **extra) -> str:
     """Record this process's cluster ``cluster_id`` (0600, through no link); return the path."""
     folder = trust.make_private_dir(record_dir(work_dir))

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 import warnings
-from collections import defaultdict
 
 from dask.utils import parse_timedelta
 from distributed.core import Status
@@ -43,24 +42,23 @@ HOPELESS_REASONS = {
 class Watcher:
     """Recovery loop of one cluster (see the module docstring).
 
+    It talks to the cluster's tag pools only: each :class:`~scalable.pool.TagPool` holds its
+    tag's owed replacements, retiring workers and failure state, and the backend hooks
+    (:class:`~scalable.pool.PoolBackend`) say what a job's end means.
+
     Parameters
     ----------
     cluster : TaggedCluster
-        The cluster; the watcher only uses its spec/worker bookkeeping and ``_jobs_async``.
+        The cluster; the watcher reads its ``pools``, ``status`` and one job query per pass.
     """
 
-    def __init__(self, cluster):
+    def __init__(self, cluster, clock=time.monotonic):
         self.cluster = cluster
+        self.clock = clock
         self.interval = parse_timedelta(config.get("recovery.interval"))
         self.max_failures = int(config.get("recovery.max-failures"))
         self.backoff_max = parse_timedelta(config.get("recovery.backoff-max"))
         self.lead = parse_timedelta(config.get("recovery.rollover-lead"))
-        self.failures = defaultdict(int)  # tag -> consecutive failed starts
-        self.vanished = defaultdict(int)  # tag -> consecutive jobs that ended before starting
-        self.errors = {}  # tag -> why we stopped retrying
-        self.owed = defaultdict(list)  # tag -> [due time of a replacement]
-        self.seen = {}  # spec name -> monotonic time its worker first connected
-        self.retiring = set()  # spec names whose replacement was already submitted
         self.replaced = 0
         self._pc = None
         self._running = False
@@ -78,12 +76,6 @@ class Watcher:
         while self._running:
             await asyncio.sleep(0.05)
 
-    def reset(self, tag):
-        """The user asked for workers again: forget past failures of ``tag``."""
-        self.failures.pop(tag, None)
-        self.vanished.pop(tag, None)
-        self.errors.pop(tag, None)
-
     async def _tick(self):
         if self._running or self.closed or self.cluster.status != Status.running:
             return
@@ -96,113 +88,116 @@ class Watcher:
             self._running = False
 
     async def check(self):
-        """One pass: find lost jobs, schedule replacements, submit those due."""
-        c = self.cluster
-        now = time.monotonic()
-        if c.workers:
-            # judge only jobs that existed before the query: one submitted while squeue runs
-            # is missing from its answer without being lost
-            known = list(c.workers.items())
-            jobs = await c._jobs_async(fresh=True)
+        """One pass: find lost jobs, schedule replacements, submit those due, let retiring
+        workers go."""
+        pools = list(self.cluster.pools.values())
+        now = self.clock()
+        # judge only jobs that existed before the query: one submitted while squeue runs
+        # is missing from its answer without being lost
+        known = {pool.tag: pool.workers() for pool in pools}
+        if any(known.values()):
+            jobs = await self.cluster._jobs_async(fresh=True)
             if self.closed:
                 return
             live = {j["job_id"] for j in jobs}
-            connected = {c._spec_name(ws.name) for ws in c.scheduler.workers.values()}
-            for name, worker in known:
-                if c.workers.get(name) is not worker:
-                    continue  # closed or replaced meanwhile
-                if name in connected:
-                    if name not in self.seen:
-                        self.seen[name] = now
-                        self.failures.pop(c.tag_of(name), None)
-                        self.vanished.pop(c.tag_of(name), None)
-                    continue
-                if c._job_alive(worker, live):
-                    continue
-                await self._lost(name, worker, now)
-            self._rollover(now)
-        await self._submit_due(now)
+            for pool in pools:
+                connected = pool.connected()
+                current = pool.workers()
+                for name, worker in known[pool.tag].items():
+                    if current.get(name) is not worker:
+                        continue  # closed or replaced meanwhile
+                    if name in connected:
+                        if name not in pool.seen:
+                            pool.seen[name] = now
+                            pool.failures = pool.vanished = 0
+                        continue
+                    if pool.backend._job_alive(worker, live):
+                        continue
+                    self._lost(pool, name, worker, now)
+                self._rollover(pool, now)
+        for pool in pools:
+            await self._submit_due(pool, now)
+            await pool.drain()
 
-    async def _lost(self, name, worker, now):
-        c = self.cluster
-        tag = c.tag_of(name)
+    def _lost(self, pool, name, worker, now):
+        c = pool.backend
+        tag = pool.tag
         c.workers.pop(name, None)
         worker.status = Status.closed  # its job is already gone: nothing to cancel
-        if c.worker_spec.pop(name, None) is None or name in self.retiring:
-            self.retiring.discard(name)
-            self.seen.pop(name, None)
+        leaving = name in pool.replaced or name in pool.retiring
+        if c.worker_spec.pop(name, None) is None or leaving:
+            pool.replaced.discard(name)
+            pool.retiring.pop(name, None)
+            pool.seen.pop(name, None)
             return  # removed on purpose, or already replaced ahead of its lifetime
-        if name in self.seen:
-            self.seen.pop(name)
+        if name in pool.seen:
+            pool.seen.pop(name)
             logger.info("worker %s was lost; replacing it", name)
-            self.owed[tag].append(now)
+            pool.owed.append(now)
             return
         if c._ended_outside(worker):
             # cancelled (by the user, an admin, a preemption) before the container could show
             # whether it works: this says nothing about the tag; replace it, backing off if it
             # keeps happening
-            self.vanished[tag] += 1
-            n = self.vanished[tag]
+            pool.vanished += 1
+            n = pool.vanished
             logger.info("job of worker %s was ended by Slurm before it connected; replacing it", name)
-            self.owed[tag].append(now + (self._backoff(n) if n > 1 else 0))
+            pool.owed.append(now + (self._backoff(n) if n > 1 else 0))
             return
-        self.failures[tag] += 1
-        n = self.failures[tag]
+        pool.failures += 1
+        n = pool.failures
         why = c._failure_detail(worker)
         refused = c._start_refusal(worker)  # e.g. an image with other versions: retrying won't help
         if refused or n >= self.max_failures:
-            self.errors[tag] = refused or (
+            pool.error = refused or (
                 f"{n} workers of tag {tag!r} in a row ended before connecting, so scalable "
                 f"stopped starting more. Last job log:\n{why}"
             )
-            self.owed.pop(tag, None)
-            for other in [s for s in list(c.worker_spec) if c.tag_of(s) == tag and s not in c.workers]:
+            pool.owed.clear()
+            started = pool.workers()
+            for other in [s for s in pool.all_names() if s not in started]:
                 c.worker_spec.pop(other)
-            c.last_error = self.errors[tag]
-            logger.error(self.errors[tag])
-            warnings.warn(self.errors[tag], RuntimeWarning, stacklevel=2)
+            c.last_error = pool.error
+            logger.error(pool.error)
+            warnings.warn(pool.error, RuntimeWarning, stacklevel=2)
         else:
             delay = self._backoff(n)
             logger.warning("worker %s of %r failed to start (%d in a row), retrying in %.0f s: %s",
                            name, tag, n, delay, why.strip().splitlines()[-1:] or "")
-            self.owed[tag].append(now + delay)
+            pool.owed.append(now + delay)
 
     def _backoff(self, n) -> float:
         """Seconds to wait before retrying a tag after its ``n``-th setback in a row."""
         return min(2.0 ** n, self.backoff_max)
 
-    def _rollover(self, now):
-        c = self.cluster
-        life = c._lifetime_seconds()
+    def _rollover(self, pool, now):
+        life = pool.backend._lifetime_seconds(pool.tag)
         if not life:
             return
-        for name, since in list(self.seen.items()):
-            if name in self.retiring or name not in c.worker_spec:
+        specs = pool.backend.worker_spec
+        for name, since in list(pool.seen.items()):
+            if name in pool.replaced or name in pool.retiring or name not in specs:
                 continue
             if now >= since + life - self.lead:
                 # its worker retires soon: start the next one now so the pool never dips
-                self.retiring.add(name)
-                self.owed[c.tag_of(name)].append(now)
+                pool.replaced.add(name)
+                pool.owed.append(now)
 
-    async def _submit_due(self, now):
-        c = self.cluster
-        new = []
-        for tag, dues in list(self.owed.items()):
-            ready = [d for d in dues if d <= now]
-            if not ready or tag not in c.containers:
-                continue
-            self.owed[tag] = [d for d in dues if d > now]
-            new += [c._new_name(tag) for _ in ready]
-        if new and not self.closed:
-            self.replaced += len(new)
-            await c._add_specs({name: c._worker_spec(c.tag_of(name), name) for name in new})
-            for name in new:
-                if name not in c.workers:  # the submission failed: try again later
-                    tag = c.tag_of(name)
-                    self.failures[tag] += 1
-                    if self.failures[tag] >= self.max_failures:
-                        self.errors[tag] = (f"replacing workers of tag {tag!r} failed "
-                                            f"{self.failures[tag]} times: {c.last_error}")
-                        self.owed.pop(tag, None)
-                        continue
-                    self.owed[tag].append(time.monotonic() + self._backoff(self.failures[tag]))
+    async def _submit_due(self, pool, now):
+        ready = [d for d in pool.owed if d <= now]
+        if not ready or self.closed or pool.error:
+            return
+        pool.owed[:] = [d for d in pool.owed if d > now]
+        self.replaced += len(ready)
+        new = await pool.scale_to(pool.target + len(ready) * pool.per_spec, asynchronous=True, manual=False,
+                                  wait=False)
+        started = pool.workers()
+        failed = [name for name in new if name not in started]
+        if failed:  # the submission failed: try again later
+            pool.failures += 1
+            if pool.failures >= self.max_failures:
+                pool.error = (f"replacing workers of tag {pool.tag!r} failed "
+                              f"{pool.failures} times: {pool.backend.last_error}")
+                pool.owed.clear()
+                return
+            pool.owed.extend([self.clock() + self._backoff(pool.failures)] * len(failed))

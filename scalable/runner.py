@@ -55,6 +55,10 @@ class CommandError(RuntimeError):
         )
 
 
+class SubmitError(RuntimeError):
+    """Slurm refused a submission; the message names the tag, Slurm's words and the command."""
+
+
 class CommandNotFound(CommandError):
     """The program is neither on ``PATH`` nor reachable through the relay."""
 

@@ -17,9 +17,10 @@ from dask.utils import parse_timedelta
 from . import config, original, records, runner, security, signals, versions
 from .containers import check_work_dir, slurm_memory
 from .jobqueue import SLURMCluster as _JobqueueSLURMCluster
-from .records import parse_squeue
+from .records import job_name, job_tag, parse_squeue
 from .scheduler import ScalableScheduler
 from .slurm_jobs import SlurmSubmitter, TaggedSlurmJob
+from .tag_options import check_walltime, gpu_directive, walltime_seconds
 from .tagged import TaggedCluster, tag_of
 from .walltime import WalltimeGuard
 
@@ -30,50 +31,6 @@ FORKSERVER_VAR = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"
 
 #: what slurmstepd writes into a job's output when Slurm ends the job from outside
 _SLURM_ENDED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT ")
-
-
-def walltime_seconds(walltime: str) -> int:
-    """Slurm walltime (``[D-]HH:MM:SS``, ``MM:SS`` or minutes) in seconds.
-
-    Examples
-    --------
-    >>> walltime_seconds("02:00:00"), walltime_seconds("1-00:00:00"), walltime_seconds("90")
-    (7200, 86400, 5400)
-    >>> walltime_seconds("0-6"), walltime_seconds("1-12:30")
-    (21600, 131400)
-    """
-    text = str(walltime).strip()
-    if "-" in text:  # D-H, D-H:M, D-H:M:S
-        d, text = text.split("-", 1)
-        hms = [int(p) for p in text.split(":")]
-        if not 1 <= len(hms) <= 3:
-            raise ValueError
-        hms += [0] * (3 - len(hms))
-        return int(d) * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]
-    days = 0
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        seconds = parts[0] * 60
-    elif len(parts) == 2:
-        seconds = parts[0] * 60 + parts[1]
-    elif len(parts) == 3:
-        seconds = parts[0] * 3600 + parts[1] * 60 + parts[2]
-    else:
-        raise ValueError
-    return days * 86400 + seconds
-
-
-def check_walltime(walltime) -> str:
-    try:
-        if walltime_seconds(walltime) <= 0:
-            raise ValueError
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"walltime={walltime!r} is not a Slurm time: write it as 'HH:MM:SS', e.g. "
-            f"walltime='02:00:00'."
-        ) from None
-    return str(walltime)
-
 
 
 def _regular_file(path, flags):
@@ -146,6 +103,8 @@ use_run_scripts, comm_port, config_overwrite
     """
 
     kind = "slurm"
+    #: add_container takes queue=, account=, walltime=, gpus=, ... per tag
+    job_options = True
     set_default_request_quantity = staticmethod(original.set_default_request_quantity)
 
     def __init__(
@@ -248,7 +207,7 @@ use_run_scripts, comm_port, config_overwrite
         # the cluster's own loop is the one interrupted: it cannot run close(), so cancel the
         # jobs the way `scalable cleanup` does, by this cluster's job names
         for tag in self.containers:
-            runner.run(["scancel", f"--name=sc-{self.cluster_id}-{tag}"], cwd=self.work_dir,
+            runner.run(["scancel", f"--name={job_name(self.cluster_id, tag)}"], cwd=self.work_dir,
                        timeout=60, check=False)
         self._close_security()  # before the record: `scalable cleanup` finds keys by it
         records.remove(self.work_dir, self.cluster_id)
@@ -316,17 +275,22 @@ use_run_scripts, comm_port, config_overwrite
                 spec["options"] = self._job_options(tag_of(name))
         self._registry_update()
 
-    def _lifetime_seconds(self) -> int:
-        """How long a worker lives: ``lifetime`` if set, else walltime minus a margin."""
-        total = walltime_seconds(self._walltime)
+    def _walltime_of(self, tag=None) -> str:
+        """The walltime of ``tag``'s jobs: its own, else the cluster's."""
+        pool = self.pools.get(tag)
+        return (pool and pool.options.get("walltime")) or self._walltime
+
+    def _lifetime_seconds(self, tag=None) -> int:
+        """How long a worker lives: ``lifetime`` if set, else its walltime minus a margin."""
+        total = walltime_seconds(self._walltime_of(tag))
         lifetime = config.get("slurm.lifetime")
         if lifetime is not None:
             return int(parse_timedelta(lifetime))
         return int(total - min(parse_timedelta(config.get("slurm.lifetime-margin")), total / 5))
 
-    def _lifetime_args(self) -> list:
+    def _lifetime_args(self, tag=None) -> list:
         """``--lifetime`` so workers retire before Slurm kills them at walltime."""
-        life = self._lifetime_seconds()
+        life = self._lifetime_seconds(tag)
         stagger = min(parse_timedelta(config.get("slurm.lifetime-stagger")), life / 10)
         return ["--lifetime", f"{life}s", "--lifetime-stagger", f"{int(stagger)}s"]
 
@@ -341,7 +305,9 @@ use_run_scripts, comm_port, config_overwrite
         k = self.workers_per_spec
         nanny = self._nanny_of(tag)
         env = original.worker_env(self._original, spec.env)
-        prologue = list(self._job_kwargs.get("job_script_prologue") or [])
+        own = self.pools[tag].options  # the tag's own queue, walltime, gpus, ...
+        prologue = [*(self._job_kwargs.get("job_script_prologue") or []),
+                    *own.get("job_script_prologue", [])]
         if k > 1 and nanny:
             # The job's process imports Dask once; its nannies then start their workers by
             # forking a server that has Dask imported already (distributed preloads itself
@@ -364,9 +330,11 @@ use_run_scripts, comm_port, config_overwrite
         # (dask-jobqueue joins worker arguments unquoted into the script)
         preload = ["--preload", shlex.quote(spec.preload)] if spec.preload else []
         log_name = "%x-%A_%a.log" if self.job_arrays else "%x-%j.log"
+        gpus = [gpu_directive(own["gpus"])] if own.get("gpus") else []
         options = dict(self._job_kwargs)
         options.update(
             tag=tag,
+            tag_options=dict(own),
             submitter=self._submitter,
             array=self.job_arrays,
             work_dir=self.work_dir,
@@ -379,18 +347,22 @@ use_run_scripts, comm_port, config_overwrite
             nanny=nanny,
             job_script_prologue=prologue,
             python=python or self.python,
-            job_name=f"sc-{self.cluster_id}-{tag}",
-            walltime=self._walltime,
+            job_name=job_name(self.cluster_id, tag),
+            walltime=self._walltime_of(tag),
+            queue=own.get("queue", self._job_kwargs.get("queue")),
+            account=own.get("account", self._job_kwargs.get("account")),
             # the worker's own HTTP server stays on the node's loopback, serving nothing; no
             # Bokeh pages either: importing Bokeh was most of what a worker cost to start once
             # Dask is imported (0.4-0.5 s of CPU each)
             worker_extra_args=["--resources", f"{tag}=1", "--no-dashboard",
                                "--dashboard-address", "127.0.0.1:0", *preload,
-                               *self._lifetime_args()],
+                               *self._lifetime_args(tag)],
             job_extra_directives=[
                 # quoted as sbatch reads #SBATCH lines; "%" in the directory is not a pattern
                 f"-o {shlex.quote(self.log_directory.replace('%', '%%') + '/' + log_name)}",
                 *self._job_kwargs.get("job_extra_directives", []),
+                *gpus,
+                *own.get("job_extra_directives", []),
             ],
         )
         if spec.cpus % k:
@@ -424,6 +396,17 @@ use_run_scripts, comm_port, config_overwrite
         job = TaggedSlurmJob(self.scheduler.address, name=f"{tag}-N", **options)
         return job.job_script()
 
+    @property
+    def job_header(self):
+        # dask-jobqueue's is the header of an untagged placeholder job: every job has a tag
+        raise AttributeError("job headers are per tag: print(cluster.job_script('gcam')) shows "
+                             "a tag's whole script, header included")
+
+    @property
+    def job_name(self):
+        raise AttributeError("job names are per tag: sc-<cluster id>-<tag> (see "
+                             "cluster.job_script('gcam'))")
+
     # -- status ---------------------------------------------------------------------------
     @property
     def slurm_commands(self) -> dict:
@@ -454,7 +437,7 @@ use_run_scripts, comm_port, config_overwrite
     async def _query_jobs(self) -> list:
         if not self.containers:
             return []
-        names = ",".join(f"sc-{self.cluster_id}-{tag}" for tag in self.containers)
+        names = ",".join(job_name(self.cluster_id, tag) for tag in self.containers)
         self._submitter.commands["squeue"] += 1
         result = await runner.arun(
             ["squeue", "--noheader", "--array", f"--name={names}",
@@ -463,7 +446,7 @@ use_run_scripts, comm_port, config_overwrite
         )
         jobs = parse_squeue(result.stdout, ("job_id", "state", "reason", "node", "tag"))
         for job in jobs:
-            job["tag"] = job["tag"].rsplit("-", 1)[-1]  # job names are sc-<cluster id>-<tag>
+            job["tag"] = job_tag(job["tag"])
             job["worker"] = self._worker_of_job(job["job_id"])
         return jobs
 
@@ -476,7 +459,7 @@ use_run_scripts, comm_port, config_overwrite
     def _log_path(self, job) -> str:
         # the names the "-o %x-%A_%a.log" directive (array tasks) or "%x-%j.log" (jobs) gives
         base, _, task = job.job_id.partition("_")
-        stem = f"sc-{self.cluster_id}-{job.tag}-{base}"
+        stem = f"{job_name(self.cluster_id, job.tag)}-{base}"
         return os.path.join(self.log_directory, f"{stem}_{task}.log" if task else f"{stem}.log")
 
     def _open_log(self, job, mode="r", **kwargs):
@@ -498,8 +481,10 @@ use_run_scripts, comm_port, config_overwrite
         spec = self.containers.get(job.tag)
         return versions.refusal(self._read_log(job, 50), job.tag, spec and spec.image)
 
-    def _has_job_prologue(self) -> bool:
-        return bool(self._job_kwargs.get("job_script_prologue"))
+    def _has_job_prologue(self, tag=None) -> bool:
+        pool = self.pools.get(tag)
+        return bool(self._job_kwargs.get("job_script_prologue")
+                    or (pool and pool.options.get("job_script_prologue")))
 
     def _ended_outside(self, job) -> bool:
         # Slurm creates the output file when the job starts: none means it never ran. When

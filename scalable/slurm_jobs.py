@@ -18,15 +18,15 @@ from distributed.deploy.spec import ProcessInterface
 
 from . import runner
 from .jobqueue import SLURMJob
+from .runner import SubmitError
+from .tag_options import refused_option
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["NAME_VAR", "SlurmSubmitter", "SubmitError", "TaggedSlurmJob"]
+
 #: The worker's name is set by the script, so one script serves a whole array.
 NAME_VAR = "SCALABLE_WORKER_NAME"
-
-
-class SubmitError(RuntimeError):
-    """Slurm refused a submission; the message is Slurm's, with the command."""
 
 
 class TaggedSlurmJob(SLURMJob):
@@ -44,13 +44,16 @@ class TaggedSlurmJob(SLURMJob):
         Where ``sbatch`` runs (jobs start there).
     log_directory : str
         Where job logs go; a burst of one is submitted as a plain job, named ``%x-%j.log``.
+    tag_options : dict, optional
+        The tag's own job options (``queue``, ``walltime``, ``gpus``, ...), named when Slurm
+        refuses the job.
     **kwargs
         Everything ``dask_jobqueue.SLURMJob`` takes.
     """
 
     def __init__(self, scheduler=None, name=None, *, tag=None, submitter=None, array=True,
                  work_dir=None, log_directory=None, security=None, worker_extra_args=(),
-                 **kwargs):
+                 tag_options=None, **kwargs):
         # dask-jobqueue joins the worker command with spaces, unquoted: the TLS file paths
         # (under the work directory, which may hold spaces) are quoted here instead
         tls = []
@@ -62,6 +65,7 @@ class TaggedSlurmJob(SLURMJob):
                          worker_extra_args=[*worker_extra_args, *tls], **kwargs)
         self.name = name
         self.tag = tag
+        self.tag_options = dict(tag_options or {})  # the tag's own queue=, walltime=, ...
         self.array = array
         self.work_dir = work_dir
         self.log_directory = log_directory
@@ -170,10 +174,15 @@ class SlurmSubmitter:
                         fut.set_exception(e)
                 return
             said = "; ".join(line.strip() for line in e.stderr.splitlines() if line.strip())
+            tag = jobs[0].tag
+            option = refused_option(said, jobs[0].tag_options)
+            whose = (f"the tag's own {option} (cluster.add_container({tag!r}, ..., "
+                     f"{option.split('=')[0]}=...))" if "," not in option
+                     and option.split("=")[0] in jobs[0].tag_options else option)
             error = SubmitError(
-                f"Slurm refused the {jobs[0].tag!r} workers: {said or e} "
-                f"(command: {shlex.join(argv)}). Check queue=, account=, walltime= and the "
-                f"container's cpus/memory against what the partition allows."
+                f"Slurm refused the {tag!r} workers: {said or e} "
+                f"(command: {shlex.join(argv)}). Check {whose} against what the partition "
+                f"allows."
             )
             for _, fut in batch:
                 if not fut.done():

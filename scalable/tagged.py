@@ -10,7 +10,6 @@ there. :class:`TaggedCluster` is a mixin: :class:`scalable.slurm.SlurmCluster` a
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import os
@@ -22,10 +21,18 @@ from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 
 from . import config
-from .containers import ContainerError, ContainerSpec, check_tag, make_spec
+from .containers import (
+    ContainerError,
+    ContainerSpec,
+    check_tag,
+    container_preset,
+    make_spec,
+)
 from .exposure import ExposedCluster
+from .pool import PoolBackend, TagPool, tag_of, whole
 from .recovery import HOPELESS_REASONS, Watcher
 from .runtimes import get_runtime
+from .tag_options import tag_options
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +47,6 @@ class UnknownTagError(KeyError, ValueError):
         return str(self.args[0])
 
 
-def _whole(n, example) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n={n!r} must be a whole number of workers, e.g. {example}.")
-    most = int(config.get("max-workers-per-tag"))
-    if n > most:  # a typo, not a request: it would fill memory with worker specs
-        raise ValueError(
-            f"n={n} is more than scalable.max-workers-per-tag ({most}): ask for fewer, e.g. "
-            f"{example}, or raise that setting if you truly need more."
-        )
-    return n
-
-
 def _tag_first(method, tag, n):
     """Refuse the old ``(n, tag)`` order with the keyword form: the tag comes first, as in
     the original scalable (``add_workers("gcam", 4)``)."""
@@ -64,31 +59,15 @@ def _tag_first(method, tag, n):
         )
 
 
-def tag_of(name) -> str:
-    """The tag encoded in a worker or spec name (``gcam-3`` or, packed, ``gcam-3-1``).
+class TaggedCluster(ExposedCluster, PoolBackend):
+    """Mixin giving a SpecCluster per-tag containers and worker pools (one
+    :class:`~scalable.pool.TagPool` per tag, in ``cluster.pools``)."""
 
-    Tags never contain a dash, so the part before the first dash is the tag, exactly.
-
-    Examples
-    --------
-    >>> tag_of("gcam-3"), tag_of("my_model-12-0")
-    ('gcam', 'my_model')
-    """
-    return str(name).split("-", 1)[0]
-
-
-class TaggedCluster(ExposedCluster):
-    """Mixin giving a SpecCluster per-tag containers and worker pools."""
-
-    #: workers per worker_spec entry (one Slurm job may pack several)
-    workers_per_spec = 1
-    #: seconds to wait for more add_workers calls before starting workers
-    start_delay = 0.0
-    #: whether add_container insists on an image file (Slurm: yes; local: only if path= given)
-    require_image = True
+    kind = "cluster"
+    #: whether add_container takes per-tag job options (queue=, walltime=, gpus=, ...)
+    job_options = False
     #: whether each worker runs under a nanny unless its tag says otherwise
     nanny = True
-    kind = "cluster"
 
     # -- set-up ---------------------------------------------------------------------------
     def _init_tags(self, work_dir=None, runtime=None):
@@ -103,11 +82,8 @@ class TaggedCluster(ExposedCluster):
         self.runtime = get_runtime(
             config.get("container.runtime", runtime), config.get("container.exec-args") or ()
         )
-        self.containers: dict[str, ContainerSpec] = {}
+        self.pools: dict[str, TagPool] = {}
         self.cluster_id = uuid.uuid4().hex[:10]
-        self._counters: dict[str, itertools.count] = {}
-        self._warned_no_workers: set[str] = set()
-        self._tag_nanny: dict[str, bool] = {}  # per-tag nanny= given to add_container
         self.last_error: str | None = None
         self._watcher = Watcher(self)
         self._add_predefined_containers()
@@ -126,7 +102,9 @@ class TaggedCluster(ExposedCluster):
 
     # -- containers -------------------------------------------------------------------------
     def add_container(self, tag, dirs=None, path=None, cpus=None, memory=None,
-                      preload_script=None, *, env=None, nanny=None):
+                      preload_script=None, *, env=None, nanny=None, queue=None, account=None,
+                      walltime=None, gpus=None, job_extra_directives=None,
+                      job_script_prologue=None):
         """Declare the container a tag's workers run in.
 
         The positional order is the original scalable's: ``add_container("gcam", {"/rcfs":
@@ -154,6 +132,16 @@ class TaggedCluster(ExposedCluster):
         nanny : bool, optional
             Whether this tag's workers run under a nanny (default: the cluster's ``nanny``).
             ``nanny=False`` starts each worker as one process, without the nanny's own.
+        queue, account, walltime : str, optional
+            This tag's own partition, account and walltime (Slurm), overriding the
+            cluster's; its workers' ``--lifetime`` and rollover follow its walltime.
+        gpus : int, optional
+            GPUs per worker: ``--gpus=N`` (``scalable.slurm.gpu-directive`` may say
+            ``--gres=gpu:{n}`` instead).
+        job_extra_directives, job_script_prologue : list of str, optional
+            Added to the cluster's ``#SBATCH`` options and prologue lines for this tag.
+
+        The same keys may be given under ``scalable.containers.<tag>`` in the config.
 
         Returns
         -------
@@ -171,20 +159,30 @@ class TaggedCluster(ExposedCluster):
                 + (f", memory={path!r}" if isinstance(path, str) else "") + ")."
             )
         nanny = self._check_nanny(nanny)
+        given = {"queue": queue, "account": account, "walltime": walltime, "gpus": gpus,
+                 "job_extra_directives": job_extra_directives,
+                 "job_script_prologue": job_script_prologue}
+        options = tag_options(check_tag(tag), given, container_preset(tag), self.job_options)
         spec = make_spec(
             tag, cpus, memory, dirs, path, env, preload_script,
             work_dir=self.work_dir, runtime=self.runtime, require_image=self.require_image,
-            prologue=self._has_job_prologue(), defaults=self._container_defaults(),
+            prologue=self._has_job_prologue() or bool(options.get("job_script_prologue")),
+            defaults=self._container_defaults(),
         )
         self._prepare_container(spec)
-        self.containers[spec.tag] = spec
-        if nanny is None:
-            self._tag_nanny.pop(spec.tag, None)
+        if spec.tag in self.pools:
+            pool = self.pools[spec.tag]  # workers started from now on use the new spec
+            pool.spec, pool.options = spec, options
         else:
-            self._tag_nanny[spec.tag] = nanny
-        self._counters.setdefault(spec.tag, itertools.count())
+            pool = self.pools[spec.tag] = TagPool(spec.tag, spec, self, options)
+        pool.nanny = nanny
         self._registry_update()
         return spec
+
+    @property
+    def containers(self) -> dict[str, ContainerSpec]:
+        """Container spec per tag (``{"gcam": ContainerSpec(...)}``)."""
+        return {tag: pool.spec for tag, pool in self.pools.items()}
 
     def _container_defaults(self) -> dict:
         """Cluster-wide defaults for containers that do not give their own (cpus, memory)."""
@@ -207,7 +205,8 @@ class TaggedCluster(ExposedCluster):
 
     def _nanny_of(self, tag) -> bool:
         """Whether ``tag``'s workers run under a nanny: the tag's choice, else the cluster's."""
-        return self._tag_nanny.get(tag, self.nanny)
+        pool = self.pools.get(tag)
+        return self.nanny if pool is None or pool.nanny is None else pool.nanny
 
     def _check_tag(self, tag) -> str:
         if tag is None:
@@ -233,33 +232,26 @@ class TaggedCluster(ExposedCluster):
     # -- worker pools -----------------------------------------------------------------------
     tag_of = staticmethod(tag_of)
 
-    def _names(self, tag) -> list:
-        """Spec names of ``tag``, leaving out workers about to retire (already replaced)."""
-        retiring = self._watcher.retiring
-        # list() copies atomically: the event loop thread may change worker_spec meanwhile
-        return [n for n in list(self.worker_spec) if tag_of(n) == tag and n not in retiring]
-
-    def _new_name(self, tag) -> str:
-        return f"{tag}-{next(self._counters[tag])}"
-
-    def _target(self, tag) -> int:
-        return (len(self._names(tag)) + len(self._watcher.owed.get(tag, ()))) * self.workers_per_spec
+    def pool(self, tag=None) -> TagPool:
+        """The :class:`~scalable.pool.TagPool` of ``tag`` (optional when there is only one)."""
+        return self.pools[self._check_tag(tag)]
 
     @property
     def targets(self) -> dict:
         """Requested workers per tag (``{"gcam": 3}``), replacements on their way included."""
-        return {tag: self._target(tag) for tag in self.containers}
+        return {tag: pool.target for tag, pool in self.pools.items()}
 
     @property
     def tag_errors(self) -> dict:
         """Tags whose workers kept failing to start, with the reason (see ``recovery``)."""
-        return dict(self._watcher.errors)
+        return {tag: pool.error for tag, pool in self.pools.items() if pool.error}
 
     def add_workers(self, tag=None, n=0, wait=True):
         """Start ``n`` more workers of ``tag``.
 
         Submission failures (an invalid partition, too much memory, ...) raise here with
         Slurm's message, and the failed workers are forgotten, so nothing is left half-done.
+        Asking for workers by hand turns the tag's adapt off.
 
         Parameters
         ----------
@@ -283,34 +275,20 @@ class TaggedCluster(ExposedCluster):
         ['gcam-0', 'gcam-1', 'gcam-2']
         """
         _tag_first("add_workers", tag, n)
-        tag = self._check_tag(tag)
-        n = _whole(n, "n=2")
-        self._watcher.reset(tag)
-        new = {}
-        for _ in range(math.ceil(n / self.workers_per_spec)):
-            name = self._new_name(tag)
-            new[name] = self._worker_spec(tag, name)
-        if not new:
+        pool = self.pool(tag)
+        n = whole(n, "n=2")
+        if not n:
             return []
-        # added here, at once, so that calls in quick succession are started (and submitted)
-        # together by the next state correction
-        self.worker_spec.update(new)
-        if not wait:
-            self.loop.add_callback(self._start_new, list(new))
-            return list(new)
-        return self.sync(self._start_new, list(new), True)
+        return pool.scale_to(pool.target + n, wait=wait)
 
     add_worker = add_workers  # the spelling of the original README
 
-    async def _add_specs(self, new, raise_errors=False):
-        """Add worker specs from the event loop (scheduler handlers, recovery) and start them."""
-        if self.status not in (Status.running, Status.starting, Status.created):
-            return []
-        self.worker_spec.update(new)
-        return await self._start_new(list(new), raise_errors)
-
     async def _start_new(self, names, raise_errors=False):
         error = None
+        if self.status not in (Status.running, Status.starting, Status.created):
+            for name in names:
+                self.worker_spec.pop(name, None)
+            return []
         if self.start_delay:
             # let every add_workers call of this burst add its specs first: one state
             # correction then starts them all, so they share one submission
@@ -340,93 +318,116 @@ class TaggedCluster(ExposedCluster):
             logger.error("could not start workers %s: %s", names, error)
         return names
 
-    def remove_workers(self, tag=None, n=0):
+    def remove_workers(self, tag=None, n=0, force=False):
         """Stop ``n`` workers of ``tag``: jobs not started yet first, then idle workers,
         then busy ones (their tasks move elsewhere). Their jobs are cancelled. Asking for
         more than the tag has removes them all and warns.
+
+        No held result is lost: a worker's results move to another worker (of any tag)
+        before it leaves; when there is none, it stays, *retiring* (``tag_status``), until
+        its results are released or can move. ``force=True`` removes at once, results and
+        all. Removing workers by hand turns the tag's adapt off.
 
         Examples
         --------
         >>> cluster.remove_workers("gcam", 2)  # doctest: +SKIP
         """
         _tag_first("remove_workers", tag, n)
-        tag = self._check_tag(tag)
-        n = _whole(n, "n=1")
-        have = self._target(tag)
+        pool = self.pool(tag)
+        n = whole(n, "n=1")
+        have = pool.target
         if n > have:
             warnings.warn(
-                f"remove_workers({tag!r}, {n}): tag {tag!r} has only {have} worker(s), so all "
-                f"of them are removed.",
+                f"remove_workers({pool.tag!r}, {n}): tag {pool.tag!r} has only {have} worker(s), "
+                f"so all of them are removed.",
                 stacklevel=2,
             )
-        return self.sync(self._remove, tag, n)
+        removed = pool.scale_to(max(0, have - n), force=force)
+        self._warn_if_stranded(pool)
+        return removed
 
-    async def _remove(self, tag, n):
-        n_specs = math.ceil(n / self.workers_per_spec)
-        owed = self._watcher.owed.get(tag, [])
-        while owed and n_specs:  # replacements not submitted yet go first
-            owed.pop()
-            n_specs -= 1
-        names = self._names(tag)
-        n_specs = min(len(names), n_specs)
-        if not n_specs:
-            return []
-        connected = {}  # spec name -> (busy, [addresses])
-        for ws in self.scheduler.workers.values():
-            spec_name = self._spec_name(ws.name)
-            if spec_name in names:
-                busy, addrs = connected.get(spec_name, (False, []))
-                connected[spec_name] = (busy or bool(ws.processing), addrs + [ws.address])
-        order = sorted(
-            names, key=lambda s: (s in connected, connected.get(s, (False,))[0], -names.index(s))
-        )
-        chosen = order[:n_specs]
-        addresses = [a for s in chosen if s in connected for a in connected[s][1]]
-        if addresses:
-            # graceful: data held only by these workers moves before they close
-            await self.scheduler.retire_workers(workers=addresses, close_workers=True, remove=True)
-        for name in chosen:
-            self.worker_spec.pop(name, None)
-        await self._correct_state()
-        return chosen
+    def _warn_if_stranded(self, pool):
+        if self.status != Status.running:
+            return  # a closed cluster has nothing waiting
+        # read on the event loop, which changes the scheduler's task sets
+        waiting = self.sync(lambda: _value(pool.waiting_tasks()))
+        pool.warn_if_stranded(waiting, stacklevel=4)
 
     def _spec_name(self, worker_name) -> str:
         """Spec entry a worker belongs to (a packed job's workers are ``<spec>-<i>``)."""
-        name = str(worker_name)
-        if name in self.worker_spec or self.workers_per_spec == 1:
-            return name
-        return name.rsplit("-", 1)[0]
+        return self.pools[tag_of(worker_name)].spec_name(worker_name) \
+            if tag_of(worker_name) in self.pools else str(worker_name)
 
-    def scale_tag(self, tag, n, wait=True):
-        """Set the number of workers of ``tag`` to ``n``."""
-        tag = self._check_tag(tag)
-        n = _whole(n, "n=4")
-        have = self._target(tag)
-        if n > have:
-            return self.add_workers(tag, n - have, wait=wait)
-        if n < have:
-            return self.remove_workers(tag, have - n)
-        return []
+    def scale_tag(self, tag, n, wait=True, force=False):
+        """Set the number of workers of ``tag`` to ``n`` (turning its adapt off)."""
+        pool = self.pool(tag)
+        out = pool.scale_to(whole(n, "n=4"), wait=wait, force=force)
+        if not n:
+            self._warn_if_stranded(pool)
+        return out
 
     def scale(self, n=0, memory=None, cores=None, tag=None, **kwargs):
         """``scale(n, tag=...)`` sets one tag's pool; ``scale(0)`` stops every worker."""
-        if tag is not None or (n and len(self.containers) == 1):
+        if tag is not None or (n and len(self.pools) == 1):
             return self.scale_tag(tag, n)
         if n:
             raise ValueError(
                 f"this cluster has several tags ({self._known_tags()}): say which one, e.g. "
-                f"cluster.scale({n}, tag={next(iter(self.containers), 'gcam')!r})."
+                f"cluster.scale({n}, tag={next(iter(self.pools), 'gcam')!r})."
             )
-        self._watcher.owed.clear()  # replacements on their way are not wanted either
-        self._watcher.retiring.clear()
+        for pool in self.pools.values():
+            pool.stop_adapt("the cluster was scaled to 0")
+            pool.clear()
         self.worker_spec.clear()
         self.loop.add_callback(self._correct_state)
 
-    # -- status -----------------------------------------------------------------------------
-    async def _jobs_async(self, fresh=False) -> list:
-        """This cluster's jobs: dicts with job_id, name, tag, state, reason, node."""
-        raise NotImplementedError
+    def adapt(self, tag=None, minimum=0, maximum=math.inf, **kwargs):
+        """Scale ``tag``'s workers from its own demand, between ``minimum`` and ``maximum``.
 
+        Each tag adapts on its own (see :mod:`scalable.adapt`): it grows while tasks wait for
+        it and shrinks, gracefully, when its workers idle. Without ``tag`` every tag adapts
+        with the same range. Scaling a tag by hand turns its adapt off.
+
+        Returns
+        -------
+        scalable.adapt.TagAdaptive, or a dict of them by tag when ``tag`` is None
+
+        Examples
+        --------
+        >>> cluster.adapt(tag="gcam", minimum=0, maximum=10)  # doctest: +SKIP
+        """
+        for old in ("minimum_jobs", "maximum_jobs", "minimum_memory", "maximum_memory",
+                    "minimum_cores", "maximum_cores", "Adaptive"):
+            if old in kwargs:
+                raise TypeError(f"adapt takes workers per tag, not {old}=: write "
+                                f"cluster.adapt(tag='gcam', minimum=0, maximum=10).")
+        if tag is None:
+            if not self.pools:
+                raise ValueError("this cluster has no containers to adapt yet: call "
+                                 "cluster.add_container(tag='gcam', ...) first, then "
+                                 "cluster.adapt(tag='gcam', minimum=0, maximum=10).")
+            return {t: pool.adapt(minimum, maximum, **kwargs) for t, pool in self.pools.items()}
+        return self.pool(tag).adapt(minimum, maximum, **kwargs)
+
+    def stop_adapt(self, tag=None):
+        """Turn adapt off for ``tag`` (every tag when None); workers stay as they are."""
+        pools = self.pools.values() if tag is None else [self.pool(tag)]
+        for pool in pools:
+            pool.stop_adapt("stopped by the user")
+
+    @property
+    def new_spec(self):
+        # SpecCluster.scale/adapt would add untagged copies of it: every worker has a tag
+        raise AttributeError("a scalable cluster has no untagged worker spec: add workers per "
+                             "tag, e.g. cluster.add_workers('gcam', 2)")
+
+    @new_spec.setter
+    def new_spec(self, value):
+        pass  # SpecCluster's constructor sets it; scalable makes every spec per tag
+
+    _supports_scaling = True  # per tag, through the pools
+
+    # -- status -----------------------------------------------------------------------------
     def jobs(self) -> list:
         """This cluster's jobs (one status query for all of them)."""
         return self.sync(self._jobs_async)
@@ -435,32 +436,39 @@ class TaggedCluster(ExposedCluster):
         jobs = await self._jobs_async()
         s = self.scheduler
         out = {}
-        for tag, spec in self.containers.items():
-            ws_list = [ws for ws in s.workers.values() if tag in (ws.resources or {})]
+        for tag, pool in list(self.pools.items()):
+            connected = pool.connected()
+            leaving = [ws for name, wss in connected.items() if name in pool.retiring for ws in wss]
+            ws_list = [ws for ws in s.workers.values() if tag in (ws.resources or {})
+                       and ws not in leaving]
             busy = sum(1 for ws in ws_list if ws.processing)
-            waiting = sum(
-                1 for ts in s.unrunnable if (ts.resource_restrictions or {}).get(tag)
-            ) + sum(max(0, len(ws.processing) - ws.nthreads) for ws in ws_list)
+            waiting = pool.waiting_tasks()
             stuck = sorted({j["reason"] for j in jobs if j["tag"] == tag
                             and j["state"] in PENDING_STATES and j["reason"] in HOPELESS_REASONS})
+            pending = sum(self.workers_per_spec for j in jobs
+                          if j["tag"] == tag and j["state"] in PENDING_STATES)
             out[tag] = {
-                "target": self._target(tag),
-                "pending": sum(
-                    self.workers_per_spec for j in jobs
-                    if j["tag"] == tag and j["state"] in PENDING_STATES
-                ),
+                "target": pool.target,
+                "pending": pending,
+                # jobs Slurm runs whose worker has not connected yet
+                "starting": max(0, pool.target - pending - len(ws_list)),
                 "running": len(ws_list),
                 "busy": busy,
                 "idle": len(ws_list) - busy,
+                "retiring": len(leaving),  # leaving once their results are released or moved
                 "waiting_tasks": waiting,
                 "stuck": stuck,  # pending for reasons that never clear by waiting
-                "error": self._watcher.errors.get(tag),
-                **spec.describe(),
+                "error": pool.error,
+                "warning": pool.stranded_warning(waiting),
+                "adapt": pool.adapt_range,
+                **pool.options,
+                **pool.spec.describe(),
             }
         return out
 
     def tag_status(self) -> dict:
-        """Per tag: target, pending jobs, running/busy/idle workers, tasks waiting.
+        """Per tag: target, pending jobs, running/busy/idle/retiring workers, tasks waiting,
+        the adapt range (or None), and a warning when tasks wait for a tag with no workers.
 
         Costs one job-status query (one ``squeue`` on Slurm) and no scheduler round trip.
 
@@ -478,47 +486,29 @@ class TaggedCluster(ExposedCluster):
         self._watcher.start()
 
     async def _before_close(self):
+        for pool in self.pools.values():
+            pool.stop_adapt("the cluster closes")
         await self._watcher.stop()
         self._registry_remove()
         self._show_closed()
 
-    # -- hooks for recovery (overridden per backend) -----------------------------------------
     def _update_worker_status(self, op, msg):
         # SpecCluster would cancel a departed worker's job after a delay, possibly hitting its
         # replacement; the recovery watcher owns that decision instead.
         Cluster._update_worker_status(self, op, msg)
 
-    def _job_alive(self, worker, live_ids) -> bool:
-        job_id = getattr(worker, "job_id", None)
-        if job_id is not None:
-            return job_id in live_ids
-        return getattr(worker, "running", True)
-
-    def _failure_detail(self, worker) -> str:
-        return ""
-
-    def _start_refusal(self, worker) -> str | None:
-        """Why a worker that ended before connecting can never start (one sentence), or None."""
-        return None
-
-    def _has_job_prologue(self) -> bool:
-        """Whether workers start after lines of the user's (which may load the runtime)."""
-        return False
-
-    def _ended_outside(self, worker) -> bool:
-        """Whether the worker's job was ended from outside before its worker could connect
-        (cancelled while pending or starting, preempted): then it is no failed start."""
-        return False
-
-    def _lifetime_seconds(self):
-        return None
-
     def warn_if_no_workers(self, tag):
         """Warn once per tag when tasks are sent to a tag with no workers requested."""
-        if tag not in self._warned_no_workers and not self._names(tag):
-            self._warned_no_workers.add(tag)
+        pool = self.pools.get(tag)
+        if pool is not None and not pool.warned_empty and not pool.names() \
+                and pool.adaptive is None:  # an adapting tag starts workers for them
+            pool.warned_empty = True
             warnings.warn(
                 f"tag {tag!r} has no workers yet: its tasks wait until you call "
                 f"cluster.add_workers({tag!r}, 1).",
                 stacklevel=3,
             )
+
+
+async def _value(value):
+    return value

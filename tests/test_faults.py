@@ -80,7 +80,7 @@ def cancel_again_and_again(cluster, started):
         wait_for(lambda victim=victim: len(cluster.workers) == 2 and victim not in
                  {getattr(j, "job_id", None) for j in cluster.workers.values()},
                  30, f"a replacement for job {victim}")
-    assert cluster.tag_errors == {} and cluster._watcher.failures["gcam"] == 0
+    assert cluster.tag_errors == {} and cluster.pools["gcam"].failures == 0
     assert cluster.targets == {"gcam": 2}
     assert len(live_jobs(cluster.cluster_id)) == 2
 
