@@ -86,6 +86,8 @@ _COMMANDS = {
     "scale": ("set the number of workers of a tag", "%scalable scale gcam 4"),
     "add": ("start more workers of a tag", "%scalable add gcam 2"),
     "remove": ("stop workers of a tag (pending first, then idle)", "%scalable remove gcam 1"),
+    "adapt": ("scale a tag from its waiting tasks, between a minimum and a maximum",
+              "%scalable adapt gcam 0 10"),
     "status": ("per tag: target, pending, running, busy, idle, waiting tasks", "%scalable status"),
     "jobs": ("this cluster's jobs (Slurm jobs, or local worker processes)", "%scalable jobs"),
     "walltime": ("show or set the walltime of jobs submitted from now on",
@@ -153,12 +155,26 @@ def build_parser() -> Parser:
                    help="bind mount (repeatable)")
     c.add_argument("--env", action="append", metavar="KEY=VALUE",
                    help="environment variable inside the container (repeatable)")
+    c.add_argument("--queue", help="this tag's own Slurm partition (-p)")
+    c.add_argument("--account", help="this tag's own Slurm account (-A)")
+    c.add_argument("--walltime", metavar="HH:MM:SS", help="this tag's own walltime per job")
+    c.add_argument("--gpus", type=positive, metavar="N", help="GPUs per worker")
+    c.add_argument("--directive", action="append", metavar="OPTION",
+                   help="extra #SBATCH option for this tag, e.g. --qos=high (repeatable)")
+    c.add_argument("--prologue", action="append", metavar="LINE",
+                   help="shell line run before this tag's workers (repeatable)")
 
     for name in ("scale", "add", "remove"):
         _tag(s[name])
         s[name].add_argument("n", metavar="N", type=count, help="number of workers")
     _wait(s["scale"])
     _wait(s["add"])
+    a = s["adapt"]
+    _tag(a)
+    a.add_argument("minimum", metavar="MIN", type=count, nargs="?", help="fewest workers")
+    a.add_argument("maximum", metavar="MAX", type=count, nargs="?",
+                   help="most workers (default: no limit)")
+    a.add_argument("--off", action="store_true", help="stop adapting (workers stay)")
     s["status"].add_argument("tag", metavar="TAG", nargs="?", help="only this tag")
     s["walltime"].add_argument("walltime", metavar="HH:MM:SS", nargs="?", help="the new walltime")
     _tag(s["logs"])

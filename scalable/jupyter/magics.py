@@ -23,6 +23,7 @@ In a notebook::
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import time
@@ -32,17 +33,20 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Unicode
 
+from ..adapt import adapt_text
 from ..containers import ContainerError
-from ..runner import CommandError
+from ..runner import CommandError, SubmitError
 from . import links, remote
 from .magic_parser import HelpShown, build_cell_parser, build_parser, parse, split_pairs
 from .magic_words import as_magic, unknown_tag
 from .tables import Link, Note, Table
 
-#: Exceptions that are the user's to fix: shown as their message alone.
-USER_ERRORS = (ValueError, KeyError, ContainerError, CommandError, TimeoutError, OSError)
+#: Exceptions that are the user's to fix (Slurm refusing a submission included): shown as
+#: their message alone.
+USER_ERRORS = (ValueError, KeyError, ContainerError, CommandError, SubmitError, TimeoutError,
+               OSError)
 STATUS_COLUMNS = ["tag", "target", "pending", "starting", "running", "busy", "idle",
-                  "waiting_tasks"]
+                  "retiring", "waiting_tasks", "adapt"]
 NO_CLUSTER = ("there is no cluster yet: type `%scalable cluster --local` (or `%scalable cluster "
               "--queue PARTITION` on Slurm) first.")
 
@@ -54,12 +58,10 @@ def user_errors():
         yield
     except UsageError:
         raise
+    except SubmitError as e:  # Slurm refused a submission: Slurm's own words
+        raise UsageError(str(e)) from None
     except USER_ERRORS as e:  # worded for magics: options to type, not keyword arguments
         raise UsageError(as_magic(str(e)) or type(e).__name__) from None
-    except RuntimeError as e:  # Slurm refused a submission (SubmitError): Slurm's own words
-        if type(e).__name__ != "SubmitError":
-            raise
-        raise UsageError(str(e)) from None
 
 
 def _alive(obj) -> bool:
@@ -88,6 +90,14 @@ class ScalableMagics(Magics):
         self.client = None
         self._parser = build_parser()
         self._cell_parser = build_cell_parser()
+        #: subcommand -> what runs it
+        self._commands = {
+            "cluster": self._cluster, "container": self._container,
+            "containers": self._containers, "scale": self._scale, "add": self._scale,
+            "remove": self._scale, "adapt": self._adapt, "status": self._status,
+            "jobs": self._jobs, "walltime": self._walltime, "dashboard": self._dashboard,
+            "logs": self._logs, "close": self._close, "panel": self._panel,
+        }
 
     @line_cell_magic
     def scalable(self, line, cell=None):
@@ -107,7 +117,7 @@ class ScalableMagics(Magics):
                 print("Start with `%scalable cluster --local`; `%scalable --help` lists every subcommand.")
                 return None
             with user_errors():
-                return getattr(self, "_" + args.command)(args)
+                return self._commands[args.command](args)
         except HelpShown:
             return None
 
@@ -227,12 +237,18 @@ class ScalableMagics(Magics):
             args.tag, cpus=args.cpus, memory=args.memory, path=args.image,
             dirs=split_pairs(args.bind, "--bind", args.tag) or None,
             env=split_pairs(args.env, "--env", args.tag) or None,
+            **{key: value for key, value in (
+                ("queue", args.queue), ("account", args.account), ("walltime", args.walltime),
+                ("gpus", args.gpus), ("job_extra_directives", args.directive),
+                ("job_script_prologue", args.prologue)) if value is not None},
         )
         d = spec.describe()
         binds = "".join(f", bind {k}:{v}" for k, v in d["dirs"].items())
         image = d["image"] or "no image (workers run directly)"
+        own = "".join(f", {k.replace('_', ' ')} {v}" for k, v in
+                      cluster.pools[spec.tag].options.items())
         print(f"Container {d['tag']!r}: {image}, {d['cpus']} cpu(s), {d['memory']} per worker"
-              f"{binds}. Next: `%scalable add {d['tag']} 1`.")
+              f"{binds}{own}. Next: `%scalable add {d['tag']} 1`.")
 
     def _containers(self, args):
         cluster = self._need_cluster()
@@ -259,7 +275,21 @@ class ScalableMagics(Magics):
         else:
             print(f"{args.tag}: target {target} worker(s). `%scalable status` shows them arrive.")
 
-    _add = _remove = _scale
+    def _adapt(self, args):
+        cluster = self._need_cluster()
+        args.tag = self._need_tag(cluster, args.tag, "adapt")
+        if args.off:
+            cluster.stop_adapt(args.tag)
+            print(f"{args.tag}: adapt off; target stays {cluster.targets[args.tag]} worker(s).")
+            return
+        if args.minimum is None:
+            raise UsageError(f"say the range: `%scalable adapt {args.tag} 0 10` (minimum, "
+                             f"maximum), or `%scalable adapt {args.tag} --off`.")
+        maximum = math.inf if args.maximum is None else args.maximum
+        cluster.adapt(tag=args.tag, minimum=args.minimum, maximum=maximum)
+        top = "no upper limit" if args.maximum is None else f"at most {args.maximum}"
+        print(f"{args.tag}: adapting to its waiting tasks, at least {args.minimum} worker(s), "
+              f"{top}. `%scalable scale {args.tag} N` turns adapt off.")
 
     @staticmethod
     def _wait_workers(cluster, tag, timeout):
@@ -279,9 +309,12 @@ class ScalableMagics(Magics):
         cluster = self._need_cluster()
         if args.tag is not None:
             self._need_tag(cluster, args.tag, "status")
-        # "starting": jobs Slurm runs whose worker has not connected yet
-        rows = [{"tag": tag, **s, "starting": max(0, s["target"] - s["pending"] - s["running"])}
-                for tag, s in cluster.tag_status().items() if args.tag in (None, tag)]
+        status = {tag: s for tag, s in cluster.tag_status().items() if args.tag in (None, tag)}
+        rows = [{"tag": tag, **s, "adapt": adapt_text(s.get("adapt")) or "off"}
+                for tag, s in status.items()]
+        for s in status.values():
+            if s.get("warning"):
+                print(s["warning"])
         return Table(rows, STATUS_COLUMNS,
                      empty="No containers yet: type `%scalable container TAG --cpus 1 --memory 1G`.")
 

@@ -29,6 +29,7 @@ import time
 from dask.utils import parse_timedelta
 
 from .. import config
+from ..adapt import adapt_text
 from . import links
 
 #: Errors a click can cause that the user fixes (shown in the panel, not as a traceback).
@@ -42,18 +43,51 @@ def _esc(value) -> str:
 def _describe(spec: dict) -> str:
     image = os.path.basename(spec["image"]) if spec.get("image") else "no image"
     binds = ", ".join(f"{k}:{v}" for k, v in spec.get("dirs", {}).items())
+    # the tag's own Slurm options, when it has any
+    own = " · ".join(f"{label} {_esc(spec[key])}" for key, label in (
+        ("queue", "partition"), ("account", "account"), ("walltime", "walltime"),
+        ("gpus", "gpus")) if spec.get(key))
     return (f"<b>{_esc(spec['tag'])}</b> <span title='{_esc(spec.get('image') or '')}'>"
             f"{_esc(image)}</span> · {spec['cpus']} cpu · {_esc(spec['memory'])}"
+            + (f" · <span class='scalable-tag-options'>{own}</span>" if own else "")
             + (f" · <span style='font-size:smaller'>{_esc(binds)}</span>" if binds else ""))
 
 
+def _spec_of(cluster, tag) -> dict:
+    """A tag's container and own job options, as the panel describes them."""
+    pool = cluster.pools[tag]
+    return {**pool.spec.describe(), **pool.options}
+
+
 def _counts(s: dict) -> str:
-    # a job Slurm runs whose worker has not connected yet is neither pending nor running
-    starting = max(0, s.get("target", 0) - s.get("pending", 0) - s.get("running", 0))
-    return (f"<span class='scalable-counts'>pending <b>{s.get('pending', 0)}</b> · "
-            + (f"starting <b>{starting}</b> · " if starting else "") + "running "
-            f"<b>{s.get('running', 0)}</b> · idle <b>{s.get('idle', 0)}</b> · busy "
-            f"<b>{s.get('busy', 0)}</b> · waiting tasks <b>{s.get('waiting_tasks', 0)}</b></span>")
+    starting, retiring = s.get("starting", 0), s.get("retiring", 0)
+    counts = (f"<span class='scalable-counts'>pending <b>{s.get('pending', 0)}</b> · "
+              + (f"starting <b>{starting}</b> · " if starting else "") + "running "
+              f"<b>{s.get('running', 0)}</b> · idle <b>{s.get('idle', 0)}</b> · busy "
+              f"<b>{s.get('busy', 0)}</b> · "
+              + (f"<span class='scalable-retiring' title='leaving once the results they hold "
+                 f"are released or moved'>retiring <b>{retiring}</b></span> · " if retiring else "")
+              + f"waiting tasks <b>{s.get('waiting_tasks', 0)}</b></span>")
+    if s.get("warning"):
+        counts += f"<div class='scalable-warning' style='color:#b26a00'>{_esc(s['warning'])}</div>"
+    return counts
+
+
+def _parse_adapt(text, tag):
+    """``"0-10"`` -> (0, 10); ``"2-"`` -> (2, None); ``""`` -> None (adapt off)."""
+    text = text.strip()
+    if not text:
+        return None
+    low, dash, high = text.partition("-")
+    try:
+        low = int(low)
+        high = int(high) if high.strip() else None
+        if not dash or low < 0 or (high is not None and high < low):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"adapt {text!r} for {tag!r} is not a range: write MIN-MAX, e.g. 0-10 "
+                         f"(or 2- for no upper limit; empty turns adapt off).") from None
+    return low, high
 
 
 def _header(cluster, closed=False) -> str:
@@ -92,9 +126,9 @@ def summary_html(cluster) -> str:
     walltime = getattr(cluster, "walltime", None)
     targets = cluster.targets
     rows = "".join(
-        f"<tr><td style='text-align:left'>{_describe(spec.describe())}</td>"
+        f"<tr><td style='text-align:left'>{_describe(_spec_of(cluster, tag))}</td>"
         f"<td>{targets.get(tag, 0)}</td><td>{running.get(tag, 0)}</td></tr>"
-        for tag, spec in cluster.containers.items()
+        for tag in cluster.containers
     ) or "<tr><td colspan='3' style='text-align:left'>no containers yet: " \
          "<code>cluster.add_container(tag='gcam', cpus=1, memory='1G')</code></td></tr>"
     return (f"<div class='scalable-summary'><p>{_header(cluster)}"
@@ -122,6 +156,7 @@ class ClusterPanel:
         self.cluster = cluster
         self.w = widgets
         self.plus, self.minus, self.target, self.counts = {}, {}, {}, {}
+        self.adapt = {}  # per tag: the adapt range box ("0-10"; empty: off)
         self.refreshes, self.last_refresh_seconds = 0, None
         self.status = {}  # the last tag_status shown
         self._updating = False  # set while the panel itself writes target boxes
@@ -167,8 +202,8 @@ class ClusterPanel:
         w = self.w
         rows = []
         targets = self.cluster.targets
-        for tag, spec in self.cluster.containers.items():
-            desc = w.HTML(_describe(spec.describe()), layout=w.Layout(width="40%"))
+        for tag in self.cluster.containers:
+            desc = w.HTML(_describe(_spec_of(self.cluster, tag)), layout=w.Layout(width="40%"))
             minus = w.Button(description="−", tooltip=f"one {tag} worker less",
                              layout=w.Layout(width="32px"))
             plus = w.Button(description="+", tooltip=f"one {tag} worker more",
@@ -176,14 +211,20 @@ class ClusterPanel:
             box = w.BoundedIntText(targets.get(tag, 0), min=0, max=100000,
                                    layout=w.Layout(width="70px"))
             counts = w.HTML(_counts({}))
+            adapt = w.Text("", placeholder="adapt min-max", continuous_update=False,
+                           tooltip=f"adapt {tag} to its waiting tasks, e.g. 0-10; empty: off",
+                           layout=w.Layout(width="110px"))
+            adapt.observe(lambda change, t=tag: self._on_adapt(t, change), "value")
             minus.on_click(lambda _, t=tag: self.set_target(t, self.wanted(t) - 1))
             plus.on_click(lambda _, t=tag: self.set_target(t, self.wanted(t) + 1))
             box.observe(lambda change, t=tag: self._on_box(t, change), "value")
             for b, cls in ((minus, "scalable-minus"), (plus, "scalable-plus"),
-                           (box, "scalable-target"), (counts, "scalable-row-counts")):
+                           (box, "scalable-target"), (counts, "scalable-row-counts"),
+                           (adapt, "scalable-adapt")):
                 b.add_class(cls)
             self.plus[tag], self.minus[tag], self.target[tag], self.counts[tag] = plus, minus, box, counts
-            row = w.HBox([desc, minus, box, plus, counts])
+            self.adapt[tag] = adapt
+            row = w.HBox([desc, minus, box, plus, adapt, counts])
             row.add_class(f"scalable-row-{tag}")
             rows.append(row)
         self.rows.children = rows
@@ -242,6 +283,32 @@ class ClusterPanel:
         finally:
             self._updating = False
 
+    def _on_adapt(self, tag, change):
+        if self._updating:
+            return
+        try:
+            wanted = _parse_adapt(change["new"], tag)
+            if wanted is None:
+                self.cluster.stop_adapt(tag)
+                self._say(f"{tag}: adapt off")
+            else:
+                low, high = wanted
+                self.cluster.adapt(tag=tag, minimum=low,
+                                   **({} if high is None else {"maximum": high}))
+                self._say(f"{tag}: adapting between {low} and {high if high is not None else 'any number of'} workers")
+        except _USER_ERRORS as e:
+            self._say(str(e), error=True)
+
+    def _write_adapt(self, tag, adapt):
+        box = self.adapt.get(tag)
+        if box is None or box.value.strip() == adapt_text(adapt):
+            return
+        self._updating = True
+        try:
+            box.value = adapt_text(adapt)
+        finally:
+            self._updating = False
+
     def _on_walltime(self, change):
         try:
             self.cluster.walltime = change["new"]
@@ -288,6 +355,7 @@ class ClusterPanel:
         finally:
             self._updating = False
         for widget in [*self.plus.values(), *self.minus.values(), *self.target.values(),
+                       *self.adapt.values(),
                        *self.form.children, *([self.walltime] if self.walltime else [])]:
             widget.disabled = True
         self.header.value = _header(self.cluster, closed=True)
@@ -318,6 +386,7 @@ class ClusterPanel:
             if tag in self.counts:
                 self.counts[tag].value = _counts(s)
                 self._write_target(tag)
+                self._write_adapt(tag, s.get("adapt"))
         self.header.value = _header(self.cluster)
         if self.walltime is not None and self.walltime.value != self.cluster.walltime:
             self.walltime.value = self.cluster.walltime
