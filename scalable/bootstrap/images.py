@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..containers import image_name as sif_file_name
 from ..runner import CommandError, run
 
 #: what the converter container sees the output directory as
@@ -41,7 +42,7 @@ def sif_name(target: str) -> str:
     >>> sif_name("scalable")
     'scalable_container.sif'
     """
-    return f"{target}_container.sif"
+    return sif_file_name(target)
 
 
 def stream(argv: list[str], cwd: str | None = None) -> None:

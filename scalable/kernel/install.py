@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from .. import config
+from ..containers import image_name
 
 #: the launcher, run by its path so that the kernel spawns before scalable is imported
 LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.py")
@@ -99,7 +100,8 @@ def kernel_spec(
         binds += [f"{src}:{dst}" for src, dst in spec.dirs.items()]
         env += [f"{k}={v}" for k, v in spec.env.items()]
     if not image:
-        image = os.path.join(work, config.get("container.directory"), f"{tag or 'scalable'}_container.sif")
+        image = os.path.join(work, config.get("container.directory"),
+                             image_name(tag or "scalable"))
     image = os.path.abspath(os.path.expanduser(image))
     if not os.path.isfile(image):
         warnings.warn(f"image {image} does not exist yet; the kernel will not start until it does", stacklevel=2)

@@ -88,11 +88,12 @@ def split(argv: list[str]) -> tuple[dict, list[str]]:
 def launcher_args(opts: dict) -> argparse.Namespace:
     """The kernel launcher's arguments for these options, defaults from ``dask.config``."""
     from .. import config
+    from ..containers import image_name
     from .install import default_work_dir
 
     work = os.path.abspath(os.path.expanduser(opts["work_dir"])) if opts.get("work_dir") else None
     work = work or default_work_dir(opts.get("image"))
-    image = opts.get("image") or os.path.join(work, config.get("container.directory"), "scalable_container.sif")
+    image = opts.get("image") or os.path.join(work, config.get("container.directory"), image_name("scalable"))
     return argparse.Namespace(
         connection_file=None, image=os.path.abspath(os.path.expanduser(image)),
         runtime=config.get("container.runtime", opts.get("runtime")),
