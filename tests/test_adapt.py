@@ -19,9 +19,15 @@ from waiting import wait_for
 FAST = {"interval": "300ms", "wait_count": 2, "target_duration": "1s"}
 
 
-def slow(i, seconds=1.0):
-    time.sleep(seconds)
-    return i
+def make_slow():
+    # made here so it travels by value: containerized workers cannot import this module
+    def slow(i, seconds=1.0):
+        import time
+
+        time.sleep(seconds)
+        return i
+
+    return slow
 
 
 def target(cluster, tag):
@@ -37,8 +43,8 @@ def two_tags_adapt(cluster, client, timeout):
     assert status["gcam"]["adapt"] == {"minimum": 0, "maximum": 3}
     assert status["stitches"]["adapt"] == {"minimum": 1, "maximum": 2}
 
-    gcam = client.map(slow, range(12), tag="gcam", pure=False)
-    stitches = client.map(slow, range(8), tag="stitches", pure=False)
+    gcam = client.map(make_slow(), range(12), tag="gcam", pure=False)
+    stitches = client.map(make_slow(), range(8), tag="stitches", pure=False)
     seen = {"gcam": 0, "stitches": 0}
 
     def both_at_maximum():
@@ -144,7 +150,7 @@ def test_slurm_two_tags_adapt_in_their_own_partitions(tmp_path, apptainer, make_
 
             cluster.adapt(tag="gcam", minimum=0, maximum=3, **FAST)
             wait_for(lambda: record() or True, 5, "a look at the queue")
-            gcam = client.map(slow, range(12), tag="gcam", pure=False)
+            gcam = client.map(make_slow(), range(12), tag="gcam", pure=False)
             wait_for(lambda: record() or target(cluster, "gcam") == 3, 240, "gcam at 3")
             wait_for(lambda: record() or len([n for n in cluster.workers if n.startswith("gcam")]) == 3
                      and squeue_of(slurm, cluster.cluster_id), 120, "gcam's jobs in the queue")

@@ -21,20 +21,24 @@ def quick_recovery():
         yield
 
 
-def stage_one(i):
-    return {"stage": "gcam", "i": i, "data": list(range(1000))}
+def make_stage_one():
+    # made here so it travels by value: containerized workers cannot import this module
+    def stage_one(i):
+        return {"stage": "gcam", "i": i, "data": list(range(1000))}
+
+    return stage_one
 
 
 def held_result_survives_with_no_other_worker(cluster, client, timeout):
     cluster.add_workers("gcam", 1)
     client.wait_for_workers(1, timeout=timeout)
-    fut = client.submit(stage_one, 7, tag="gcam")
+    fut = client.submit(make_stage_one(), 7, tag="gcam")
     wait(fut, timeout=timeout)
     (name,) = list(cluster.workers)
     cluster.remove_workers("gcam", 1)
+    assert fut.result(timeout=timeout)["i"] == 7      # was lost before: result() hung
     s = cluster.tag_status()["gcam"]
     assert (s["target"], s["retiring"], s["running"]) == (0, 1, 0)
-    assert fut.result(timeout=timeout)["i"] == 7      # was lost before: result() hung
     assert name in cluster.workers                       # its job stays while the result is held
     del fut                                              # released: the worker leaves
     wait_for(lambda: not cluster.workers and cluster.tag_status()["gcam"]["retiring"] == 0,
@@ -46,7 +50,7 @@ def held_result_moves_to_a_worker_of_another_tag(cluster, client, timeout):
     cluster.add_workers("gcam", 1)
     cluster.add_workers("stitches", 1)
     client.wait_for_workers(2, timeout=timeout)
-    fut = client.submit(stage_one, 3, tag="gcam")
+    fut = client.submit(make_stage_one(), 3, tag="gcam")
     wait(fut, timeout=timeout)
     gcam_name = next(n for n in cluster.workers if n.startswith("gcam"))
     cluster.remove_workers("gcam", 1)
@@ -56,13 +60,13 @@ def held_result_moves_to_a_worker_of_another_tag(cluster, client, timeout):
     info = client.scheduler_info()["workers"]
     assert [info[a]["name"] for a in holders] == [n for n in cluster.workers if n.startswith("stitches")]
     # the natural next stage: feed gcam's result to stitches
-    assert client.submit(lambda r: r["i"] * 2, fut, tag="stitches").result(timeout=timeout) == 6
+    assert client.submit(lambda r: r["i"] * 2, fut, tag="stitches", pure=False).result(timeout=timeout) == 6
 
 
 def forced_removal_drops_at_once(cluster, client, timeout):
     cluster.add_workers("gcam", 1)
     client.wait_for_workers(1, timeout=timeout)
-    fut = client.submit(stage_one, 1, tag="gcam")
+    fut = client.submit(make_stage_one(), 1, tag="gcam")
     wait(fut, timeout=timeout)
     with pytest.warns(UserWarning, match=r"1 task\(s\) wait for tag 'gcam'"):
         cluster.remove_workers("gcam", 1, force=True)  # its result is lost: it is run again
@@ -94,7 +98,7 @@ def test_local_forced_removal(local):
 def test_tasks_left_without_workers_are_said(local):
     cluster, client = local
     cluster.add_workers("gcam", 1)
-    futs = client.map(stage_one, range(3), tag="gcam")
+    futs = client.map(make_stage_one(), range(3), tag="gcam")
     with pytest.warns(UserWarning, match=r"task\(s\) wait for tag 'gcam', which has no workers: "
                                          r"cluster.add_workers\('gcam', 1\) runs them"):
         cluster.remove_workers("gcam", 1)
