@@ -18,7 +18,7 @@ import time
 
 from distributed.utils import format_dashboard_link
 
-from . import security
+from . import registry, security
 
 logger = logging.getLogger(__name__)
 
@@ -159,18 +159,12 @@ class ExposedCluster:
         if getattr(self, "scheduler", None) is None or self.scheduler.status.name != "running":
             return
         try:
-            from .jupyter import registry
-        except ImportError:
-            return
-        try:
             registry.register(self._registry_entry())
         except Exception as e:  # the registry is a convenience: never break the cluster for it
             logger.debug("cluster registry not updated: %s", e)
 
     def _registry_remove(self):
         try:
-            from .jupyter import registry
-
             registry.unregister(self.cluster_id)
         except Exception as e:
             logger.debug("cluster registry entry not removed: %s", e)
