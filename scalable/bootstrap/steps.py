@@ -18,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..procs import free_port
 from ..runner import CommandError
 from . import images, remote
-from .dockerfile import DockerfileError, targets as dockerfile_targets
+from .dockerfile import DockerfileError
+from .dockerfile import targets as dockerfile_targets
 from .settings import Settings, State, fingerprint
 from .ssh import SSHError, SSHSession
 
@@ -40,10 +41,6 @@ class BootstrapError(RuntimeError):
     """A step failed; the message says what to change."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bootstrap:
