@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 
 from .. import config
-from ..runner import RELAY_ENV, CommandError, CommandResult
+from ..command import RELAY_ENV, CommandError, CommandResult
 from . import protocol
 from .shim import sbatch_stdin
 
