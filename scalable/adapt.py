@@ -151,10 +151,59 @@ class TagAdaptive(Adaptive):
 
     async def scale_down(self, workers):
         names = {self.pool.spec_name(w) for w in workers}
-        placeholders = [w for w in names if "-owed" in w]
-        for _ in placeholders:
+        for _ in [w for w in names if "-owed" in w]:  # replacements not submitted yet
             if self.pool.owed:
                 self.pool.owed.pop()
         chosen = [n for n in names if n in self.pool.backend.worker_spec]
         if chosen:
             await self.pool._leave(chosen)
+
+
+class AdaptiveTags:
+    """Mixin of :class:`scalable.tagged.TaggedCluster`: ``adapt`` per tag, never untagged."""
+
+    def adapt(self, tag=None, minimum=0, maximum=math.inf, **kwargs):
+        """Scale ``tag``'s workers from its own demand, between ``minimum`` and ``maximum``.
+
+        Each tag adapts on its own (see :mod:`scalable.adapt`): it grows while tasks wait for
+        it and shrinks, gracefully, when its workers idle. Without ``tag`` every tag adapts
+        with the same range. Scaling a tag by hand turns its adapt off.
+
+        Returns
+        -------
+        scalable.adapt.TagAdaptive, or a dict of them by tag when ``tag`` is None
+
+        Examples
+        --------
+        >>> cluster.adapt(tag="gcam", minimum=0, maximum=10)  # doctest: +SKIP
+        """
+        for old in ("minimum_jobs", "maximum_jobs", "minimum_memory", "maximum_memory",
+                    "minimum_cores", "maximum_cores", "Adaptive"):
+            if old in kwargs:
+                raise TypeError(f"adapt takes workers per tag, not {old}=: write "
+                                f"cluster.adapt(tag='gcam', minimum=0, maximum=10).")
+        if tag is None:
+            if not self.pools:
+                raise ValueError("this cluster has no containers to adapt yet: call "
+                                 "cluster.add_container(tag='gcam', ...) first, then "
+                                 "cluster.adapt(tag='gcam', minimum=0, maximum=10).")
+            return {t: pool.adapt(minimum, maximum, **kwargs) for t, pool in self.pools.items()}
+        return self.pool(tag).adapt(minimum, maximum, **kwargs)
+
+    def stop_adapt(self, tag=None):
+        """Turn adapt off for ``tag`` (every tag when None); workers stay as they are."""
+        pools = self.pools.values() if tag is None else [self.pool(tag)]
+        for pool in pools:
+            pool.stop_adapt("stopped by the user")
+
+    @property
+    def new_spec(self):
+        # SpecCluster.scale/adapt would add untagged copies of it: every worker has a tag
+        raise AttributeError("a scalable cluster has no untagged worker spec: add workers per "
+                             "tag, e.g. cluster.add_workers('gcam', 2)")
+
+    @new_spec.setter
+    def new_spec(self, value):
+        pass  # SpecCluster's constructor sets it; scalable makes every spec per tag
+
+    _supports_scaling = True  # per tag, through the pools

@@ -7,8 +7,8 @@ last error. :meth:`TagPool.scale_to` is the one way its size changes: ``add_work
 ``remove_workers``, ``scale``, the REST scale route, the notebook panel, adapt and recovery all
 go through it.
 
-The cluster is the pool's backend: :class:`PoolBackend` declares, in one place, the hooks a
-backend (Slurm, local) gives its pools, as dask-jobqueue's ``Job`` declares its hooks.
+The cluster is the pool's backend: :class:`scalable.backend.PoolBackend` declares, in one
+place, the hooks a backend (Slurm, local) gives its pools, as dask-jobqueue's ``Job`` does.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ import warnings
 from distributed.core import Status
 
 from . import config
+from .recovery import HOPELESS_REASONS
 
 logger = logging.getLogger(__name__)
+
+#: Slurm states in which a job has not started its worker yet.
+PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
 
 def tag_of(name) -> str:
@@ -56,63 +60,6 @@ async def _value(value):
     return value
 
 
-class PoolBackend:
-    """What a backend (Slurm, local) gives its tag pools.
-
-    :class:`scalable.tagged.TaggedCluster` is one; a backend overrides what differs, the way a
-    dask-jobqueue ``Job`` subclass sets ``submit_command`` and friends. Besides these hooks a
-    pool uses the SpecCluster's own ``worker_spec``, ``workers``, ``scheduler``, ``loop``,
-    ``sync``, ``_correct_state`` and ``last_error``.
-    """
-
-    #: workers per worker_spec entry (one Slurm job may pack several)
-    workers_per_spec = 1
-    #: seconds to wait for more add_workers calls before starting workers
-    start_delay = 0.0
-    #: whether add_container insists on an image file (Slurm: yes; local: only if path= given)
-    require_image = True
-
-    def _worker_spec(self, tag, name) -> dict:
-        """The ``worker_spec`` entry of a new worker ``name`` of ``tag``."""
-        raise NotImplementedError
-
-    async def _start_new(self, names, raise_errors=False) -> list:
-        """Start the ``worker_spec`` entries ``names`` (one submission for a burst); a failed
-        start leaves nothing behind and raises when ``raise_errors``."""
-        raise NotImplementedError
-
-    async def _jobs_async(self, fresh=False) -> list:
-        """This cluster's jobs: dicts with job_id, name, tag, state, reason, node."""
-        raise NotImplementedError
-
-    def _job_alive(self, worker, live_ids) -> bool:
-        """Whether ``worker``'s job is among the jobs the last query found."""
-        job_id = getattr(worker, "job_id", None)
-        if job_id is not None:
-            return job_id in live_ids
-        return getattr(worker, "running", True)
-
-    def _failure_detail(self, worker) -> str:
-        """What the user should read about a worker that failed to start (its log's end)."""
-        return ""
-
-    def _start_refusal(self, worker) -> str | None:
-        """Why a worker that ended before connecting can never start (one sentence), or None."""
-        return None
-
-    def _ended_outside(self, worker) -> bool:
-        """Whether the worker's job was ended from outside before its worker could connect
-        (cancelled while pending or starting, preempted): then it is no failed start."""
-        return False
-
-    def _lifetime_seconds(self, tag=None):
-        """How long a worker of ``tag`` lives before it retires (None: until closed)."""
-
-    def _has_job_prologue(self, tag=None) -> bool:
-        """Whether workers start after lines of the user's (which may load the runtime)."""
-        return False
-
-
 class TagPool:
     """The workers of one tag, and everything known about them.
 
@@ -122,7 +69,7 @@ class TagPool:
         The tag (lower case).
     spec : scalable.containers.ContainerSpec
         The container its workers run in.
-    backend : PoolBackend
+    backend : scalable.backend.PoolBackend
         The cluster.
     options : dict, optional
         This tag's own job options (``queue``, ``account``, ``walltime``, ``gpus``, ...).
@@ -363,6 +310,48 @@ class TagPool:
         return {"minimum": a.minimum, "maximum": None if math.isinf(a.maximum) else a.maximum}
 
     # -- status -----------------------------------------------------------------------------
+    def status(self, jobs) -> dict:
+        """This tag's line of ``tag_status()``, from one job query's ``jobs``."""
+        s = self.backend.scheduler
+        leaving = [ws for name, wss in self.connected().items() if name in self.retiring
+                   for ws in wss]
+        ws_list = [ws for ws in s.workers.values() if self.tag in (ws.resources or {})
+                   and ws not in leaving]
+        busy = sum(1 for ws in ws_list if ws.processing)
+        waiting = self.waiting_tasks()
+        mine = [j for j in jobs if j["tag"] == self.tag]
+        pending = sum(self.per_spec for j in mine if j["state"] in PENDING_STATES)
+        return {
+            "target": self.target,
+            "pending": pending,
+            # jobs Slurm runs whose worker has not connected yet
+            "starting": max(0, self.target - pending - len(ws_list)),
+            "running": len(ws_list),
+            "busy": busy,
+            "idle": len(ws_list) - busy,
+            "retiring": len(leaving),  # leaving once their results are released or moved
+            "waiting_tasks": waiting,
+            # pending for reasons that never clear by waiting
+            "stuck": sorted({j["reason"] for j in mine if j["state"] in PENDING_STATES
+                             and j["reason"] in HOPELESS_REASONS}),
+            "error": self.error,
+            "warning": self.stranded_warning(waiting),
+            "adapt": self.adapt_range,
+            **self.options,
+            **self.spec.describe(),
+        }
+
+    def warn_if_empty(self):
+        """Warn once when tasks are sent to this tag and no worker is asked for."""
+        if not self.warned_empty and not self.names() and self.adaptive is None:
+            # (an adapting tag starts workers for them)
+            self.warned_empty = True
+            warnings.warn(
+                f"tag {self.tag!r} has no workers yet: its tasks wait until you call "
+                f"cluster.add_workers({self.tag!r}, 1).",
+                stacklevel=4,
+            )
+
     def stranded_warning(self, waiting) -> str | None:
         """A sentence when tasks wait for this tag and none of its workers are asked for."""
         if not waiting or self.target:

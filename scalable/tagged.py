@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
 import uuid
@@ -21,6 +20,8 @@ from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 
 from . import config
+from .adapt import AdaptiveTags
+from .backend import PoolBackend
 from .containers import (
     ContainerError,
     ContainerSpec,
@@ -29,15 +30,13 @@ from .containers import (
     make_spec,
 )
 from .exposure import ExposedCluster
-from .pool import PoolBackend, TagPool, tag_of, whole
-from .recovery import HOPELESS_REASONS, Watcher
+from .pool import TagPool, tag_of, whole
+from .recovery import Watcher
 from .runtimes import get_runtime
 from .tag_options import tag_options
 
 logger = logging.getLogger(__name__)
 
-#: Slurm states in which a job has not started its worker yet.
-PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
 
 class UnknownTagError(KeyError, ValueError):
@@ -59,7 +58,7 @@ def _tag_first(method, tag, n):
         )
 
 
-class TaggedCluster(ExposedCluster, PoolBackend):
+class TaggedCluster(ExposedCluster, AdaptiveTags, PoolBackend):
     """Mixin giving a SpecCluster per-tag containers and worker pools (one
     :class:`~scalable.pool.TagPool` per tag, in ``cluster.pools``)."""
 
@@ -381,52 +380,6 @@ class TaggedCluster(ExposedCluster, PoolBackend):
         self.worker_spec.clear()
         self.loop.add_callback(self._correct_state)
 
-    def adapt(self, tag=None, minimum=0, maximum=math.inf, **kwargs):
-        """Scale ``tag``'s workers from its own demand, between ``minimum`` and ``maximum``.
-
-        Each tag adapts on its own (see :mod:`scalable.adapt`): it grows while tasks wait for
-        it and shrinks, gracefully, when its workers idle. Without ``tag`` every tag adapts
-        with the same range. Scaling a tag by hand turns its adapt off.
-
-        Returns
-        -------
-        scalable.adapt.TagAdaptive, or a dict of them by tag when ``tag`` is None
-
-        Examples
-        --------
-        >>> cluster.adapt(tag="gcam", minimum=0, maximum=10)  # doctest: +SKIP
-        """
-        for old in ("minimum_jobs", "maximum_jobs", "minimum_memory", "maximum_memory",
-                    "minimum_cores", "maximum_cores", "Adaptive"):
-            if old in kwargs:
-                raise TypeError(f"adapt takes workers per tag, not {old}=: write "
-                                f"cluster.adapt(tag='gcam', minimum=0, maximum=10).")
-        if tag is None:
-            if not self.pools:
-                raise ValueError("this cluster has no containers to adapt yet: call "
-                                 "cluster.add_container(tag='gcam', ...) first, then "
-                                 "cluster.adapt(tag='gcam', minimum=0, maximum=10).")
-            return {t: pool.adapt(minimum, maximum, **kwargs) for t, pool in self.pools.items()}
-        return self.pool(tag).adapt(minimum, maximum, **kwargs)
-
-    def stop_adapt(self, tag=None):
-        """Turn adapt off for ``tag`` (every tag when None); workers stay as they are."""
-        pools = self.pools.values() if tag is None else [self.pool(tag)]
-        for pool in pools:
-            pool.stop_adapt("stopped by the user")
-
-    @property
-    def new_spec(self):
-        # SpecCluster.scale/adapt would add untagged copies of it: every worker has a tag
-        raise AttributeError("a scalable cluster has no untagged worker spec: add workers per "
-                             "tag, e.g. cluster.add_workers('gcam', 2)")
-
-    @new_spec.setter
-    def new_spec(self, value):
-        pass  # SpecCluster's constructor sets it; scalable makes every spec per tag
-
-    _supports_scaling = True  # per tag, through the pools
-
     # -- status -----------------------------------------------------------------------------
     def jobs(self) -> list:
         """This cluster's jobs (one status query for all of them)."""
@@ -434,37 +387,7 @@ class TaggedCluster(ExposedCluster, PoolBackend):
 
     async def _tag_status(self) -> dict:
         jobs = await self._jobs_async()
-        s = self.scheduler
-        out = {}
-        for tag, pool in list(self.pools.items()):
-            connected = pool.connected()
-            leaving = [ws for name, wss in connected.items() if name in pool.retiring for ws in wss]
-            ws_list = [ws for ws in s.workers.values() if tag in (ws.resources or {})
-                       and ws not in leaving]
-            busy = sum(1 for ws in ws_list if ws.processing)
-            waiting = pool.waiting_tasks()
-            stuck = sorted({j["reason"] for j in jobs if j["tag"] == tag
-                            and j["state"] in PENDING_STATES and j["reason"] in HOPELESS_REASONS})
-            pending = sum(self.workers_per_spec for j in jobs
-                          if j["tag"] == tag and j["state"] in PENDING_STATES)
-            out[tag] = {
-                "target": pool.target,
-                "pending": pending,
-                # jobs Slurm runs whose worker has not connected yet
-                "starting": max(0, pool.target - pending - len(ws_list)),
-                "running": len(ws_list),
-                "busy": busy,
-                "idle": len(ws_list) - busy,
-                "retiring": len(leaving),  # leaving once their results are released or moved
-                "waiting_tasks": waiting,
-                "stuck": stuck,  # pending for reasons that never clear by waiting
-                "error": pool.error,
-                "warning": pool.stranded_warning(waiting),
-                "adapt": pool.adapt_range,
-                **pool.options,
-                **pool.spec.describe(),
-            }
-        return out
+        return {tag: pool.status(jobs) for tag, pool in list(self.pools.items())}
 
     def tag_status(self) -> dict:
         """Per tag: target, pending jobs, running/busy/idle/retiring workers, tasks waiting,
@@ -499,15 +422,8 @@ class TaggedCluster(ExposedCluster, PoolBackend):
 
     def warn_if_no_workers(self, tag):
         """Warn once per tag when tasks are sent to a tag with no workers requested."""
-        pool = self.pools.get(tag)
-        if pool is not None and not pool.warned_empty and not pool.names() \
-                and pool.adaptive is None:  # an adapting tag starts workers for them
-            pool.warned_empty = True
-            warnings.warn(
-                f"tag {tag!r} has no workers yet: its tasks wait until you call "
-                f"cluster.add_workers({tag!r}, 1).",
-                stacklevel=3,
-            )
+        if tag in self.pools:
+            self.pools[tag].warn_if_empty()
 
 
 async def _value(value):

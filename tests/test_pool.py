@@ -11,7 +11,8 @@ import pytest
 from distributed.core import Status
 
 from scalable.adapt import TagAdaptive, demand
-from scalable.pool import PoolBackend, TagPool, tag_of
+from scalable.backend import PoolBackend
+from scalable.pool import TagPool, tag_of
 from scalable.recovery import Watcher
 
 
