@@ -52,9 +52,9 @@ class Watcher:
         The cluster; the watcher reads its ``pools``, ``status`` and one job query per pass.
     """
 
-    def __init__(self, cluster, clock=time.monotonic):
+    def __init__(self, cluster, clock=None):
         self.cluster = cluster
-        self.clock = clock
+        self.clock = clock or time.monotonic
         self.interval = parse_timedelta(config.get("recovery.interval"))
         self.max_failures = int(config.get("recovery.max-failures"))
         self.backoff_max = parse_timedelta(config.get("recovery.backoff-max"))

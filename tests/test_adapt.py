@@ -7,8 +7,6 @@ finish, no task lost, one ``sbatch`` per burst; a manual scale ends a tag's adap
 
 from __future__ import annotations
 
-import time
-
 import dask
 import pytest
 

@@ -1,18 +1,19 @@
 """The recovery rules of :class:`scalable.recovery.Watcher` on a fake clock (fast layer).
 
-The watcher reads only a cluster's bookkeeping (worker specs, workers, connected names, live
-jobs); here that bookkeeping is a small in-memory cluster whose jobs the test ends by hand, and
-time is a number the test moves. What a real Slurm does to these rules is in test_faults.py.
+The watcher talks to a cluster's tag pools only, and the pools to their backend's bookkeeping
+(worker specs, workers, connected names, live jobs); here that backend is a small in-memory
+cluster whose jobs the test ends by hand, and time is a number the test moves. What a real Slurm does to these rules is in test_faults.py.
 """
 
 import asyncio
-import itertools
 from types import SimpleNamespace
 
 import pytest
 from distributed.core import Status
 
 from scalable import recovery
+from scalable.backend import PoolBackend
+from scalable.pool import TagPool
 
 
 class Clock:
@@ -23,11 +24,10 @@ class Clock:
         return self.now
 
 
-class BookCluster:
-    """A cluster's bookkeeping as the watcher sees it; submitting makes a job at once."""
+class BookCluster(PoolBackend):
+    """A cluster's bookkeeping as its tag pools see it; submitting makes a job at once."""
 
     def __init__(self, tags=("gcam",), lifetime=0):
-        self.containers = dict.fromkeys(tags)
         self.worker_spec, self.workers = {}, {}
         self.scheduler = SimpleNamespace(workers={})
         self.live = set()  # job ids Slurm still knows
@@ -38,22 +38,13 @@ class BookCluster:
         self.lifetime = lifetime
         self.submissions = []  # names, in submission order
         self.refuse = False
-        self._n = itertools.count()
+        self.pools = {t: TagPool(t, SimpleNamespace(tag=t, cpus=1), self) for t in tags}
 
-    # the hooks the watcher calls
-    def tag_of(self, name):
-        return name.rsplit("-", 1)[0]
-
-    def _spec_name(self, name):
-        return name
-
-    def _new_name(self, tag):
-        return f"{tag}-{next(self._n)}"
-
+    # the backend hooks the pools and the watcher call
     def _worker_spec(self, tag, name):
         return {"tag": tag}
 
-    def _lifetime_seconds(self):
+    def _lifetime_seconds(self, tag=None):
         return self.lifetime
 
     def _job_alive(self, worker, live):
@@ -72,20 +63,25 @@ class BookCluster:
         assert fresh, "recovery must ask Slurm itself, never a cached answer"
         return [{"job_id": j} for j in sorted(self.live)]
 
-    async def _add_specs(self, specs):
-        for name, spec in specs.items():
-            self.worker_spec[name] = spec
+    async def _start_new(self, names, raise_errors=False):
+        for name in names:
             self.submissions.append(name)
             if self.refuse:
+                self.worker_spec.pop(name, None)
                 self.last_error = "sbatch: error: invalid partition"
                 continue
             job = SimpleNamespace(name=name, job_id=f"job-{name}", status=Status.running)
             self.workers[name] = job
             self.live.add(job.job_id)
+        return names
+
+    def sync(self, func, *args):
+        return asyncio.run(func(*args))
 
     # what the test does to it
     def add(self, tag="gcam"):
-        asyncio.run(self._add_specs({self._new_name(tag): {}}))
+        pool = self.pools[tag]
+        pool.scale_to(pool.target + 1)
         return self.submissions[-1]
 
     def connect(self, name):
@@ -111,6 +107,10 @@ def watch(cluster):
     return watcher, lambda: asyncio.run(watcher.check())
 
 
+def gcam(cluster):
+    return cluster.pools["gcam"]
+
+
 def test_failed_starts_back_off_then_the_tag_gives_up_with_the_log(clock):
     cluster = BookCluster()
     watcher, check = watch(cluster)
@@ -118,7 +118,7 @@ def test_failed_starts_back_off_then_the_tag_gives_up_with_the_log(clock):
     first = cluster.add()
     cluster.end(first)  # ran and ended by itself before its worker connected
     check()
-    assert watcher.failures["gcam"] == 1 and cluster.submissions == [first]
+    assert gcam(cluster).failures == 1 and cluster.submissions == [first]
     clock.now += 1.9
     check()
     assert cluster.submissions == [first], "retried before the 2 s backoff"
@@ -139,13 +139,13 @@ def test_failed_starts_back_off_then_the_tag_gives_up_with_the_log(clock):
     with pytest.warns(RuntimeWarning, match="3 workers of tag 'gcam' in a row ended before "
                                             "connecting"):
         check()
-    assert "FATAL: could not open image" in watcher.errors["gcam"]
-    assert cluster.last_error == watcher.errors["gcam"]
+    assert "FATAL: could not open image" in gcam(cluster).error
+    assert cluster.last_error == gcam(cluster).error
     clock.now += 3600
     check()
     assert len(cluster.submissions) == 3, "a tag that gave up is not retried"
-    watcher.reset("gcam")  # the user asks again: past failures are forgotten
-    assert "gcam" not in watcher.errors and watcher.failures["gcam"] == 0
+    gcam(cluster).reset()  # the user asks again: past failures are forgotten
+    assert gcam(cluster).error is None and gcam(cluster).failures == 0
 
 
 def test_a_worker_that_can_never_start_stops_the_tag_at_once(clock):
@@ -157,7 +157,7 @@ def test_a_worker_that_can_never_start_stops_the_tag_at_once(clock):
     cluster.end(first)
     with pytest.warns(RuntimeWarning, match="rebuild the image"):
         check()
-    assert watcher.errors["gcam"] == why == cluster.last_error
+    assert gcam(cluster).error == why == cluster.last_error
     clock.now += 3600
     check()
     assert cluster.submissions == [first], "retried a start that can never succeed"
@@ -174,11 +174,11 @@ def test_a_lost_connected_worker_is_replaced_at_once_and_is_no_failure(clock):
     name = cluster.add()
     cluster.connect(name)
     check()
-    assert watcher.seen == {name: clock.now}
+    assert gcam(cluster).seen == {name: clock.now}
     cluster.end(name)  # node failure, OOM, scancel from outside
     check()
     assert len(cluster.submissions) == 2 and name not in cluster.worker_spec
-    assert watcher.failures["gcam"] == 0 and watcher.replaced == 1
+    assert gcam(cluster).failures == 0 and watcher.replaced == 1
 
 
 def test_jobs_ended_by_slurm_before_connecting_are_replaced_never_given_up(clock):
@@ -197,10 +197,10 @@ def test_jobs_ended_by_slurm_before_connecting_are_replaced_never_given_up(clock
             check()
         assert cluster.submissions[-1] != name
         name = cluster.submissions[-1]
-    assert watcher.failures["gcam"] == 0 and "gcam" not in watcher.errors
+    assert gcam(cluster).failures == 0 and gcam(cluster).error is None
     cluster.connect(name)
     check()
-    assert watcher.vanished["gcam"] == 0  # a connection clears the streak
+    assert gcam(cluster).vanished == 0  # a connection clears the streak
 
 
 def test_a_connection_clears_the_failure_streak(clock):
@@ -214,7 +214,7 @@ def test_a_connection_clears_the_failure_streak(clock):
     second = cluster.submissions[-1]
     cluster.connect(second)
     check()
-    assert watcher.failures["gcam"] == 0
+    assert gcam(cluster).failures == 0
 
 
 def test_refused_replacements_count_and_give_up(clock):
@@ -228,8 +228,8 @@ def test_refused_replacements_count_and_give_up(clock):
     for _ in range(3):
         check()
         clock.now += 60
-    assert "replacing workers of tag 'gcam' failed 3 times" in watcher.errors["gcam"]
-    assert "invalid partition" in watcher.errors["gcam"]
+    assert "replacing workers of tag 'gcam' failed 3 times" in gcam(cluster).error
+    assert "invalid partition" in gcam(cluster).error
     submitted = len(cluster.submissions)
     clock.now += 3600
     check()
@@ -251,7 +251,7 @@ def test_a_replacement_starts_ahead_of_the_lifetime(clock):
     assert len(cluster.submissions) == 2, "no replacement 60 s before the lifetime ends"
     cluster.end(name)  # it retires on time: already replaced, not replaced again
     check()
-    assert len(cluster.submissions) == 2 and watcher.failures["gcam"] == 0
+    assert len(cluster.submissions) == 2 and gcam(cluster).failures == 0
 
 
 def test_nothing_is_submitted_once_closed(clock):

@@ -25,8 +25,7 @@ from pathlib import Path
 from ..procs import free_port
 from ..runner import CommandError
 from . import images, remote
-from .dockerfile import DockerfileError
-from .dockerfile import targets as dockerfile_targets
+from .dockerfile import DockerfileError, targets as dockerfile_targets
 from .settings import Settings, State, fingerprint
 from .ssh import SSHError, SSHSession
 
