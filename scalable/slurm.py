@@ -40,6 +40,7 @@ def _regular_file(path, flags):
         raise FileNotFoundError(errno.ENOENT, "not a regular file", path)
     return fd
 
+
 class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
     """A Dask cluster whose workers are Slurm jobs running inside per-tag containers.
 
