@@ -114,7 +114,7 @@ def test_slurm_refusals_are_usage_errors(ip, tmp_path, make_image, apptainer):
     ("scale bad-tag 1", "is not valid"),
     ("container model --bind", "expected one argument"),
     ("container model --env NOEQUALS", "KEY=VALUE"),
-    ("container model --memory lots", "--memory lots is not a size: write it as Slurm does, e.g. --memory 20G"),
+    ("container model --memory lots", "--memory lots is not a size between 1 MiB and 1 PiB: write it as Slurm does, e.g. --memory 20G"),
     ("container model --image /no/such.sif", "or pass --image /path/to/model_container.sif"),
     ("container model --image /no/such.sif", "does not exist"),
     ("cluster --local --queue slurm", "--queue is for Slurm clusters"),
