@@ -34,6 +34,8 @@ from . import registry, scheduler_wire
 MAX_WORKERS = 10_000
 _TAG_FIELDS = ("target", "pending", "running", "idle", "busy", "waiting_tasks")
 _SPEC_FIELDS = ("image", "cpus", "memory")  # what each worker of the tag gets, for the sidebar
+# {"minimum": m, "maximum": M or None} while the tag adapts, else None
+_ADAPT_FIELDS = ("adapt",)
 
 
 def dashboard_url(base_url: str, port, prefix: str | None = None) -> str | None:
@@ -65,9 +67,11 @@ def tag_model(tag: str, status: dict | None) -> dict:
     --------
     >>> tag_model("gcam", {"target": 2, "running": 1, "cpus": 10, "memory": "20G"})["memory"]
     '20G'
+    >>> tag_model("gcam", {"adapt": {"minimum": 0, "maximum": 10}})["adapt"]
+    {'minimum': 0, 'maximum': 10}
     """
     status = status or {}
-    return {"tag": tag, **{k: status.get(k) for k in _TAG_FIELDS + _SPEC_FIELDS}}
+    return {"tag": tag, **{k: status.get(k) for k in _TAG_FIELDS + _SPEC_FIELDS + _ADAPT_FIELDS}}
 
 
 def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | None = None,
@@ -142,8 +146,10 @@ MAX_BODY_BYTES = 4096  # {"tag": ..., "n": ...} is a few dozen bytes
 _BODY_HINT = 'Send a JSON body such as {"tag": "gcam", "n": 2}'
 
 
-def parse_scale_body(raw: bytes) -> dict:
-    """The JSON object of a scale request, or an HTTP 400 with a sentence.
+def parse_scale_body(raw: bytes, hint: str = _BODY_HINT) -> dict:
+    """The JSON object of a scale (or other action) request, or an HTTP 400 with a sentence.
+
+    ``hint`` is the sentence that shows a good body.
 
     Examples
     --------
@@ -155,15 +161,15 @@ def parse_scale_body(raw: bytes) -> dict:
     tornado.web.HTTPError: HTTP 400: Bad Request (The request body is empty: send a JSON body such as {"tag": "gcam", "n": 2}.)
     """
     if not raw or not raw.strip():
-        raise tornado.web.HTTPError(400, f"The request body is empty: {_BODY_HINT[0].lower()}{_BODY_HINT[1:]}.")
+        raise tornado.web.HTTPError(400, f"The request body is empty: {hint[0].lower()}{hint[1:]}.")
     if len(raw) > MAX_BODY_BYTES:
-        raise tornado.web.HTTPError(400, f"The request body is larger than {MAX_BODY_BYTES} bytes. {_BODY_HINT}.")
+        raise tornado.web.HTTPError(400, f"The request body is larger than {MAX_BODY_BYTES} bytes. {hint}.")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
-        raise tornado.web.HTTPError(400, f"The request body is not valid JSON. {_BODY_HINT}.") from None
+        raise tornado.web.HTTPError(400, f"The request body is not valid JSON. {hint}.") from None
     if not isinstance(body, dict):
-        raise tornado.web.HTTPError(400, f"The request body must be a JSON object. {_BODY_HINT}.")
+        raise tornado.web.HTTPError(400, f"The request body must be a JSON object. {hint}.")
     return body
 
 
