@@ -1,10 +1,16 @@
+import { adaptEditor, IAdaptActions } from './adaptControl';
 import { IPlot, morePlots } from './plots';
 import { ScaleCallback, tagHeader, tagRow } from './tagRow';
-import { ICluster } from './types';
+import { IAdaptRange, ICluster } from './types';
 
 /** What a cluster card asks of the sidebar. */
 export interface IClusterCardActions {
   scale: (cluster: ICluster, tag: string, n: number) => void;
+  /** Adapt a tag in a range, or stop adapting it (null). */
+  adapt: (cluster: ICluster, tag: string, range: IAdaptRange | null) => void;
+  /** Whether a tag's adapt editor is open; open or close it. */
+  adaptOpen: (cluster: ICluster, tag: string) => boolean;
+  setAdaptOpen: (cluster: ICluster, tag: string, open: boolean) => void;
   openPlot: (cluster: ICluster, plot: IPlot) => void;
   close: (cluster: ICluster) => void;
   insert: (cluster: ICluster, what: 'cluster' | 'client') => void;
@@ -164,8 +170,16 @@ export function clusterCard(
   table.setAttribute('role', 'table');
   table.appendChild(tagHeader());
   const onScale: ScaleCallback = (tag, n) => actions.scale(cluster, tag, n);
+  const adaptActions: IAdaptActions = {
+    isOpen: tag => actions.adaptOpen(cluster, tag),
+    setOpen: (tag, open) => actions.setAdaptOpen(cluster, tag, open),
+    adapt: (tag, range) => actions.adapt(cluster, tag, range)
+  };
   for (const status of cluster.tags) {
-    table.appendChild(tagRow(status, cluster.reachable, onScale));
+    table.appendChild(tagRow(status, cluster.reachable, onScale, adaptActions));
+    if (cluster.reachable && adaptActions.isOpen(status.tag)) {
+      table.appendChild(adaptEditor(status, adaptActions));
+    }
   }
   card.appendChild(table);
   card.appendChild(insertRow(cluster, actions));

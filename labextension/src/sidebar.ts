@@ -6,7 +6,7 @@ import { clusterCard } from './clusterCard';
 import { requestAPI } from './handler';
 import { scalableIcon } from './icons';
 import { IPlot } from './plots';
-import { ICluster, IClusterList, IScaleRequest } from './types';
+import { IAdaptRange, IAdaptRequest, ICluster, IClusterList, IScaleRequest } from './types';
 
 /** Clicks on − / + closer together than this are sent as one scale request. */
 const SCALE_COALESCE_MS = 300;
@@ -147,6 +147,33 @@ export class ScalableSidebar extends Widget {
     }
   }
 
+  /**
+   * Adapt one tag of a cluster between `range.minimum` and `range.maximum` workers, or stop
+   * adapting it (`range` null), then redraw with the cluster's new state.
+   */
+  async adapt(cluster: ICluster, tag: string, range: IAdaptRange | null): Promise<void> {
+    const body: IAdaptRequest = {
+      tag,
+      minimum: range ? range.minimum : null,
+      maximum: range ? range.maximum : null
+    };
+    try {
+      const updated = await requestAPI<ICluster>(
+        `clusters/${encodeURIComponent(cluster.id)}/adapt`,
+        {
+          method: 'POST',
+          body: JSON.stringify(body)
+        }
+      );
+      this._clusters = this._clusters.map(c => (c.id === updated.id ? updated : c));
+      this._adaptOpen.delete(`${cluster.id}/${tag}`);
+    } catch (error) {
+      void showErrorMessage(`Cannot adapt ${tag} of ${cluster.name}`, (error as Error).message);
+    } finally {
+      this._render(true);
+    }
+  }
+
   /** Close a cluster (after asking), then drop it from the list at once. */
   async closeCluster(cluster: ICluster): Promise<void> {
     if (await this._options.close(cluster)) {
@@ -197,10 +224,11 @@ export class ScalableSidebar extends Widget {
     }, this._interval);
   }
 
-  private _render(): void {
+  /** Redraw; `force`: even while an input has the focus (its value was just sent). */
+  private _render(force = false): void {
     const list = this._list;
     const active = document.activeElement;
-    if (active instanceof HTMLInputElement && list.contains(active)) {
+    if (!force && active instanceof HTMLInputElement && list.contains(active)) {
       this._deferred = true;
       return;
     }
@@ -223,6 +251,17 @@ export class ScalableSidebar extends Widget {
       list.appendChild(
         clusterCard(this._withPending(cluster), this._plots, {
           scale: (c, tag, n) => this.scale(c, tag, n),
+          adapt: (c, tag, range) => void this.adapt(c, tag, range),
+          adaptOpen: (c, tag) => this._adaptOpen.has(`${c.id}/${tag}`),
+          setAdaptOpen: (c, tag, open) => {
+            const key = `${c.id}/${tag}`;
+            if (open) {
+              this._adaptOpen.add(key);
+            } else {
+              this._adaptOpen.delete(key);
+            }
+            this._render(true);
+          },
           openPlot: this._options.openPlot,
           close: c => void this.closeCluster(c),
           insert: this._options.insert,
@@ -248,6 +287,7 @@ export class ScalableSidebar extends Widget {
 
   private _clusters: ICluster[] = [];
   private _pending = new Map<string, number>();
+  private _adaptOpen = new Set<string>();
   private _sendTimers = new Map<string, number>();
   private _error: string | null = null;
   private _interval: number;

@@ -1,10 +1,9 @@
+import { adaptButton, IAdaptActions } from './adaptControl';
 import { ITagStatus } from './types';
+import { MAX_WORKERS, parseTarget } from './workers';
 
 /** What a tag row asks of its owner when − / + is pressed or a target is typed. */
 export type ScaleCallback = (tag: string, n: number) => void;
-
-/** Upper bound of a typed target, as the server's (handlers.MAX_WORKERS). */
-export const MAX_WORKERS = 10000;
 
 function cell(text: string, className: string, title: string): HTMLElement {
   const div = document.createElement('div');
@@ -46,16 +45,6 @@ function button(
   return b;
 }
 
-/** A typed target: a whole number from 0 to MAX_WORKERS, else null. */
-export function parseTarget(text: string): number | null {
-  const trimmed = text.trim();
-  if (!/^\d{1,6}$/.test(trimmed)) {
-    return null;
-  }
-  const n = Number(trimmed);
-  return n <= MAX_WORKERS ? n : null;
-}
-
 function targetInput(
   status: ITagStatus,
   enabled: boolean,
@@ -67,7 +56,9 @@ function targetInput(
   input.type = 'text';
   input.inputMode = 'numeric';
   input.value = count(status.target);
-  input.title = `Target number of ${status.tag} workers: type a number and press Enter`;
+  input.title = `Target number of ${status.tag} workers: type a number and press Enter${
+    status.adapt ? ' (this turns its adapt off)' : ''
+  }`;
   input.setAttribute('aria-label', `target number of ${status.tag} workers`);
   input.disabled = !enabled;
   const apply = (): void => {
@@ -100,9 +91,14 @@ function targetInput(
 
 /**
  * One grid row per container tag: name, pending and running counts, then a fixed column
- * with − target +. The last cell is left for the tag's adapt control.
+ * with − target +, then the tag's adapt toggle (below the controls when the sidebar is narrow).
  */
-export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallback): HTMLElement {
+export function tagRow(
+  status: ITagStatus,
+  enabled: boolean,
+  onScale: ScaleCallback,
+  adaptActions: IAdaptActions
+): HTMLElement {
   const row = document.createElement('div');
   row.className = 'jp-ScalableTagGrid jp-ScalableTag';
   row.dataset.tag = status.tag;
@@ -127,9 +123,9 @@ export function tagRow(status: ITagStatus, enabled: boolean, onScale: ScaleCallb
   plus.disabled = !enabled;
   controls.append(minus, targetInput(status, enabled, onScale), plus);
   row.appendChild(controls);
-  // the per-tag adapt control (min / max) goes here
   const adapt = document.createElement('div');
   adapt.className = 'jp-ScalableTag-adapt';
+  adapt.appendChild(adaptButton(status, enabled, adaptActions));
   row.appendChild(adapt);
   return row;
 }
@@ -143,7 +139,7 @@ export function tagHeader(): HTMLElement {
     ['pend', 'workers requested, not yet connected'],
     ['run', 'workers connected to the scheduler'],
     ['workers', 'target number of workers: − / + or type a number'],
-    ['', '']
+    ['adapt', 'adapt: scale a tag between a minimum and a maximum from its waiting tasks']
   ]) {
     const div = document.createElement('div');
     div.textContent = label;

@@ -16,6 +16,14 @@ export interface ITagStatus {
   image: string | null;
   cpus: number | null;
   memory: string | null;
+  /** The range the tag adapts in (maximum null: no upper bound), null while scaled by hand. */
+  adapt?: IAdaptRange | null;
+}
+
+/** A tag's adapt range, as the cluster's TagPool.adapt_range gives it. */
+export interface IAdaptRange {
+  minimum: number;
+  maximum: number | null;
 }
 
 /** One registered cluster, with its scheduler's answer when it gave one. */
@@ -52,6 +60,13 @@ export interface IClusterList {
 export interface IScaleRequest {
   tag: string;
   n: number;
+}
+
+/** POST scalable/clusters/{id}/adapt (both null: adapt off); replies the cluster's model */
+export interface IAdaptRequest {
+  tag: string;
+  minimum: number | null;
+  maximum: number | null;
 }
 
 /** POST scalable/clusters/{id}/close */
