@@ -125,9 +125,22 @@ def test_layout_at_250_and_400_px_in_light_and_dark(lab, tmp_path):
                     assert row.locator(".jp-ScalableTag-target").input_value() == "1"
                     row.locator(".jp-ScalableTag-remove").click()
                     layout = page.evaluate(OUTSIDE)
-                    assert layout["count"] >= 12, layout
+                    # per tag − target + and the adapt toggle, then close, inserts, plots
+                    assert layout["count"] >= 15, layout
+                    assert row.locator(".jp-ScalableTag-adaptToggle").is_visible()
                     assert layout["out"] == [], layout["out"]
                     assert layout["scrollWidth"] <= layout["clientWidth"] and layout["scrollLeft"] == 0, layout
+                    # the adapt editor (min, max, on, close) fits too
+                    row.locator(".jp-ScalableTag-adaptToggle").click()
+                    editor = card.locator(f'.jp-ScalableTag-adaptEditor[data-tag="{LONG_TAG}"]')
+                    editor.wait_for(timeout=10_000)
+                    layout = page.evaluate(OUTSIDE)
+                    assert layout["count"] >= 19, layout
+                    assert layout["out"] == [], layout["out"]
+                    assert layout["scrollWidth"] <= layout["clientWidth"] and layout["scrollLeft"] == 0, layout
+                    page.screenshot(path=str(ARTIFACTS / f"scalable-sidebar-adapt-editor-{width}px-{theme}.png"))
+                    editor.locator(".jp-ScalableTag-adaptClose").click()
+                    editor.wait_for(state="detached", timeout=10_000)
                     # long names are cut with an ellipsis and given whole on hover
                     name = card.locator(".jp-ScalableCluster-name")
                     # (each refresh redraws the card: ask the one in the page now)
@@ -148,6 +161,105 @@ def test_layout_at_250_and_400_px_in_light_and_dark(lab, tmp_path):
                 arg=info["id"], timeout=180_000)
             assert [w["resources"] for w in scheduler_workers(info["scheduler_address"], info["tls"])] == [{"gcam": 1}] * 2
         assert [e for e in errors if "scalable" in e.lower()] == []
+    lab.api("DELETE", f"api/sessions/{session['id']}")
+
+
+def adapt_toggle_text(page, cluster_id, tag):
+    return page.evaluate(
+        "([id, tag]) => { const b = document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] "
+        ".jp-ScalableTag[data-tag=\"${tag}\"] .jp-ScalableTag-adaptToggle`); "
+        "return b === null ? null : [b.textContent, b.classList.contains('jp-mod-active')]; }",
+        [cluster_id, tag])
+
+
+def wait_for_cell(page, cluster_id, tag, selector, text, timeout=180_000):
+    """Wait until a tag row's cell (or input) shows ``text``."""
+    page.wait_for_function(
+        "([id, tag, sel, text]) => { const e = document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] "
+        ".jp-ScalableTag[data-tag=\"${tag}\"] ${sel}`); "
+        "return e !== null && (e.value !== undefined ? e.value : e.textContent) === text; }",
+        arg=[cluster_id, tag, selector, text], timeout=timeout)
+
+
+def test_adapt_a_tag_from_the_sidebar(lab, tmp_path):
+    """Adapt on from the sidebar sets the pool's range; the tag grows under tasks to its
+    maximum and returns to its minimum; typing a target ends adapt, and the sidebar says so."""
+    session, info = make_cluster(lab, tmp_path, "adapt.ipynb", "adapting", ["gcam", "stitches"])
+    kernel = session["kernel"]["id"]
+    # quick adapt decisions (Dask's own settings), so the test sees them within its deadlines
+    kernel_run(lab, kernel, """
+import dask
+dask.config.set({"distributed.adaptive.interval": "300ms", "distributed.adaptive.wait-count": 2,
+                 "distributed.adaptive.target-duration": "1s"})
+""")
+
+    def adapt_of(tag):
+        out = kernel_run(lab, kernel, f"print(json.dumps(cluster.tag_status()[{tag!r}]['adapt']))")
+        return json.loads(out.strip().splitlines()[-1])
+
+    with chromium_page() as page:
+        errors = []
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        with shot_on_failure(page, "scalable-adapt"):
+            show_sidebar(page, lab)
+            card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{info["id"]}"]')
+            card.wait_for(timeout=30_000)
+            row = card.locator('.jp-ScalableTag[data-tag="gcam"]')
+            assert adapt_toggle_text(page, info["id"], "gcam") == ["auto", False]
+            row.locator(".jp-ScalableTag-adaptToggle").click()
+            editor = card.locator('.jp-ScalableTag-adaptEditor[data-tag="gcam"]')
+            # a reversed range is refused in the sidebar, before any request
+            editor.locator(".jp-ScalableTag-adaptMin").fill("3")
+            editor.locator(".jp-ScalableTag-adaptMax").fill("2")
+            editor.locator(".jp-ScalableTag-adaptSet").click()
+            assert "more than the maximum" in editor.locator(".jp-ScalableTag-adaptSet").get_attribute("title")
+            assert adapt_of("gcam") is None
+            editor.locator(".jp-ScalableTag-adaptMin").fill("0")
+            editor.locator(".jp-ScalableTag-adaptMax").fill("2")
+            editor.locator(".jp-ScalableTag-adaptSet").click()
+            page.wait_for_function(
+                "id => { const b = document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] "
+                ".jp-ScalableTag[data-tag=\"gcam\"] .jp-ScalableTag-adaptToggle`); "
+                "return b !== null && b.classList.contains('jp-mod-active'); }", arg=info["id"], timeout=30_000)
+            assert adapt_toggle_text(page, info["id"], "gcam") == ["auto 0–2", True]
+            assert card.locator('.jp-ScalableTag-adaptEditor').count() == 0
+            assert adapt_of("gcam") == {"minimum": 0, "maximum": 2}
+            assert adapt_of("stitches") is None                  # only the tag asked for
+            page.screenshot(path=str(ARTIFACTS / "scalable-sidebar-adapting.png"))
+
+            # tasks for gcam: it grows to its maximum, the sidebar shows it
+            kernel_run(lab, kernel, """
+from scalable import ScalableClient
+def slow(i):
+    import time
+    time.sleep(2)
+    return i
+client = ScalableClient(cluster)
+futures = client.map(slow, range(12), tag="gcam", pure=False)
+""")
+            wait_for_cell(page, info["id"], "gcam", ".jp-ScalableTag-running", "2")
+            done = kernel_run(lab, kernel, "print(client.gather(futures) == list(range(12))); del futures")
+            assert done.strip().splitlines()[-1] == "True"         # no task lost
+            # idle again: back to its minimum, still adapting
+            wait_for_cell(page, info["id"], "gcam", ".jp-ScalableTag-target", "0")
+            wait_for_cell(page, info["id"], "gcam", ".jp-ScalableTag-running", "0")
+            assert adapt_toggle_text(page, info["id"], "gcam") == ["auto 0–2", True]
+            assert adapt_of("gcam") == {"minimum": 0, "maximum": 2}
+
+            # a typed target is a manual scale: adapt ends, the toggle says "auto" again
+            target = row.locator(".jp-ScalableTag-target")
+            target.fill("1")
+            target.press("Enter")
+            page.wait_for_function(
+                "id => { const b = document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] "
+                ".jp-ScalableTag[data-tag=\"gcam\"] .jp-ScalableTag-adaptToggle`); "
+                "return b !== null && !b.classList.contains('jp-mod-active'); }", arg=info["id"], timeout=60_000)
+            assert adapt_toggle_text(page, info["id"], "gcam") == ["auto", False]
+            assert adapt_of("gcam") is None
+            wait_for_cell(page, info["id"], "gcam", ".jp-ScalableTag-running", "1")
+        assert [e for e in errors if "scalable" in e.lower()] == []
+    kernel_run(lab, kernel, "client.close()")
     lab.api("DELETE", f"api/sessions/{session['id']}")
 
 

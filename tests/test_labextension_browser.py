@@ -82,8 +82,10 @@ def run_in_kernel(lab: LabServer, kernel_id: str, code: str, timeout: float = 12
         conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {lab.token}"}))
         try:
             await conn.write_message(json.dumps(message))
-            out, error = [], None
-            while True:
+            # the reply (shell) may overtake the output (iopub): done at the kernel's "idle"
+            # for this request, which iopub sends after every output of it
+            out, error, replied, idle = [], None, None, False
+            while replied is None or not idle:
                 raw = await asyncio.wait_for(conn.read_message(), timeout)
                 if raw is None:
                     raise RuntimeError("the kernel's websocket closed")
@@ -96,9 +98,12 @@ def run_in_kernel(lab: LabServer, kernel_id: str, code: str, timeout: float = 12
                 elif kind == "error":
                     error = "\n".join(reply["content"]["traceback"])
                 elif kind == "execute_reply":
-                    if error or reply["content"]["status"] != "ok":
-                        raise RuntimeError(f"kernel code failed: {error}")
-                    return "".join(out)
+                    replied = reply["content"]["status"]
+                elif kind == "status" and reply["content"].get("execution_state") == "idle":
+                    idle = True
+            if error or replied != "ok":
+                raise RuntimeError(f"kernel code failed: {error}")
+            return "".join(out)
         finally:
             conn.close()
 
