@@ -10,6 +10,7 @@ import concurrent.futures
 import json
 import re
 import time
+import urllib.error
 
 import pytest
 
@@ -196,6 +197,15 @@ dask.config.set({"distributed.adaptive.interval": "300ms", "distributed.adaptive
     def adapt_of(tag):
         out = kernel_run(lab, kernel, f"print(json.dumps(cluster.tag_status()[{tag!r}]['adapt']))")
         return json.loads(out.strip().splitlines()[-1])
+
+    # the route's refusals are sentences: its own checks, and the cluster's
+    for body, words in [({"tag": "gcam", "minimum": 0, "maximum": 10**6}, "scalable.max-workers-per-tag"),
+                        ({"tag": "nope", "minimum": 0, "maximum": 2}, "nope")]:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            lab.api("POST", f"scalable/clusters/{info['id']}/adapt", body)
+        assert refused.value.code == 400
+        assert words in json.loads(refused.value.read())["message"]
+    assert adapt_of("gcam") is None
 
     with chromium_page() as page:
         errors = []
