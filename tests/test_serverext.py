@@ -202,7 +202,7 @@ async def test_clusters_lists_a_kernel_cluster(jp_fetch, cluster, jp_base_url):
     assert [t["tag"] for t in model["tags"]] == ["alpha", "beta"]
     assert model["tags"][0] == {"tag": "alpha", "target": 0, "pending": 0, "running": 0,
                                 "idle": 0, "busy": 0, "waiting_tasks": 0,
-                                "image": None, "cpus": 1, "memory": "1G"}
+                                "image": None, "cpus": 1, "memory": "1G", "adapt": None}
     one = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id)
     assert one["id"] == cluster.id and one["tags"] == model["tags"]
 
@@ -356,7 +356,7 @@ class TestUnansweringScheduler:
             assert model["error"].startswith("Cannot reach the scheduler")
             assert model["tags"] == [{"tag": "gcam", "target": None, "pending": None, "running": None,
                                       "idle": None, "busy": None, "waiting_tasks": None,
-                                      "image": None, "cpus": None, "memory": None}]
+                                      "image": None, "cpus": None, "memory": None, "adapt": None}]
             code, text = await error_of(jp_fetch, "scalable", "clusters", "hung1", "scale", method="POST",
                                         body=json.dumps({"tag": "gcam", "n": 1}))
             assert code == 503 and text.startswith("Cannot reach the scheduler of stuck")
