@@ -269,6 +269,25 @@ futures = client.map(slow, range(12), tag="gcam", pure=False)
             assert adapt_toggle_text(page, info["id"], "gcam") == ["auto", False]
             assert adapt_of("gcam") is None
             wait_for_cell(page, info["id"], "gcam", ".jp-ScalableTag-running", "1")
+
+            # "off" in the editor stops adapting and keeps the workers
+            row.locator(".jp-ScalableTag-adaptToggle").click()
+            editor.locator(".jp-ScalableTag-adaptMin").fill("1")
+            editor.locator(".jp-ScalableTag-adaptMax").fill("3")
+            editor.locator(".jp-ScalableTag-adaptSet").click()
+            page.wait_for_function(
+                "id => { const b = document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] "
+                ".jp-ScalableTag[data-tag=\"gcam\"] .jp-ScalableTag-adaptToggle`); "
+                "return b !== null && b.textContent === 'auto 1–3'; }", arg=info["id"], timeout=30_000)
+            assert adapt_of("gcam") == {"minimum": 1, "maximum": 3}
+            row.locator(".jp-ScalableTag-adaptToggle").click()
+            editor.locator(".jp-ScalableTag-adaptOff").click()
+            page.wait_for_function(
+                "id => { const b = document.querySelector(`.jp-ScalableCluster[data-cluster-id=\"${id}\"] "
+                ".jp-ScalableTag[data-tag=\"gcam\"] .jp-ScalableTag-adaptToggle`); "
+                "return b !== null && b.textContent === 'auto'; }", arg=info["id"], timeout=30_000)
+            assert adapt_of("gcam") is None
+            assert row.locator(".jp-ScalableTag-target").input_value() == "1"
         assert [e for e in errors if "scalable" in e.lower()] == []
     kernel_run(lab, kernel, "client.close()")
     lab.api("DELETE", f"api/sessions/{session['id']}")
