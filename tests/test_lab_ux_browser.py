@@ -185,7 +185,6 @@ def wait_for_cell(page, cluster_id, tag, selector, text, timeout=180_000):
 def test_adapt_a_tag_from_the_sidebar(lab, tmp_path):
     """Adapt on from the sidebar sets the pool's range; the tag grows under tasks to its
     maximum and returns to its minimum; typing a target ends adapt, and the sidebar says so."""
-    pytest.importorskip("scalable.adapt", reason="needs per-tag adapt in the core (scalable.adapt)")
     session, info = make_cluster(lab, tmp_path, "adapt.ipynb", "adapting", ["gcam", "stitches"])
     kernel = session["kernel"]["id"]
     # quick adapt decisions (Dask's own settings), so the test sees them within its deadlines
