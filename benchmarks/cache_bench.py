@@ -70,10 +70,13 @@ def main() -> None:
         tree = os.path.join(top, "tree")
         os.makedirs(os.path.join(tree, "sub"))
         for i in range(args.files):
-            write_random(os.path.join(tree, "sub" if i % 2 else "", f"f{i:04d}.bin"), size // args.files)
+            write_random(
+                os.path.join(tree, "sub" if i % 2 else "", f"f{i:04d}.bin"), size // args.files
+            )
         subprocess.run(["cat", big], check=True, stdout=subprocess.DEVNULL)  # warm the page cache
 
         with dask.config.set({"scalable.cache.directory": os.path.join(top, "cache")}):
+
             @cacheable(data=FileType)
             def model(data):
                 return "result"
@@ -95,13 +98,17 @@ def main() -> None:
 
         mb = size / 1e6
         base = mb / statistics.median(times["cat > /dev/null"])
-        print(f"{args.size_mb} MiB file ({mb:.0f} MB), directory of {args.files} files of the same total; "
-              f"median of {args.repeats}, page cache warm")
+        print(
+            f"{args.size_mb} MiB file ({mb:.0f} MB), directory of {args.files} files of the same total; "
+            f"median of {args.repeats}, page cache warm"
+        )
         print(f"{'what':<28} {'MB/s':>8} {'min-max MB/s':>16} {'vs cat':>7}")
         for name, ts in times.items():
             rates = [mb / t for t in ts]
             med = statistics.median(rates)
-            print(f"{name:<28} {med:>8.0f} {min(rates):>7.0f}-{max(rates):<8.0f} {med / base:>7.2f}")
+            print(
+                f"{name:<28} {med:>8.0f} {min(rates):>7.0f}-{max(rates):<8.0f} {med / base:>7.2f}"
+            )
     finally:
         shutil.rmtree(top, ignore_errors=True)
 

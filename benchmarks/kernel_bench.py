@@ -60,18 +60,40 @@ def main(argv=None) -> int:
         install(work_dir=str(work), prefix=str(prefix))
         plain = prefix / "share" / "jupyter" / "kernels" / "plain"
         plain.mkdir(parents=True)
-        (plain / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "plain", "language": "python"}))
+        (plain / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    "display_name": "plain",
+                    "language": "python",
+                }
+            )
+        )
         # the runtime alone, without the launcher: how much of the difference is the container's
         image = str(work / "containers" / "scalable_container.sif")
         runtime_only = prefix / "share" / "jupyter" / "kernels" / "runtime-only"
         runtime_only.mkdir(parents=True)
         conn_dir = os.path.dirname(KernelManager().connection_file) or tempfile.gettempdir()
-        (runtime_only / "kernel.json").write_text(json.dumps({
-            "argv": ["apptainer", "exec", "--bind", f"{conn_dir}:{conn_dir}", image, sys.executable,
-                     "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "runtime-only", "language": "python"}))
+        (runtime_only / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [
+                        "apptainer",
+                        "exec",
+                        "--bind",
+                        f"{conn_dir}:{conn_dir}",
+                        image,
+                        sys.executable,
+                        "-m",
+                        "ipykernel_launcher",
+                        "-f",
+                        "{connection_file}",
+                    ],
+                    "display_name": "runtime-only",
+                    "language": "python",
+                }
+            )
+        )
         os.chdir(work)
         times = {"plain": [], "runtime-only": [], "scalable": []}
         for name in times:  # warm the file cache once for each
@@ -82,10 +104,15 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nKernel start to first kernel_info reply ({args.rounds} rounds, alternating)")
     print(f"{'kernelspec':<36}{'median s':>10}{'min s':>8}{'max s':>8}{'ratio':>8}")
-    for name, label in (("plain", "plain ipykernel"), ("runtime-only", "ipykernel in stand-in, no launcher"),
-                        ("scalable", "Scalable launcher + stand-in runtime")):
+    for name, label in (
+        ("plain", "plain ipykernel"),
+        ("runtime-only", "ipykernel in stand-in, no launcher"),
+        ("scalable", "Scalable launcher + stand-in runtime"),
+    ):
         v = times[name]
-        print(f"{label:<36}{med[name]:>10.3f}{min(v):>8.3f}{max(v):>8.3f}{med[name] / med['plain']:>8.2f}")
+        print(
+            f"{label:<36}{med[name]:>10.3f}{min(v):>8.3f}{max(v):>8.3f}{med[name] / med['plain']:>8.2f}"
+        )
     return 0
 
 

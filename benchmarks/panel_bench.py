@@ -61,23 +61,33 @@ def measure(cluster, tag, counts, rounds) -> list:
             t0 = time.perf_counter()
             cluster.sync(cluster._jobs_async)
             query.append(time.perf_counter() - t0)
-        rows.append({"workers": n, "refresh_ms": statistics.median(times) * 1000,
-                     "squeue": per.get("squeue", 0), "others": sum(v for k, v in per.items()
-                                                                   if k != "squeue"),
-                     "html_ms": html_ms, "running": panel.status[tag]["running"],
-                     "query_ms": statistics.median(query) * 1000})
+        rows.append(
+            {
+                "workers": n,
+                "refresh_ms": statistics.median(times) * 1000,
+                "squeue": per.get("squeue", 0),
+                "others": sum(v for k, v in per.items() if k != "squeue"),
+                "html_ms": html_ms,
+                "running": panel.status[tag]["running"],
+                "query_ms": statistics.median(query) * 1000,
+            }
+        )
     return rows
 
 
 def show(kind, rows):
     base = rows[0]["refresh_ms"]
     print(f"\n{kind}: panel refresh by pool size")
-    print(f"{'workers':>8} {'running':>8} {'refresh ms':>11} {'ratio':>6} {'job query ms':>13} "
-          f"{'squeue/refresh':>15} {'other cmds':>11} {'html ms':>8}")
+    print(
+        f"{'workers':>8} {'running':>8} {'refresh ms':>11} {'ratio':>6} {'job query ms':>13} "
+        f"{'squeue/refresh':>15} {'other cmds':>11} {'html ms':>8}"
+    )
     for r in rows:
-        print(f"{r['workers']:>8} {r['running']:>8} {r['refresh_ms']:>11.2f} "
-              f"{r['refresh_ms'] / base:>6.2f} {r['query_ms']:>13.2f} {r['squeue']:>15.2f} "
-              f"{r['others']:>11.2f} {r['html_ms']:>8.2f}")
+        print(
+            f"{r['workers']:>8} {r['running']:>8} {r['refresh_ms']:>11.2f} "
+            f"{r['refresh_ms'] / base:>6.2f} {r['query_ms']:>13.2f} {r['squeue']:>15.2f} "
+            f"{r['others']:>11.2f} {r['html_ms']:>8.2f}"
+        )
 
 
 def main(argv=None) -> int:
@@ -104,8 +114,9 @@ def main(argv=None) -> int:
             os.environ["SLURM_CONF"] = slurm.conf
             os.makedirs(f"{work}/containers")
             Path(f"{work}/containers/bench_container.sif").write_text("stand-in image\n")
-            with SlurmCluster(queue="slurm", interface="lo", walltime="00:20:00",
-                              work_dir=work) as cluster:
+            with SlurmCluster(
+                queue="slurm", interface="lo", walltime="00:20:00", work_dir=work
+            ) as cluster:
                 cluster.add_container(tag="bench", cpus=1, memory="200M")
                 show("slurm", measure(cluster, "bench", counts, args.rounds))
     return 0

@@ -31,8 +31,21 @@ from scalable.relay.client import relay_arun, relay_run
 def start_relay(directory):
     sock = os.path.join(directory, "relay", "relay.sock")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scalable.cli", "relay", "--socket", sock, "--allow", "true",
-         "--allow", "echo"], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "scalable.cli",
+            "relay",
+            "--socket",
+            sock,
+            "--allow",
+            "true",
+            "--allow",
+            "echo",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     if not proc.stdout.readline().startswith("scalable relay serving"):
         raise SystemExit("relay did not start")
     return proc, sock
@@ -96,7 +109,9 @@ def main(argv=None):
             def empty_round_trip():  # the socket alone: a refused request runs nothing
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                     s.connect(sock)
-                    s.sendall(protocol.encode_header(protocol.request_header(["nope"], "/", None, 0)))
+                    s.sendall(
+                        protocol.encode_header(protocol.request_header(["nope"], "/", None, 0))
+                    )
                     protocol.recv_message(s)
 
             socket_only = timed(empty_round_trip, args.calls)
@@ -113,13 +128,21 @@ def main(argv=None):
     print(f"\nRound trip of `true` ({args.calls} calls each, 2-core machine)")
     print(f"{'path':<28}{'median ms':>10}{'p99 ms':>10}{'ratio':>8}")
     print(f"{'subprocess.run (direct)':<28}{ms(direct):>10.3f}{1000 * p99(direct):>10.3f}{1:>8.2f}")
-    print(f"{'relay_run (relay)':<28}{ms(relayed):>10.3f}{1000 * p99(relayed):>10.3f}"
-          f"{statistics.median(relayed) / statistics.median(direct):>8.2f}")
-    print(f"{'socket round trip only':<28}{ms(socket_only):>10.3f}{1000 * p99(socket_only):>10.3f}"
-          f"{statistics.median(socket_only) / statistics.median(direct):>8.2f}")
-    print(f"relay overhead per call (median relay - median direct): {ms(relayed) - ms(direct):.3f} ms")
+    print(
+        f"{'relay_run (relay)':<28}{ms(relayed):>10.3f}{1000 * p99(relayed):>10.3f}"
+        f"{statistics.median(relayed) / statistics.median(direct):>8.2f}"
+    )
+    print(
+        f"{'socket round trip only':<28}{ms(socket_only):>10.3f}{1000 * p99(socket_only):>10.3f}"
+        f"{statistics.median(socket_only) / statistics.median(direct):>8.2f}"
+    )
+    print(
+        f"relay overhead per call (median relay - median direct): {ms(relayed) - ms(direct):.3f} ms"
+    )
     print(f"\nThroughput of `echo N` ({args.requests} requests each)")
-    print(f"{'clients':>8}{'direct req/s':>14}{'relay req/s':>13}{'relay/direct':>14}{'wrong replies':>15}")
+    print(
+        f"{'clients':>8}{'direct req/s':>14}{'relay req/s':>13}{'relay/direct':>14}{'wrong replies':>15}"
+    )
     for c, d_rps, r_rps, wrong in rows:
         print(f"{c:>8}{d_rps:>14.0f}{r_rps:>13.0f}{r_rps / d_rps:>14.2f}{wrong:>15}")
     return 1 if any(r[3] for r in rows) else 0

@@ -47,8 +47,8 @@ import psutil
 from dask_jobqueue import SLURMCluster as JobqueueCluster
 from distributed import Client, LocalCluster
 
-from scalable import ScalableClient, SlurmCluster
 import start_bench
+from scalable import ScalableClient, SlurmCluster
 from slurm_counting import CommandCounter, start_slurm, use_apptainer_standin, wait_no_jobs
 
 TAG = "bench"
@@ -105,16 +105,22 @@ class Bench:
             f.write("stand-in image for the scaling benchmark\n")
         self.counter = CommandCounter(tmp).install()
         use_apptainer_standin()
-        self.slurm = start_slurm(tmp, nodes=args.nodes, cpus=args.cpus_per_node,
-                                 memory_mb=args.cpus_per_node * 1200)
+        self.slurm = start_slurm(
+            tmp, nodes=args.nodes, cpus=args.cpus_per_node, memory_mb=args.cpus_per_node * 1200
+        )
         self._worker_opts = None
 
     # -- the two Slurm systems -------------------------------------------------------------
     def scalable_cluster(self):
         # python=: the interpreter itself, as in a real image (here "python" is a pyenv shim)
-        cluster = SlurmCluster(queue="slurm", walltime=WALLTIME, interface="lo",
-                               work_dir=self.work, python=sys.executable,
-                               death_timeout=self.args.death_timeout)
+        cluster = SlurmCluster(
+            queue="slurm",
+            walltime=WALLTIME,
+            interface="lo",
+            work_dir=self.work,
+            python=sys.executable,
+            death_timeout=self.args.death_timeout,
+        )
         cluster.add_container(TAG, cpus=1, memory=MEMORY)
         return cluster, f"sc-{cluster.cluster_id}-"
 
@@ -131,10 +137,17 @@ class Bench:
         name = f"jq-{uuid.uuid4().hex[:8]}"
         cluster = JobqueueCluster(
             # dask-jobqueue reads "1G" as 10**9 bytes; "1GiB" is scalable's "1G" (--mem=1024M)
-            queue="slurm", walltime=WALLTIME, interface="lo", cores=1, memory=MEMORY + "iB",
-            processes=1, python=python, death_timeout=self.args.death_timeout,
+            queue="slurm",
+            walltime=WALLTIME,
+            interface="lo",
+            cores=1,
+            memory=MEMORY + "iB",
+            processes=1,
+            python=python,
+            death_timeout=self.args.death_timeout,
             worker_extra_args=extra,
-            job_name=name, log_directory=os.path.join(self.work, "logs-jobqueue"),
+            job_name=name,
+            log_directory=os.path.join(self.work, "logs-jobqueue"),
             scheduler_options={"dashboard_address": "127.0.0.1:0"},
         )
         return cluster, name
@@ -167,11 +180,16 @@ class Bench:
             cluster.close()
             close = self.counter.since(mark)
         wait_no_jobs(self.slurm, prefix)
-        return {"seconds": seconds, "jobs_seconds": jobs_seconds,
-                "burst": sum(burst.values()), "burst_by": burst,
-                "close": sum(close.values()), "rss_per_worker": (rss1 - rss0) / n,
-                "extra": extra, "script": cluster.job_script() if system == "jobqueue"
-                else cluster.job_script(TAG)}
+        return {
+            "seconds": seconds,
+            "jobs_seconds": jobs_seconds,
+            "burst": sum(burst.values()),
+            "burst_by": burst,
+            "close": sum(close.values()),
+            "rss_per_worker": (rss1 - rss0) / n,
+            "extra": extra,
+            "script": cluster.job_script() if system == "jobqueue" else cluster.job_script(TAG),
+        }
 
     # -- the machine's own limit -------------------------------------------------------------
     def bare_burst(self, n, stagger=0.0):
@@ -180,12 +198,31 @@ class Bench:
         ``stagger`` seconds between starts: 50 started in the same instant import in lockstep
         and all finish late; slightly spread (as Slurm's launches are) they finish sooner.
         """
-        with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=0,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             rss0 = rss()
-            argv = [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
-                    "--nthreads", "1", "--memory-limit", "1GiB", "--nanny",
-                    "--death-timeout", str(self.args.death_timeout), "--resources", f"{TAG}=1"]
+            argv = [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                cluster.scheduler_address,
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                "1GiB",
+                "--nanny",
+                "--death-timeout",
+                str(self.args.death_timeout),
+                "--resources",
+                f"{TAG}=1",
+            ]
             t0 = time.perf_counter()
             # each its own scratch directory, as each container's private /tmp gives the
             # others: 50 workers sharing one contend for its locks
@@ -193,8 +230,11 @@ class Bench:
             procs = []
             for i in range(n):
                 own = ["--name", f"bare-{i}", "--local-directory", os.path.join(scratch, str(i))]
-                procs.append(subprocess.Popen([*argv, *own], stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        [*argv, *own], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    )
+                )
                 time.sleep(stagger)
             try:
                 client.wait_for_workers(n, timeout=self.args.timeout)
@@ -263,9 +303,12 @@ def run(args) -> list:
                 for system in order:
                     row = bench.scale_up(system, n)
                     results.setdefault((system, n), []).append(row)
-                    print(f"  {system:9s} N={n:<3d} {row['seconds']:6.2f}s  "
-                          f"(jobs running at {row['jobs_seconds'] or float('nan'):.2f}s)  "
-                          f"burst {row['burst_by']}  close {row['close']}", file=sys.stderr)
+                    print(
+                        f"  {system:9s} N={n:<3d} {row['seconds']:6.2f}s  "
+                        f"(jobs running at {row['jobs_seconds'] or float('nan'):.2f}s)  "
+                        f"burst {row['burst_by']}  close {row['close']}",
+                        file=sys.stderr,
+                    )
         b = args.burst
         for system in ("bare", "bare-staggered", "scalable", "jobqueue"):
             if system.startswith("bare"):
@@ -295,37 +338,74 @@ def table(args, res, tp) -> list:
 
     for n in args.sizes:
         s, j = median(res["scalable", n]), median(res["jobqueue", n])
-        row(f"time to {n} worker{'s' * (n > 1)} connected, s: median (min-max) of {args.repeats}",
-            spread(res["scalable", n]), spread(res["jobqueue", n]), f"{s / j:.2f}x", "<= 1.0x",
-            s <= j)
+        row(
+            f"time to {n} worker{'s' * (n > 1)} connected, s: median (min-max) of {args.repeats}",
+            spread(res["scalable", n]),
+            spread(res["jobqueue", n]),
+            f"{s / j:.2f}x",
+            "<= 1.0x",
+            s <= j,
+        )
     for n in args.sizes:  # Slurm's part of the above: until squeue shows the N jobs running
-        s, j = (statistics.median([r["jobs_seconds"] for r in res[k, n] if r["jobs_seconds"]] or [0])
-                for k in ("scalable", "jobqueue"))
-        row(f"  of which Slurm's part, {n} job{'s' * (n > 1)} running, s: median of {args.repeats}",
-            f"{s:.2f}", f"{j:.2f}", f"{s / j:.2f}x" if j else "-", "-", True)
+        s, j = (
+            statistics.median([r["jobs_seconds"] for r in res[k, n] if r["jobs_seconds"]] or [0])
+            for k in ("scalable", "jobqueue")
+        )
+        row(
+            f"  of which Slurm's part, {n} job{'s' * (n > 1)} running, s: median of {args.repeats}",
+            f"{s:.2f}",
+            f"{j:.2f}",
+            f"{s / j:.2f}x" if j else "-",
+            "-",
+            True,
+        )
     b = args.burst
-    s, j, once, spread_ = (res[k, b][0]["seconds"]
-                           for k in ("scalable", "jobqueue", "bare", "bare-staggered"))
+    s, j, once, spread_ = (
+        res[k, b][0]["seconds"] for k in ("scalable", "jobqueue", "bare", "bare-staggered")
+    )
     bare = min(once, spread_)  # the machine's limit: the better way to start them directly
-    row(f"burst of {b} workers, s (bare processes: {once:.1f} at once, {spread_:.1f} "
-        f"{args.bare_stagger:g} s apart)", f"{s:.2f}", f"{j:.2f}", f"{s / bare:.2f}x bare",
-        "<= 1.2x bare", s <= 1.2 * bare)
+    row(
+        f"burst of {b} workers, s (bare processes: {once:.1f} at once, {spread_:.1f} "
+        f"{args.bare_stagger:g} s apart)",
+        f"{s:.2f}",
+        f"{j:.2f}",
+        f"{s / bare:.2f}x bare",
+        "<= 1.2x bare",
+        s <= 1.2 * bare,
+    )
     for n in [*args.sizes, b]:
-        s, j = (max(res[k, n], key=lambda r: r["burst"])["burst_by"]
-                for k in ("scalable", "jobqueue"))
+        s, j = (
+            max(res[k, n], key=lambda r: r["burst"])["burst_by"] for k in ("scalable", "jobqueue")
+        )
         subs = [x["sbatch"] + x["scancel"] for x in (s, j)]
-        row(f"Slurm commands, burst of {n}: sbatch+scancel (+squeue)",
+        row(
+            f"Slurm commands, burst of {n}: sbatch+scancel (+squeue)",
             *(f"{c} (+{x['squeue']})" for c, x in zip(subs, (s, j))),
-            f"{subs[0]}/{subs[1]}", "<= 2 per tag", subs[0] <= 2)
+            f"{subs[0]}/{subs[1]}",
+            "<= 2 per tag",
+            subs[0] <= 2,
+        )
     for n in [*args.sizes, b]:
         s, j = (max(r["close"] for r in res[k, n]) for k in ("scalable", "jobqueue"))
         row(f"Slurm commands, close() of {n}", str(s), str(j), f"{s}/{j}", "1", s == 1)
     t, u = tp["tagged"], tp["untagged"]
-    row(f"{args.tasks} no-op tasks on {args.tp_workers} workers, tasks/s (tagged | untagged)",
-        f"{t:.0f}", f"{u:.0f} (untagged)", f"{t / u:.2f}x", ">= 0.95x", t >= 0.95 * u)
+    row(
+        f"{args.tasks} no-op tasks on {args.tp_workers} workers, tasks/s (tagged | untagged)",
+        f"{t:.0f}",
+        f"{u:.0f} (untagged)",
+        f"{t / u:.2f}x",
+        ">= 0.95x",
+        t >= 0.95 * u,
+    )
     s, j, bare = (res[k, b][0]["rss_per_worker"] / 1024 for k in ("scalable", "jobqueue", "bare"))
-    row(f"scheduler RSS per connected worker, KiB ({b} workers; bare: {bare:.0f})",
-        f"{s:.0f}", f"{j:.0f}", f"{s / bare:.2f}x bare", "-", True)
+    row(
+        f"scheduler RSS per connected worker, KiB ({b} workers; bare: {bare:.0f})",
+        f"{s:.0f}",
+        f"{j:.0f}",
+        f"{s / bare:.2f}x bare",
+        "-",
+        True,
+    )
     return rows
 
 
@@ -333,8 +413,13 @@ def print_table(rows, head=None):
     head = head or ("measure", "scalable", "dask-jobqueue", "ratio", "goal", "met")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, None, *rows]:
-        print("|" + "|".join(f" {str(c).ljust(w)} " if r else "-" * (w + 2)
-                             for c, w in zip(r or head, widths)) + "|")
+        print(
+            "|"
+            + "|".join(
+                f" {str(c).ljust(w)} " if r else "-" * (w + 2) for c, w in zip(r or head, widths)
+            )
+            + "|"
+        )
 
 
 def main(argv=None) -> int:
@@ -345,17 +430,28 @@ def main(argv=None) -> int:
     p.add_argument("--burst", type=int, default=50)
     p.add_argument("--tasks", type=int, default=10_000)
     p.add_argument("--tp-workers", type=int, default=4, help="workers for the throughput run")
-    p.add_argument("--bare-stagger", type=float, default=0.1,
-                   help="seconds between bare worker starts in the staggered bare burst")
+    p.add_argument(
+        "--bare-stagger",
+        type=float,
+        default=0.1,
+        help="seconds between bare worker starts in the staggered bare burst",
+    )
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--cpus-per-node", type=int, default=20)
     p.add_argument("--timeout", type=float, default=300, help="longest wait for a burst, s")
-    p.add_argument("--death-timeout", type=int, default=300,
-                   help="worker --death-timeout for all three (a nanny whose worker takes longer "
-                        "than this to start gives up: 50 at once on 2 busy cores can take > 60 s)")
+    p.add_argument(
+        "--death-timeout",
+        type=int,
+        default=300,
+        help="worker --death-timeout for all three (a nanny whose worker takes longer "
+        "than this to start gives up: 50 at once on 2 busy cores can take > 60 s)",
+    )
     p.add_argument("--show-scripts", action="store_true", help="print both job scripts")
-    p.add_argument("--start", action="store_true",
-                   help="worker start-up instead: packed jobs, nanny=False, first result, CPU")
+    p.add_argument(
+        "--start",
+        action="store_true",
+        help="worker start-up instead: packed jobs, nanny=False, first result, CPU",
+    )
     p.add_argument("--start-sizes", type=int, nargs="+", default=[4, 16, 50])
     args = p.parse_args(argv)
     if args.quick:
@@ -366,10 +462,12 @@ def main(argv=None) -> int:
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     rows = run(args)
     # the machine may be shared: its load says how much the times can be trusted
-    print(f"\nscalable scaling benchmark: {os.cpu_count()} cores, "
-          f"{time.perf_counter() - started:.0f} s, load average {load0:.1f} at start and "
-          f"{os.getloadavg()[0]:.1f} at end; "
-          f"`python benchmarks/scale_bench.py {shlex.join(argv or sys.argv[1:])}`\n")
+    print(
+        f"\nscalable scaling benchmark: {os.cpu_count()} cores, "
+        f"{time.perf_counter() - started:.0f} s, load average {load0:.1f} at start and "
+        f"{os.getloadavg()[0]:.1f} at end; "
+        f"`python benchmarks/scale_bench.py {shlex.join(argv or sys.argv[1:])}`\n"
+    )
     print_table(rows, start_bench.HEAD if args.start else None)
     return 0
 

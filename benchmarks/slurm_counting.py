@@ -81,8 +81,9 @@ def start_slurm(directory, nodes, cpus, memory_mb):
 
     if os.geteuid() != 0:
         raise SystemExit("the benchmark starts Slurm's daemons and needs root.")
-    slurm = SlurmTestCluster(n_nodes=nodes, cpus=cpus, memory=memory_mb,
-                             directory=os.path.join(directory, "slurm")).start()
+    slurm = SlurmTestCluster(
+        n_nodes=nodes, cpus=cpus, memory=memory_mb, directory=os.path.join(directory, "slurm")
+    ).start()
     os.environ["SLURM_CONF"] = slurm.conf
     return slurm
 

@@ -31,8 +31,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--in-flight", type=int, default=40,
-                        help="most unfinished tasks at any time (default 40)")
+    parser.add_argument(
+        "--in-flight", type=int, default=40, help="most unfinished tasks at any time (default 40)"
+    )
     args = parser.parse_args(argv)
     random.seed(args.seed)
 
@@ -107,12 +108,20 @@ def main(argv=None) -> int:
         client.close()
         cluster.close()
         time.sleep(5)
-        left = [j for j in slurm.squeue("--array") if j["name"].startswith(f"sc-{cluster.cluster_id}-")
-                and j["state"] not in ("COMPLETING", "COMPLETED")]
-    print("| minutes | tasks submitted | completed | lost (goal 0) | worker kills | rescales | "
-          "jobs left after close (goal 0) |")
+        left = [
+            j
+            for j in slurm.squeue("--array")
+            if j["name"].startswith(f"sc-{cluster.cluster_id}-")
+            and j["state"] not in ("COMPLETING", "COMPLETED")
+        ]
+    print(
+        "| minutes | tasks submitted | completed | lost (goal 0) | worker kills | rescales | "
+        "jobs left after close (goal 0) |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| {args.minutes:g} | {submitted} | {completed} | {lost} | {kills} | {rescales} | {len(left)} |")
+    print(
+        f"| {args.minutes:g} | {submitted} | {completed} | {lost} | {kills} | {rescales} | {len(left)} |"
+    )
     return 0 if lost == 0 and not left else 1
 
 

@@ -87,8 +87,9 @@ class TodayCluster(SlurmCluster):
 
     def _job_options(self, tag):
         options = super()._job_options(tag)
-        options["worker_extra_args"] = [a for a in options["worker_extra_args"]
-                                        if a != "--no-dashboard"]
+        options["worker_extra_args"] = [
+            a for a in options["worker_extra_args"] if a != "--no-dashboard"
+        ]
         return options
 
 
@@ -103,10 +104,17 @@ class StartBench:
 
     # -- the systems ------------------------------------------------------------------------------
     def scalable(self, k=1, nanny=True, cls=SlurmCluster):
-        cluster = cls(queue="slurm", walltime=WALLTIME, interface="lo",
-                               work_dir=self.work, python=sys.executable,
-                               death_timeout=self.args.death_timeout, security=True,
-                               workers_per_job=k, nanny=nanny)
+        cluster = cls(
+            queue="slurm",
+            walltime=WALLTIME,
+            interface="lo",
+            work_dir=self.work,
+            python=sys.executable,
+            death_timeout=self.args.death_timeout,
+            security=True,
+            workers_per_job=k,
+            nanny=nanny,
+        )
         cluster.add_container(TAG, cpus=k, memory=f"{k}G")
         return cluster, f"sc-{cluster.cluster_id}-"
 
@@ -121,22 +129,32 @@ class StartBench:
         python, extra = self._jq_python
         name = f"jq-{uuid.uuid4().hex[:8]}"
         cluster = JobqueueCluster(
-            queue="slurm", walltime=WALLTIME, interface="lo", cores=k, memory=f"{k}GiB",
-            processes=k, python=python, death_timeout=self.args.death_timeout,
-            worker_extra_args=extra, job_name=name,
+            queue="slurm",
+            walltime=WALLTIME,
+            interface="lo",
+            cores=k,
+            memory=f"{k}GiB",
+            processes=k,
+            python=python,
+            death_timeout=self.args.death_timeout,
+            worker_extra_args=extra,
+            job_name=name,
             log_directory=os.path.join(self.work, "logs-jobqueue"),
             scheduler_options={"dashboard_address": "127.0.0.1:0"},
-            security=Security.temporary(), shared_temp_directory=self.tls,
+            security=Security.temporary(),
+            shared_temp_directory=self.tls,
         )
         return cluster, name
 
     def make(self, system):
-        return {"packed": lambda: self.scalable(K),
-                "one": lambda: self.scalable(1),
-                "today": lambda: self.scalable(1, cls=TodayCluster),
-                "no-nanny": lambda: self.scalable(1, nanny=False),
-                "jq-p4": lambda: self.jobqueue(K),
-                "jq": lambda: self.jobqueue(1)}[system]()
+        return {
+            "packed": lambda: self.scalable(K),
+            "one": lambda: self.scalable(1),
+            "today": lambda: self.scalable(1, cls=TodayCluster),
+            "no-nanny": lambda: self.scalable(1, nanny=False),
+            "jq-p4": lambda: self.jobqueue(K),
+            "jq": lambda: self.jobqueue(1),
+        }[system]()
 
     # -- measures ---------------------------------------------------------------------------------
     def time_to_n(self, system, n):
@@ -175,7 +193,8 @@ class StartBench:
                     t0 = time.perf_counter()
                     cluster.scale(1)
                     value = client.submit(sum, [1, 2], resources={TAG: 1}).result(
-                        timeout=self.args.timeout)
+                        timeout=self.args.timeout
+                    )
             seconds = time.perf_counter() - t0
             assert value == 3
         finally:
@@ -186,26 +205,52 @@ class StartBench:
     def bare(self, n, stagger=0.1):
         sec = Security.temporary()
         files = {}
-        for flag, pem in (("--tls-ca-file", sec.tls_ca_file), ("--tls-cert", sec.tls_worker_cert),
-                          ("--tls-key", sec.tls_worker_key)):
+        for flag, pem in (
+            ("--tls-ca-file", sec.tls_ca_file),
+            ("--tls-cert", sec.tls_worker_cert),
+            ("--tls-key", sec.tls_worker_key),
+        ):
             fd, path = tempfile.mkstemp(dir=self.tls, suffix=".pem")
             with os.fdopen(fd, "w") as f:
                 f.write(pem)
             files[flag] = path
-        with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                          security=sec, protocol="tls://", silence_logs=40) as cluster, \
-                Client(cluster) as client:
-            argv = [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
-                    "--nthreads", "1", "--memory-limit", "1GiB", "--nanny",
-                    "--death-timeout", str(self.args.death_timeout), "--resources", f"{TAG}=1",
-                    *(x for kv in files.items() for x in kv)]
+        with (
+            LocalCluster(
+                n_workers=0,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                security=sec,
+                protocol="tls://",
+                silence_logs=40,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            argv = [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                cluster.scheduler_address,
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                "1GiB",
+                "--nanny",
+                "--death-timeout",
+                str(self.args.death_timeout),
+                "--resources",
+                f"{TAG}=1",
+                *(x for kv in files.items() for x in kv),
+            ]
             scratch = tempfile.mkdtemp(prefix="bare-", dir=self.work)
             procs = []
             t0 = time.perf_counter()
             for i in range(n):
                 own = ["--name", f"bare-{i}", "--local-directory", os.path.join(scratch, str(i))]
-                procs.append(subprocess.Popen([*argv, *own], stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        [*argv, *own], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    )
+                )
                 time.sleep(stagger)
             try:
                 client.wait_for_workers(n, timeout=self.args.timeout)
@@ -241,13 +286,15 @@ def run(bench, log) -> list:
     for r in range(args.repeats):
         for n in sizes:
             systems = SIZES_SYSTEMS.get(n, SIZES_SYSTEMS[16])
-            systems = systems[r % len(systems):] + systems[:r % len(systems)]
+            systems = systems[r % len(systems) :] + systems[: r % len(systems)]
             for system in systems:
                 row = sb.time_to_n(system, n)
                 res.setdefault((system, n), []).append(row)
-                log(f"  start {system:9s} N={n:<3d} {row['seconds']:6.2f}s  "
-                    f"cpu/worker {row['cpu_per_worker']:.2f}s")
-        order = FIRST[r % len(FIRST):] + FIRST[:r % len(FIRST)]
+                log(
+                    f"  start {system:9s} N={n:<3d} {row['seconds']:6.2f}s  "
+                    f"cpu/worker {row['cpu_per_worker']:.2f}s"
+                )
+        order = FIRST[r % len(FIRST) :] + FIRST[: r % len(FIRST)]
         for system in order:
             row = sb.first_result(system)
             res.setdefault((system, "first"), []).append(row)
@@ -268,30 +315,63 @@ def table(sizes, repeats, res) -> list:
     for n in sizes:
         p, j, b = med("packed", n), med("jq-p4", n), med("bare", n)
         goal = n >= 16
-        rows.append((f"time to {n} workers, s: median (min-max) of {repeats}; bare {spread('bare', n)}",
-                     spread("packed", n), spread("jq-p4", n), f"{p / j:.2f}x, {p / b:.2f}x bare",
-                     "<= 0.5x, < 1x bare" if goal else "-",
-                     ("yes" if p <= 0.5 * j and p < b else "NO") if goal else "-"))
+        rows.append(
+            (
+                f"time to {n} workers, s: median (min-max) of {repeats}; bare {spread('bare', n)}",
+                spread("packed", n),
+                spread("jq-p4", n),
+                f"{p / j:.2f}x, {p / b:.2f}x bare",
+                "<= 0.5x, < 1x bare" if goal else "-",
+                ("yes" if p <= 0.5 * j and p < b else "NO") if goal else "-",
+            )
+        )
         for system in ("one", "no-nanny", "today"):
             if (system, n) in res:
                 s = med(system, n)
-                rows.append((f"  time to {n} workers, scalable {system} (one worker per job), s",
-                             spread(system, n), "", f"{s / j:.2f}x, {s / b:.2f}x bare", "-", "-"))
+                rows.append(
+                    (
+                        f"  time to {n} workers, scalable {system} (one worker per job), s",
+                        spread(system, n),
+                        "",
+                        f"{s / j:.2f}x, {s / b:.2f}x bare",
+                        "-",
+                        "-",
+                    )
+                )
     for n in sizes:
-        cpu = {s: med(s, n, "cpu_per_worker") for s in ("packed", "jq-p4", "bare", "today",
-                                                        "one", "no-nanny") if (s, n) in res}
+        cpu = {
+            s: med(s, n, "cpu_per_worker")
+            for s in ("packed", "jq-p4", "bare", "today", "one", "no-nanny")
+            if (s, n) in res
+        }
         base = cpu.get("today")
-        rows.append((f"CPU s per worker start, N={n} (bare {cpu['bare']:.2f}"
-                     + (f", today {base:.2f}, one {cpu['one']:.2f}, no-nanny "
-                        f"{cpu['no-nanny']:.2f}" if base else "") + ")",
-                     f"{cpu['packed']:.2f}", f"{cpu['jq-p4']:.2f}",
-                     f"{cpu['packed'] / base:.2f}x today" if base else "-",
-                     "<= 0.3x today" if base else "-",
-                     ("yes" if cpu["packed"] <= 0.3 * base else "NO") if base else "-"))
+        rows.append(
+            (
+                f"CPU s per worker start, N={n} (bare {cpu['bare']:.2f}"
+                + (
+                    f", today {base:.2f}, one {cpu['one']:.2f}, no-nanny {cpu['no-nanny']:.2f}"
+                    if base
+                    else ""
+                )
+                + ")",
+                f"{cpu['packed']:.2f}",
+                f"{cpu['jq-p4']:.2f}",
+                f"{cpu['packed'] / base:.2f}x today" if base else "-",
+                "<= 0.3x today" if base else "-",
+                ("yes" if cpu["packed"] <= 0.3 * base else "NO") if base else "-",
+            )
+        )
     jq = med("jq", "first")
     for system in ("one", "no-nanny", "packed"):
         s = med(system, "first")
-        rows.append((f"time to first tagged result, cold cluster, s: scalable {system} | dask-jobqueue 1 per job",
-                     spread(system, "first"), spread("jq", "first"), f"{s / jq:.2f}x",
-                     "<= 0.8x", "yes" if s <= 0.8 * jq else "NO"))
+        rows.append(
+            (
+                f"time to first tagged result, cold cluster, s: scalable {system} | dask-jobqueue 1 per job",
+                spread(system, "first"),
+                spread("jq", "first"),
+                f"{s / jq:.2f}x",
+                "<= 0.8x",
+                "yes" if s <= 0.8 * jq else "NO",
+            )
+        )
     return rows

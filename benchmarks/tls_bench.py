@@ -56,12 +56,17 @@ class Bench:
             t0 = time.perf_counter()
             if kind == "slurm":
                 # python=: the interpreter itself, as in a real image (here "python" is a shim)
-                cluster = SlurmCluster(queue="slurm", walltime="00:30:00", interface="lo",
-                                       work_dir=self.work, python=sys.executable,
-                                       death_timeout=300, security=tls)
+                cluster = SlurmCluster(
+                    queue="slurm",
+                    walltime="00:30:00",
+                    interface="lo",
+                    work_dir=self.work,
+                    python=sys.executable,
+                    death_timeout=300,
+                    security=tls,
+                )
             else:
-                cluster = LocalCluster(work_dir=self.work, security=tls,
-                                       silence_logs=logging.ERROR)
+                cluster = LocalCluster(work_dir=self.work, security=tls, silence_logs=logging.ERROR)
             made = time.perf_counter() - t0
         cluster.add_container(TAG, cpus=1, memory="1G")
         return cluster, made
@@ -107,16 +112,22 @@ def run(args):
         for kind in ("slurm", "local"):
             for r in range(args.repeats):
                 for n in args.sizes:
-                    for tls in ((True, False) if (r + n) % 2 == 0 else (False, True)):
+                    for tls in (True, False) if (r + n) % 2 == 0 else (False, True):
                         row = bench.run_once(kind, tls, n)
                         res.setdefault((kind, tls, n), []).append(row)
-                        print(f"  {kind:5s} {'tls' if tls else 'tcp'} N={n:<2d} "
-                              f"made {row['made']:.2f}s  to N {row['to_n']:.2f}s", file=sys.stderr)
+                        print(
+                            f"  {kind:5s} {'tls' if tls else 'tcp'} N={n:<2d} "
+                            f"made {row['made']:.2f}s  to N {row['to_n']:.2f}s",
+                            file=sys.stderr,
+                        )
             for tls in (True, False):
                 row = bench.run_once(kind, tls, args.tp_workers, throughput=True)
                 res[kind, tls, "tp"] = row["rates"]
-                print(f"  {kind:5s} {'tls' if tls else 'tcp'} tasks/s "
-                      f"{[round(x) for x in row['rates']]}", file=sys.stderr)
+                print(
+                    f"  {kind:5s} {'tls' if tls else 'tcp'} tasks/s "
+                    f"{[round(x) for x in row['rates']]}",
+                    file=sys.stderr,
+                )
     finally:
         bench.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -128,12 +139,22 @@ def table(args, res):
     med = statistics.median
     for kind in ("slurm", "local"):
         name = "SlurmCluster" if kind == "slurm" else "LocalCluster"
-        made = [med(r["made"] for n in args.sizes for r in res[kind, tls, n]) for tls in (True, False)]
-        rows.append((f"{name}: cluster created, s", f"{made[0]:.2f}", f"{made[1]:.2f}",
-                     f"{made[0] / made[1]:.2f}x"))
+        made = [
+            med(r["made"] for n in args.sizes for r in res[kind, tls, n]) for tls in (True, False)
+        ]
+        rows.append(
+            (
+                f"{name}: cluster created, s",
+                f"{made[0]:.2f}",
+                f"{made[1]:.2f}",
+                f"{made[0] / made[1]:.2f}x",
+            )
+        )
         for n in args.sizes:
             t, p = (med(r["to_n"] for r in res[kind, tls, n]) for tls in (True, False))
-            what = f"{name}: time to {n} worker{'s' * (n > 1)} connected, s (median of {args.repeats})"
+            what = (
+                f"{name}: time to {n} worker{'s' * (n > 1)} connected, s (median of {args.repeats})"
+            )
             rows.append((what, f"{t:.2f}", f"{p:.2f}", f"{t / p:.2f}x"))
         t, p = (med(res[kind, tls, "tp"]) for tls in (True, False))
         what = f"{name}: {args.tasks} tagged no-op tasks on {args.tp_workers} workers, tasks/s"
@@ -145,8 +166,13 @@ def print_table(rows):
     head = ("measure", "TLS (default)", "plain TCP", "ratio TLS/TCP")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, None, *rows]:
-        print("|" + "|".join(f" {str(c).ljust(w)} " if r else "-" * (w + 2)
-                             for c, w in zip(r or head, widths)) + "|")
+        print(
+            "|"
+            + "|".join(
+                f" {str(c).ljust(w)} " if r else "-" * (w + 2) for c, w in zip(r or head, widths)
+            )
+            + "|"
+        )
 
 
 def main(argv=None) -> int:
@@ -162,10 +188,12 @@ def main(argv=None) -> int:
         args.sizes, args.repeats, args.tasks = [1, 4], 1, 1000
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     rows = run(args)
-    print(f"\nscalable TLS benchmark: {os.cpu_count()} cores, "
-          f"{time.perf_counter() - started:.0f} s, load average {load0:.1f} at start and "
-          f"{os.getloadavg()[0]:.1f} at end; "
-          f"`python benchmarks/tls_bench.py {shlex.join(argv or sys.argv[1:])}`\n")
+    print(
+        f"\nscalable TLS benchmark: {os.cpu_count()} cores, "
+        f"{time.perf_counter() - started:.0f} s, load average {load0:.1f} at start and "
+        f"{os.getloadavg()[0]:.1f} at end; "
+        f"`python benchmarks/tls_bench.py {shlex.join(argv or sys.argv[1:])}`\n"
+    )
     print_table(rows)
     return 0
 

@@ -31,8 +31,20 @@ _LAZY = {
 }
 
 # @cacheable and its argument types, as the original exported them (scalable.caching)
-_LAZY.update({name: "scalable.caching" for name in (
-    "cacheable", "GenericType", "FileType", "DirType", "ValueType", "ObjectType", "UtilityType")})
+_LAZY.update(
+    {
+        name: "scalable.caching"
+        for name in (
+            "cacheable",
+            "GenericType",
+            "FileType",
+            "DirType",
+            "ValueType",
+            "ObjectType",
+            "UtilityType",
+        )
+    }
+)
 
 # `from scalable import *` gives exactly what the original scalable's users imported that way.
 __all__ = [

@@ -78,13 +78,19 @@ class TagAdaptive(Adaptive):
     def __init__(self, pool, minimum=0, maximum=math.inf, **kwargs):
         self.state = "inactive"  # until Adaptive starts it (its __del__ reads it)
         for what, value in (("minimum", minimum), ("maximum", maximum)):
-            if not (value == math.inf or (isinstance(value, int) and not isinstance(value, bool)
-                                          and value >= 0)):
-                raise ValueError(f"{what}={value!r} must be a whole number of workers, e.g. "
-                                 f"cluster.adapt(tag={pool.tag!r}, minimum=0, maximum=10).")
+            if not (
+                value == math.inf
+                or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+            ):
+                raise ValueError(
+                    f"{what}={value!r} must be a whole number of workers, e.g. "
+                    f"cluster.adapt(tag={pool.tag!r}, minimum=0, maximum=10)."
+                )
         if minimum > maximum:
-            raise ValueError(f"minimum={minimum} is more than maximum={maximum}: e.g. "
-                             f"cluster.adapt(tag={pool.tag!r}, minimum=0, maximum=10).")
+            raise ValueError(
+                f"minimum={minimum} is more than maximum={maximum}: e.g. "
+                f"cluster.adapt(tag={pool.tag!r}, minimum=0, maximum=10)."
+            )
         self.pool = pool
         super().__init__(pool.backend, minimum=minimum, maximum=maximum, **kwargs)
 
@@ -106,16 +112,21 @@ class TagAdaptive(Adaptive):
     @property
     def observed(self) -> set:
         leaving = set(self.pool.retiring) | self.pool.replaced
-        return {str(ws.name) for name, wss in self.pool.connected().items() if name not in leaving
-                for ws in wss}
+        return {
+            str(ws.name)
+            for name, wss in self.pool.connected().items()
+            if name not in leaving
+            for ws in wss
+        }
 
     # -- decisions --------------------------------------------------------------------------
     async def target(self) -> int:
         s = self.pool.backend.scheduler
         tag = self.pool.tag
         waiting = [ts for ts in s.unrunnable if (ts.resource_restrictions or {}).get(tag)]
-        running = [ts for ws in s.workers.values() if tag in (ws.resources or {})
-                   for ts in ws.processing]
+        running = [
+            ts for ws in s.workers.values() if tag in (ws.resources or {}) for ts in ws.processing
+        ]
         tasks = waiting + running
         durations = sum(self._duration(s, ts) for ts in tasks)
         return demand(len(tasks), durations, self.pool.spec.cpus, self.target_duration)
@@ -137,8 +148,9 @@ class TagAdaptive(Adaptive):
         """Idle workers of this tag only: those holding nothing first; those holding
         results only while other workers exist to take them."""
         leaving = set(self.pool.retiring) | self.pool.replaced
-        mine = [ws for name, wss in self.pool.connected().items() if name not in leaving
-                for ws in wss]
+        mine = [
+            ws for name, wss in self.pool.connected().items() if name not in leaving for ws in wss
+        ]
         idle = sorted((ws for ws in mine if not ws.processing), key=lambda ws: ws.nbytes)
         n = max(0, len(mine) - target)
         chosen = idle[:n]
@@ -146,8 +158,9 @@ class TagAdaptive(Adaptive):
         return [str(ws.name) for ws in chosen if not ws.has_what or others > 0]
 
     async def scale_up(self, n):
-        await self.pool.scale_to(max(n, self.pool.target), asynchronous=True, manual=False,
-                                 wait=False)
+        await self.pool.scale_to(
+            max(n, self.pool.target), asynchronous=True, manual=False, wait=False
+        )
 
     async def scale_down(self, workers):
         names = {self.pool.spec_name(w) for w in workers}
@@ -177,16 +190,27 @@ class AdaptiveTags:
         --------
         >>> cluster.adapt(tag="gcam", minimum=0, maximum=10)  # doctest: +SKIP
         """
-        for old in ("minimum_jobs", "maximum_jobs", "minimum_memory", "maximum_memory",
-                    "minimum_cores", "maximum_cores", "Adaptive"):
+        for old in (
+            "minimum_jobs",
+            "maximum_jobs",
+            "minimum_memory",
+            "maximum_memory",
+            "minimum_cores",
+            "maximum_cores",
+            "Adaptive",
+        ):
             if old in kwargs:
-                raise TypeError(f"adapt takes workers per tag, not {old}=: write "
-                                f"cluster.adapt(tag='gcam', minimum=0, maximum=10).")
+                raise TypeError(
+                    f"adapt takes workers per tag, not {old}=: write "
+                    f"cluster.adapt(tag='gcam', minimum=0, maximum=10)."
+                )
         if tag is None:
             if not self.pools:
-                raise ValueError("this cluster has no containers to adapt yet: call "
-                                 "cluster.add_container(tag='gcam', ...) first, then "
-                                 "cluster.adapt(tag='gcam', minimum=0, maximum=10).")
+                raise ValueError(
+                    "this cluster has no containers to adapt yet: call "
+                    "cluster.add_container(tag='gcam', ...) first, then "
+                    "cluster.adapt(tag='gcam', minimum=0, maximum=10)."
+                )
             return {t: pool.adapt(minimum, maximum, **kwargs) for t, pool in self.pools.items()}
         return self.pool(tag).adapt(minimum, maximum, **kwargs)
 
@@ -199,8 +223,10 @@ class AdaptiveTags:
     @property
     def new_spec(self):
         # SpecCluster.scale/adapt would add untagged copies of it: every worker has a tag
-        raise AttributeError("a scalable cluster has no untagged worker spec: add workers per "
-                             "tag, e.g. cluster.add_workers('gcam', 2)")
+        raise AttributeError(
+            "a scalable cluster has no untagged worker spec: add workers per "
+            "tag, e.g. cluster.add_workers('gcam', 2)"
+        )
 
     @new_spec.setter
     def new_spec(self, value):

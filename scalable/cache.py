@@ -73,8 +73,13 @@ def check_private(path: str, what: str = "cache directory") -> os.stat_result:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _open_private(path: str, name: str | None = None, dir_fd: int | None = None,
-                  create: bool = False, what: str = "cache directory") -> int:
+def _open_private(
+    path: str,
+    name: str | None = None,
+    dir_fd: int | None = None,
+    create: bool = False,
+    what: str = "cache directory",
+) -> int:
     """Open the directory ``name`` in ``dir_fd`` (or ``path``) without following a link, creating
     it 0700 if asked, and return its descriptor once :func:`check_private`'s rule holds for it.
     ``FileNotFoundError`` when it is missing and not to be created."""
@@ -100,15 +105,21 @@ def _open_private(path: str, name: str | None = None, dir_fd: int | None = None,
 
 def _check_stat(path: str, st: os.stat_result, what: str) -> os.stat_result:
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise CacheError(f"the {what} {path} is not a directory (a link or a file is there); "
-                         f"remove it, or set scalable.cache.directory to a folder of your own")
+        raise CacheError(
+            f"the {what} {path} is not a directory (a link or a file is there); "
+            f"remove it, or set scalable.cache.directory to a folder of your own"
+        )
     if st.st_uid != os.getuid():
-        raise CacheError(f"the {what} {path} belongs to uid {st.st_uid}, not to you; remove it, "
-                         f"or set scalable.cache.directory to a folder of your own")
+        raise CacheError(
+            f"the {what} {path} belongs to uid {st.st_uid}, not to you; remove it, "
+            f"or set scalable.cache.directory to a folder of your own"
+        )
     if st.st_mode & 0o022:
-        raise CacheError(f"the {what} {path} can be written by others (mode "
-                         f"{stat.S_IMODE(st.st_mode):o}), so its pickles cannot be trusted; "
-                         f"run chmod go-w {path}, or set scalable.cache.directory elsewhere")
+        raise CacheError(
+            f"the {what} {path} can be written by others (mode "
+            f"{stat.S_IMODE(st.st_mode):o}), so its pickles cannot be trusted; "
+            f"run chmod go-w {path}, or set scalable.cache.directory elsewhere"
+        )
     return st
 
 
@@ -123,8 +134,12 @@ def _ensure(path: str) -> int:
 
 def _trusted_entry(st: os.stat_result) -> bool:
     """A regular file of ours with one name that only we can write."""
-    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_nlink == 1
-            and not st.st_mode & 0o022)
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_uid == os.getuid()
+        and st.st_nlink == 1
+        and not st.st_mode & 0o022
+    )
 
 
 class Store:
@@ -157,14 +172,19 @@ class Store:
         except FileNotFoundError:
             return None
         try:
-            shard_fd = _open_private(os.path.join(self.directory, key[:2]), key[:2], dir_fd, what="cache folder")
+            shard_fd = _open_private(
+                os.path.join(self.directory, key[:2]), key[:2], dir_fd, what="cache folder"
+            )
         except OSError:  # absent, or a stale handle: a miss
             return None
         finally:
             os.close(dir_fd)
         try:
-            fd = os.open(key + SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=shard_fd)
+            fd = os.open(
+                key + SUFFIX,
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                dir_fd=shard_fd,
+            )
         except OSError:  # absent, a link (ELOOP), or a stale handle: a miss
             return None
         finally:
@@ -182,17 +202,28 @@ class Store:
 
     def put(self, key: str, entry: dict) -> None:
         """Store ``entry`` under ``key``: a whole new file, moved into place atomically."""
-        data = pickle.dumps({**entry, "format": FORMAT, "stored": time.time()}, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(
+            {**entry, "format": FORMAT, "stored": time.time()}, protocol=pickle.HIGHEST_PROTOCOL
+        )
         dir_fd = _ensure(self.directory)
         try:
-            shard_fd = _open_private(os.path.join(self.directory, key[:2]), key[:2], dir_fd, create=True,
-                                     what="cache folder")
+            shard_fd = _open_private(
+                os.path.join(self.directory, key[:2]),
+                key[:2],
+                dir_fd,
+                create=True,
+                what="cache folder",
+            )
         finally:
             os.close(dir_fd)
         try:
             tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{SUFFIX}"  # unique, 0600, through no link
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=shard_fd)
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=shard_fd,
+            )
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -231,8 +262,9 @@ class Store:
                 if len(shard) != 2:
                     continue
                 try:
-                    shard_fd = _open_private(os.path.join(self.directory, shard), shard, dir_fd,
-                                             what="cache folder")
+                    shard_fd = _open_private(
+                        os.path.join(self.directory, shard), shard, dir_fd, what="cache folder"
+                    )
                 except (OSError, CacheError):  # gone, a file, a link, or not ours: not a shard
                     continue
                 try:
@@ -256,7 +288,12 @@ class Store:
             elif name.endswith(SUFFIX):
                 entries += 1
                 size += st.st_size
-        return {"directory": self.directory, "entries": entries, "bytes": size, "leftovers": leftovers}
+        return {
+            "directory": self.directory,
+            "entries": entries,
+            "bytes": size,
+            "leftovers": leftovers,
+        }
 
     def clear(self) -> int:
         """Remove every entry (and leftover temporary file); return how many entries went."""

@@ -7,17 +7,27 @@ import sys
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("cache", help="show or clear the @cacheable results of a work directory",
-                              description="The @cacheable store: <work dir>/.scalable/cache, or "
-                              "scalable.cache.directory.")
+    p = subparsers.add_parser(
+        "cache",
+        help="show or clear the @cacheable results of a work directory",
+        description="The @cacheable store: <work dir>/.scalable/cache, or "
+        "scalable.cache.directory.",
+    )
     p.set_defaults(func=lambda args: p.print_help() or 2)
     sub = p.add_subparsers(dest="cache_command", metavar="SUBCOMMAND")
-    for name, func, text in (("info", _info, "where the cache is, how many entries, how large"),
-                             ("clear", _clear, "remove every cached result")):
+    for name, func, text in (
+        ("info", _info, "where the cache is, how many entries, how large"),
+        ("clear", _clear, "remove every cached result"),
+    ):
         s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("--work-dir", help="the work directory (default: scalable.work-directory or here)")
-        s.add_argument("--directory", help="the cache directory (default: scalable.cache.directory "
-                       "or <work dir>/.scalable/cache)")
+        s.add_argument(
+            "--work-dir", help="the work directory (default: scalable.work-directory or here)"
+        )
+        s.add_argument(
+            "--directory",
+            help="the cache directory (default: scalable.cache.directory "
+            "or <work dir>/.scalable/cache)",
+        )
         s.set_defaults(func=func)
 
 
@@ -44,7 +54,9 @@ def _info(args) -> int:
     print(f"entries    {facts['entries']}")
     print(f"size       {facts['bytes'] / 1e6:.1f} MB")
     if facts["leftovers"]:
-        print(f"leftovers  {facts['leftovers']} unfinished writes (scalable cache clear removes them)")
+        print(
+            f"leftovers  {facts['leftovers']} unfinished writes (scalable cache clear removes them)"
+        )
     return 0
 
 

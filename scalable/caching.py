@@ -39,7 +39,15 @@ from .hashing import (
     wrap,
 )
 
-__all__ = ["DirType", "FileType", "GenericType", "ObjectType", "UtilityType", "ValueType", "cacheable"]
+__all__ = [
+    "DirType",
+    "FileType",
+    "GenericType",
+    "ObjectType",
+    "UtilityType",
+    "ValueType",
+    "cacheable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,9 @@ def function_identity(func) -> bytes:
     return h.digest()
 
 
-def cacheable(return_type=None, void=False, recompute=False, store=True, check_output=False, **arg_types):
+def cacheable(
+    return_type=None, void=False, recompute=False, store=True, check_output=False, **arg_types
+):
     """Cache a function's results by the content of its arguments.
 
     Parameters
@@ -123,9 +133,11 @@ def cacheable(return_type=None, void=False, recompute=False, store=True, check_o
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
         unknown = sorted(set(arg_types) - set(sig.parameters))
         if unknown and not takes_kwargs:
-            raise TypeError(f"@cacheable gives types for {', '.join(unknown)}, which "
-                            f"{func.__name__}() does not take; its arguments are "
-                            f"{', '.join(sig.parameters) or 'none'}")
+            raise TypeError(
+                f"@cacheable gives types for {', '.join(unknown)}, which "
+                f"{func.__name__}() does not take; its arguments are "
+                f"{', '.join(sig.parameters) or 'none'}"
+            )
         identity = function_identity(func)
 
         def key_of(args, kwargs) -> str:
@@ -156,8 +168,11 @@ def cacheable(return_type=None, void=False, recompute=False, store=True, check_o
                 try:
                     disk.put(key, entry)
                 except (OSError, pickle_errors()) as e:  # the result is still good: return it
-                    warnings.warn(f"the result of {func.__qualname__} was not cached in "
-                                  f"{disk.directory} ({e})", stacklevel=2)
+                    warnings.warn(
+                        f"the result of {func.__qualname__} was not cached in "
+                        f"{disk.directory} ({e})",
+                        stacklevel=2,
+                    )
             return result
 
         inner.cache_key = lambda *args, **kwargs: key_of(args, kwargs)
@@ -182,4 +197,3 @@ def _usable(entry: dict, check_output: bool) -> bool:
         return not check_output or entry.get("digest") in (None, result.digest())
     except (OSError, ValueError):
         return False
-

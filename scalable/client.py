@@ -10,8 +10,16 @@ from .tagged import UnknownTagError
 
 #: keyword arguments of Client.submit that are not passed on to the function
 _CLIENT_KWARGS = {
-    "key", "workers", "resources", "retries", "priority", "fifo_timeout",
-    "allow_other_workers", "actor", "actors", "pure",
+    "key",
+    "workers",
+    "resources",
+    "retries",
+    "priority",
+    "fifo_timeout",
+    "allow_other_workers",
+    "actor",
+    "actors",
+    "pure",
 }
 
 
@@ -41,11 +49,15 @@ class ScalableClient(Client):
 
     def _resources_for(self, tag, n, kwargs, call):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{call}(..., n={n!r}): n is the number of workers per task; "
-                             f"leave it out or pass n=1.")
+            raise ValueError(
+                f"{call}(..., n={n!r}): n is the number of workers per task; "
+                f"leave it out or pass n=1."
+            )
         if n > 1:
-            fix = ("give the container more cpus instead (cluster.add_container(tag, cpus=...)): "
-                   "a task's threads are its worker's cpus")
+            fix = (
+                "give the container more cpus instead (cluster.add_container(tag, cpus=...)): "
+                "a task's threads are its worker's cpus"
+            )
             if call == "submit":
                 fix += ", or run several tasks with client.map(func, inputs, tag=...)"
             raise ValueError(

@@ -37,9 +37,7 @@ class CommandError(RuntimeError):
         self.stdout = stdout
         self.stderr = stderr
         detail = stderr.strip() or stdout.strip() or "(no output)"
-        super().__init__(
-            f"`{shlex.join(self.argv)}` failed with exit code {returncode}: {detail}"
-        )
+        super().__init__(f"`{shlex.join(self.argv)}` failed with exit code {returncode}: {detail}")
 
 
 class SubmitError(RuntimeError):
@@ -51,8 +49,10 @@ class CommandNotFound(CommandError):
 
     def __init__(self, argv: Sequence[str]):
         super().__init__(argv, 127, "", "")
-        self.args = ((
-            f"{argv[0]!r} was not found on PATH and no relay is configured: run scalable on a "
-            f"host with Slurm's commands, or start the kernel with the Scalable launcher "
-            f"(it sets {RELAY_ENV})."
-        ),)
+        self.args = (
+            (
+                f"{argv[0]!r} was not found on PATH and no relay is configured: run scalable on a "
+                f"host with Slurm's commands, or start the kernel with the Scalable launcher "
+                f"(it sets {RELAY_ENV})."
+            ),
+        )

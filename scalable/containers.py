@@ -267,7 +267,9 @@ def make_spec(
             f"dirs={{'/qfs/people/me/data': '/data'}}."
         )
     if not isinstance(env, Mapping):
-        raise ContainerError(f"container {tag!r}: env must be a dict, e.g. env={{'OMP_NUM_THREADS': '4'}}.")
+        raise ContainerError(
+            f"container {tag!r}: env must be a dict, e.g. env={{'OMP_NUM_THREADS': '4'}}."
+        )
     binds = {}
     for src, dst in dirs.items():
         for side, value in (("host", src), ("container", dst)):
@@ -298,8 +300,11 @@ def make_spec(
                 f"variable can hold: remove it."
             )
 
-    if path is not None and (not isinstance(path, (str, os.PathLike))
-                             or not isinstance(os.fspath(path), str) or "\0" in os.fspath(path)):
+    if path is not None and (
+        not isinstance(path, (str, os.PathLike))
+        or not isinstance(os.fspath(path), str)
+        or "\0" in os.fspath(path)
+    ):
         raise ContainerError(
             f"container {tag!r}: path={path!r} is not a file path: pass the image as a string, "
             f"e.g. path='/path/to/{tag}_container.sif'."
@@ -308,7 +313,9 @@ def make_spec(
     image = None
     if path is not None or require_image or os.path.exists(default_image):
         # without require_image (local runs) a tag uses its image if there is one
-        image = os.path.abspath(os.path.join(work_dir, os.path.expanduser(os.fspath(path or default_image))))
+        image = os.path.abspath(
+            os.path.join(work_dir, os.path.expanduser(os.fspath(path or default_image)))
+        )
         if not os.path.exists(image):
             raise ContainerError(
                 f"container {tag!r}: image {image!r} does not exist: build it "
@@ -330,10 +337,12 @@ def make_spec(
     preload = None
     if preload_script is not None:
         # a worker without an image (local only) sees the host's paths
-        preload = inside_path(tag, "preload_script", preload_script, work_dir,
-                              binds if image is not None else None)
-    return ContainerSpec(tag, image, cpus, nbytes, binds, {str(k): str(v) for k, v in env.items()},
-                         preload)
+        preload = inside_path(
+            tag, "preload_script", preload_script, work_dir, binds if image is not None else None
+        )
+    return ContainerSpec(
+        tag, image, cpus, nbytes, binds, {str(k): str(v) for k, v in env.items()}, preload
+    )
 
 
 def inside_path(tag, what, value, work_dir, binds) -> str:
@@ -346,8 +355,11 @@ def inside_path(tag, what, value, work_dir, binds) -> str:
     container, the host path is returned.
     """
     text = os.path.expanduser(str(value))
-    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", text) and \
-            not text.endswith(".py") and not os.path.exists(os.path.join(work_dir, text)):
+    if (
+        re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", text)
+        and not text.endswith(".py")
+        and not os.path.exists(os.path.join(work_dir, text))
+    ):
         return text  # a module importable inside the image
     host = os.path.abspath(os.path.join(work_dir, text))
     if not os.path.isfile(host):
@@ -360,6 +372,6 @@ def inside_path(tag, what, value, work_dir, binds) -> str:
         return host
     for src, dst in binds.items():
         if host.startswith(src.rstrip("/") + "/"):
-            return dst.rstrip("/") + host[len(src.rstrip("/")):]
+            return dst.rstrip("/") + host[len(src.rstrip("/")) :]
     binds[host] = host
     return host

@@ -21,8 +21,14 @@ def climate_pathway(scenario: float, years: int = 80) -> dict:
         temp += 0.08 * (0.8 * forcing - temp)
         path.append(round(temp, 3))
     worker = get_worker()
-    return {"scenario": scenario, "peak": max(path), "final": path[-1],
-            "tag": next(iter(worker.state.total_resources)), "worker": worker.name, "pid": os.getpid()}
+    return {
+        "scenario": scenario,
+        "peak": max(path),
+        "final": path[-1],
+        "tag": next(iter(worker.state.total_resources)),
+        "worker": worker.name,
+        "pid": os.getpid(),
+    }
 
 
 def impacts(pathway: dict) -> dict:
@@ -31,8 +37,12 @@ def impacts(pathway: dict) -> dict:
 
     worker = get_worker()
     damage = round(0.25 * pathway["final"] ** 2, 2)
-    return {"scenario": pathway["scenario"], "damage_pct": damage,
-            "tag": next(iter(worker.state.total_resources)), "worker": worker.name}
+    return {
+        "scenario": pathway["scenario"],
+        "damage_pct": damage,
+        "tag": next(iter(worker.state.total_resources)),
+        "worker": worker.name,
+    }
 
 
 def run_demo(scenarios=(0.1, 0.2, 0.35, 0.5), out=print) -> list:
@@ -48,8 +58,10 @@ def run_demo(scenarios=(0.1, 0.2, 0.35, 0.5), out=print) -> list:
         cluster.add_workers(n=1, tag="impacts")
         with ScalableClient(cluster) as client:
             client.wait_for_workers(3, timeout=120)
-            out(f"scalable demo: local cluster {cluster.scheduler_address}, "
-                f"dashboard {cluster.dashboard_link}")
+            out(
+                f"scalable demo: local cluster {cluster.scheduler_address}, "
+                f"dashboard {cluster.dashboard_link}"
+            )
             out(f"workers per tag: {cluster.targets}")
             paths = client.map(climate_pathway, list(scenarios), tag="climate")
             damages = client.map(impacts, paths, tag="impacts")
@@ -58,8 +70,10 @@ def run_demo(scenarios=(0.1, 0.2, 0.35, 0.5), out=print) -> list:
                 rows.append({**p, "damage_pct": d["damage_pct"], "impacts_tag": d["tag"]})
     out(f"{'scenario':>8} {'peak °C':>8} {'final °C':>9} {'damage %':>9}  ran on")
     for r in rows:
-        out(f"{r['scenario']:>8} {r['peak']:>8} {r['final']:>9} {r['damage_pct']:>9}  "
-            f"{r['tag']} -> {r['impacts_tag']}")
+        out(
+            f"{r['scenario']:>8} {r['peak']:>8} {r['final']:>9} {r['damage_pct']:>9}  "
+            f"{r['tag']} -> {r['impacts_tag']}"
+        )
     out(f"done in {time.perf_counter() - t0:.1f} s")
     return rows
 

@@ -80,7 +80,9 @@ class ExposedCluster:
 
     async def _handle_close(self):
         # reply first: closing stops the scheduler that carries this very reply
-        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._close_from_outside()))
+        asyncio.get_running_loop().call_soon(
+            lambda: asyncio.ensure_future(self._close_from_outside())
+        )
         return {"status": "OK"}
 
     async def _close_from_outside(self):

@@ -153,8 +153,10 @@ class FileType(GenericType):
     def digest(self) -> bytes:
         path = os.fspath(self.value)
         if not os.path.isfile(path):
-            raise ValueError(f"FileType argument {path!r} is not a file; pass an existing file "
-                             f"or declare the argument with another type (e.g. ValueType)")
+            raise ValueError(
+                f"FileType argument {path!r} is not a file; pass an existing file "
+                f"or declare the argument with another type (e.g. ValueType)"
+            )
         h = new_hasher(b"file")
         _field(h, os.fsencode(os.path.basename(path)))
         _field(h, file_digest(path))
@@ -182,8 +184,10 @@ class DirType(GenericType):
     def digest(self) -> bytes:
         path = os.fspath(self.value)
         if not os.path.isdir(path):
-            raise ValueError(f"DirType argument {path!r} is not a directory; pass an existing "
-                             f"directory or declare the argument with another type (e.g. ValueType)")
+            raise ValueError(
+                f"DirType argument {path!r} is not a directory; pass an existing "
+                f"directory or declare the argument with another type (e.g. ValueType)"
+            )
         h = new_hasher(b"dirtype")
         _field(h, os.fsencode(os.path.basename(os.path.normpath(path))))
         _field(h, dir_digest(path))
@@ -237,7 +241,9 @@ class ObjectType(GenericType):
             for item in v:
                 _field(h, convert_to_type(item).digest())
         elif isinstance(v, dict):
-            pairs = sorted((convert_to_type(k).digest(), convert_to_type(x).digest()) for k, x in v.items())
+            pairs = sorted(
+                (convert_to_type(k).digest(), convert_to_type(x).digest()) for k, x in v.items()
+            )
             for k, x in pairs:
                 _field(h, k + x)
         elif isinstance(v, (set, frozenset)):

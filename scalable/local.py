@@ -55,7 +55,10 @@ class ContainerWorker(ProcessInterface):
 
     async def start(self):
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            *self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             # its own process group, so close() also stops what the runtime started
             start_new_session=True,
@@ -122,9 +125,19 @@ class LocalCluster(TaggedCluster, SpecCluster):
     kind = "local"
     require_image = False
 
-    def __init__(self, work_dir=None, runtime=None, death_timeout=None, silence_logs="error",
-                 dashboard_address=None, name=None, security=None, *, nanny=None,
-                 **kwargs):
+    def __init__(
+        self,
+        work_dir=None,
+        runtime=None,
+        death_timeout=None,
+        silence_logs="error",
+        dashboard_address=None,
+        name=None,
+        security=None,
+        *,
+        nanny=None,
+        **kwargs,
+    ):
         self._init_tags(work_dir, runtime)
         self.nanny = self._check_nanny(config.get("local.nanny", nanny))
         self.death_timeout = config.get("local.death-timeout", death_timeout)
@@ -142,8 +155,13 @@ class LocalCluster(TaggedCluster, SpecCluster):
             },
         }
         try:
-            super().__init__(scheduler=scheduler, silence_logs=silence_logs, security=tls,
-                             name=name or self._default_name(), **kwargs)
+            super().__init__(
+                scheduler=scheduler,
+                silence_logs=silence_logs,
+                security=tls,
+                name=name or self._default_name(),
+                **kwargs,
+            )
         except BaseException:
             self._close_security()
             raise
@@ -161,20 +179,36 @@ class LocalCluster(TaggedCluster, SpecCluster):
         spec = self.containers[tag]
         nanny = self._nanny_of(tag)
         tls = self._tls
-        worker_args = ["--host", "127.0.0.1",
-                       "--nthreads", str(spec.cpus), "--memory-limit", str(spec.memory),
-                       "--resources", f"{tag}=1", "--death-timeout", str(self.death_timeout),
-                       "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-                       *(["--preload", spec.preload] if spec.preload else []),
-                       *(tls.worker_args() if tls is not None else ()),
-                       *(() if nanny else ("--no-nanny",))]
+        worker_args = [
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            str(spec.cpus),
+            "--memory-limit",
+            str(spec.memory),
+            "--resources",
+            f"{tag}=1",
+            "--death-timeout",
+            str(self.death_timeout),
+            "--no-dashboard",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            *(["--preload", spec.preload] if spec.preload else []),
+            *(tls.worker_args() if tls is not None else ()),
+            *(() if nanny else ("--no-nanny",)),
+        ]
         if spec.image is None and not nanny:
             # its own process all the same: a worker inside this one would share the GIL
             # and the environment with the scheduler and the client
             argv = [sys.executable, "-m", "distributed.cli.dask_worker", *worker_args]
-            return {"cls": ContainerWorker,
-                    "options": {"argv": argv, "cwd": self.work_dir,
-                                "env": {**spec.env, **security.WORKER_HTTP_ENV}}}
+            return {
+                "cls": ContainerWorker,
+                "options": {
+                    "argv": argv,
+                    "cwd": self.work_dir,
+                    "env": {**spec.env, **security.WORKER_HTTP_ENV},
+                },
+            }
         if spec.image is None:
             return {
                 "cls": Nanny,
@@ -200,10 +234,11 @@ class LocalCluster(TaggedCluster, SpecCluster):
             binds[tls.directory] = tls.directory  # the worker reads its credentials there
         argv = self.runtime.exec_argv(
             spec.image,
-            [*versions.worker_python(python), "-m", "distributed.cli.dask_worker",
-             *worker_args],
-            binds=binds, env={**spec.env, **security.WORKER_HTTP_ENV},
-            home=self.work_dir, cwd=self.work_dir,
+            [*versions.worker_python(python), "-m", "distributed.cli.dask_worker", *worker_args],
+            binds=binds,
+            env={**spec.env, **security.WORKER_HTTP_ENV},
+            home=self.work_dir,
+            cwd=self.work_dir,
         )
         return {"cls": ContainerWorker, "options": {"argv": argv, "cwd": self.work_dir}}
 
@@ -211,12 +246,19 @@ class LocalCluster(TaggedCluster, SpecCluster):
         connected = {str(ws.name) for ws in self.scheduler.workers.values()}
         jobs = []
         for name, worker in self.workers.items():
-            pid = getattr(getattr(worker, "proc", None), "pid", None) or getattr(worker, "pid", None)
-            jobs.append({
-                "job_id": str(pid or name), "worker": name, "tag": str(name).split("-", 1)[0],
-                "state": "RUNNING" if str(name) in connected else "PENDING",
-                "reason": "", "node": "localhost",
-            })
+            pid = getattr(getattr(worker, "proc", None), "pid", None) or getattr(
+                worker, "pid", None
+            )
+            jobs.append(
+                {
+                    "job_id": str(pid or name),
+                    "worker": name,
+                    "tag": str(name).split("-", 1)[0],
+                    "state": "RUNNING" if str(name) in connected else "PENDING",
+                    "reason": "",
+                    "node": "localhost",
+                }
+            )
         return jobs
 
     def _start_refusal(self, worker):
@@ -228,4 +270,3 @@ class LocalCluster(TaggedCluster, SpecCluster):
         """Local workers log to this process's stderr; nothing is kept per worker."""
         self._check_tag(tag)
         return {}
-

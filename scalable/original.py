@@ -36,8 +36,11 @@ _noted: set = set()
 def _note(key, replacement, stacklevel=4):
     if key not in _noted:
         _noted.add(key)
-        warnings.warn(f"{key} is accepted for scripts written for the original scalable, but "
-                      f"{replacement}.", OriginalKeywordNote, stacklevel=stacklevel)
+        warnings.warn(
+            f"{key} is accepted for scripts written for the original scalable, but {replacement}.",
+            OriginalKeywordNote,
+            stacklevel=stacklevel,
+        )
 
 
 class OriginalKeywordNote(UserWarning):
@@ -84,18 +87,24 @@ def take_original_keywords(kwargs: dict, log_directory=None) -> OriginalOptions:
             kwargs.pop(key)
             _note(f"SlurmCluster({key}=...)", replacement)
     if "job_cls" in kwargs:
-        raise TypeError("job_cls is not supported: scalable's workers are its own Slurm jobs "
-                        "(one sbatch or job array per burst); leave job_cls out.")
+        raise TypeError(
+            "job_cls is not supported: scalable's workers are its own Slurm jobs "
+            "(one sbatch or job array per burst); leave job_cls out."
+        )
     logs = kwargs.pop("logs_location", None)
     if logs is not None and log_directory is not None and logs != log_directory:
-        raise ValueError(f"logs_location={logs!r} and log_directory={log_directory!r} name the "
-                         f"same setting: pass only one of them.")
+        raise ValueError(
+            f"logs_location={logs!r} and log_directory={log_directory!r} name the "
+            f"same setting: pass only one of them."
+        )
     opts.log_directory = logs if logs is not None else log_directory
     opts.quiet_workers = bool(kwargs.pop("suppress_logs", False))
     env = kwargs.pop("worker_env_vars", None) or {}
     if not isinstance(env, dict):
-        raise TypeError(f"worker_env_vars={env!r} must be a dict of environment variables, "
-                         f"e.g. worker_env_vars={{'OMP_NUM_THREADS': '1'}}.")
+        raise TypeError(
+            f"worker_env_vars={env!r} must be a dict of environment variables, "
+            f"e.g. worker_env_vars={{'OMP_NUM_THREADS': '1'}}."
+        )
     opts.worker_env = {str(k): str(v) for k, v in env.items()}
     opts.defaults = {k: kwargs.pop(k) for k in ("cpus", "memory") if kwargs.get(k) is not None}
     kwargs.pop("cpus", None)
@@ -133,11 +142,14 @@ def run_script(opts: OriginalOptions, spec, work_dir: str) -> str | None:
             raise ContainerError(
                 f"container {spec.tag!r}: use_run_scripts=True but there is no run script "
                 f"{host!r}: create it (it is run as `<script> python -m distributed.cli."
-                f"dask_worker ...` inside the container) or pass use_run_scripts=False.")
+                f"dask_worker ...` inside the container) or pass use_run_scripts=False."
+            )
         return None
     if not os.access(host, os.X_OK):
-        raise ContainerError(f"container {spec.tag!r}: run script {host!r} is not executable: "
-                             f"chmod +x it (it runs as `<script> python -m ...`).")
+        raise ContainerError(
+            f"container {spec.tag!r}: run script {host!r} is not executable: "
+            f"chmod +x it (it runs as `<script> python -m ...`)."
+        )
     return inside_path(spec.tag, "run script", host, work_dir, spec.dirs)
 
 
@@ -147,6 +159,9 @@ def set_default_request_quantity(nodes):
     The original allocated ``nodes`` nodes at a time for its workers to share; scalable
     submits one job per worker (a job array per burst), so there is nothing to set.
     """
-    _note("SlurmCluster.set_default_request_quantity()",
-          "scalable allocates no nodes for workers to share: each worker is a Slurm job of "
-          "its container's size (workers_per_job=k packs k workers into one job)", 3)
+    _note(
+        "SlurmCluster.set_default_request_quantity()",
+        "scalable allocates no nodes for workers to share: each worker is a Slurm job of "
+        "its container's size (workers_per_job=k packs k workers into one job)",
+        3,
+    )

@@ -158,8 +158,9 @@ class TagPool:
         """Tasks that need this tag and wait: for a worker, or queued behind busy threads."""
         s = self.backend.scheduler
         mine = [ws for ws in s.workers.values() if self.tag in (ws.resources or {})]
-        return sum(1 for ts in s.unrunnable if (ts.resource_restrictions or {}).get(self.tag)) \
-            + sum(max(0, len(ws.processing) - ws.nthreads) for ws in mine)
+        return sum(
+            1 for ts in s.unrunnable if (ts.resource_restrictions or {}).get(self.tag)
+        ) + sum(max(0, len(ws.processing) - ws.nthreads) for ws in mine)
 
     def new_name(self) -> str:
         return f"{self.tag}-{next(self._counter)}"
@@ -237,10 +238,15 @@ class TagPool:
         if not n_specs:
             return []
         connected = self.connected()
-        order = sorted(names, key=lambda s: (
-            s in connected, any(ws.processing for ws in connected.get(s, ())),
-            sum(ws.nbytes for ws in connected.get(s, ())),  # less to move first
-            -names.index(s)))
+        order = sorted(
+            names,
+            key=lambda s: (
+                s in connected,
+                any(ws.processing for ws in connected.get(s, ())),
+                sum(ws.nbytes for ws in connected.get(s, ())),  # less to move first
+                -names.index(s),
+            ),
+        )
         chosen = order[:n_specs]
         await self._leave(chosen, force)
         return chosen
@@ -252,11 +258,17 @@ class TagPool:
         retired = set()
         if addresses and not force:
             # graceful, as Dask retires: results held only by these workers move first
-            retired = set(await self.backend.scheduler.retire_workers(
-                workers=addresses, close_workers=True, remove=True))
+            retired = set(
+                await self.backend.scheduler.retire_workers(
+                    workers=addresses, close_workers=True, remove=True
+                )
+            )
         for name in chosen:
-            kept = [ws for ws in connected.get(name, ())
-                    if ws.address not in retired and ws.has_what and not force]
+            kept = [
+                ws
+                for ws in connected.get(name, ())
+                if ws.address not in retired and ws.has_what and not force
+            ]
             if kept:  # nowhere to move its results: keep it until they are released
                 self.retiring.setdefault(name, self.clock())
                 continue
@@ -269,10 +281,15 @@ class TagPool:
         if not self.retiring:
             return
         connected = self.connected()
-        others = any(ws.status == Status.running and self.spec_name(ws.name) not in self.retiring
-                     for ws in self.backend.scheduler.workers.values())
-        done = [name for name in list(self.retiring)
-                if not any(ws.has_what or ws.processing for ws in connected.get(name, ()))]
+        others = any(
+            ws.status == Status.running and self.spec_name(ws.name) not in self.retiring
+            for ws in self.backend.scheduler.workers.values()
+        )
+        done = [
+            name
+            for name in list(self.retiring)
+            if not any(ws.has_what or ws.processing for ws in connected.get(name, ()))
+        ]
         movable = [name for name in self.retiring if name not in done] if others else []
         if done or movable:
             for name in done:
@@ -313,10 +330,14 @@ class TagPool:
     def status(self, jobs) -> dict:
         """This tag's line of ``tag_status()``, from one job query's ``jobs``."""
         s = self.backend.scheduler
-        leaving = [ws for name, wss in self.connected().items() if name in self.retiring
-                   for ws in wss]
-        ws_list = [ws for ws in s.workers.values() if self.tag in (ws.resources or {})
-                   and ws not in leaving]
+        leaving = [
+            ws for name, wss in self.connected().items() if name in self.retiring for ws in wss
+        ]
+        ws_list = [
+            ws
+            for ws in s.workers.values()
+            if self.tag in (ws.resources or {}) and ws not in leaving
+        ]
         busy = sum(1 for ws in ws_list if ws.processing)
         waiting = self.waiting_tasks()
         mine = [j for j in jobs if j["tag"] == self.tag]
@@ -332,8 +353,13 @@ class TagPool:
             "retiring": len(leaving),  # leaving once their results are released or moved
             "waiting_tasks": waiting,
             # pending for reasons that never clear by waiting
-            "stuck": sorted({j["reason"] for j in mine if j["state"] in PENDING_STATES
-                             and j["reason"] in HOPELESS_REASONS}),
+            "stuck": sorted(
+                {
+                    j["reason"]
+                    for j in mine
+                    if j["state"] in PENDING_STATES and j["reason"] in HOPELESS_REASONS
+                }
+            ),
             "error": self.error,
             "warning": self.stranded_warning(waiting),
             "adapt": self.adapt_range,
@@ -356,8 +382,10 @@ class TagPool:
         """A sentence when tasks wait for this tag and none of its workers are asked for."""
         if not waiting or self.target:
             return None
-        return (f"{waiting} task(s) wait for tag {self.tag!r}, which has no workers: "
-                f"cluster.add_workers({self.tag!r}, 1) runs them.")
+        return (
+            f"{waiting} task(s) wait for tag {self.tag!r}, which has no workers: "
+            f"cluster.add_workers({self.tag!r}, 1) runs them."
+        )
 
     def warn_if_stranded(self, waiting, stacklevel=3):
         text = self.stranded_warning(waiting)

@@ -71,9 +71,15 @@ def job_tag(name: str) -> str:
 def write(work_dir: str, cluster_id: str, **extra) -> str:
     """Record this process's cluster ``cluster_id`` (0600, through no link); return the path."""
     folder = trust.make_private_dir(record_dir(work_dir))
-    record = {"id": cluster_id, "host": socket.gethostname(), "pid": os.getpid(),
-              "pid_start": process_start(os.getpid()), "pidns": pid_namespace(),
-              "created": time.time(), **extra}
+    record = {
+        "id": cluster_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start": process_start(os.getpid()),
+        "pidns": pid_namespace(),
+        "created": time.time(),
+        **extra,
+    }
     return trust.write_json(folder, cluster_id, record)
 
 
@@ -83,9 +89,13 @@ def remove(work_dir: str, cluster_id: str) -> None:
 
 def _well_formed(record: dict) -> bool:
     pid = record.get("pid")
-    return (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
-            and isinstance(record.get("host"), str)
-            and isinstance(record.get("pid_start"), (int, type(None))))
+    return (
+        isinstance(pid, int)
+        and not isinstance(pid, bool)
+        and pid > 0
+        and isinstance(record.get("host"), str)
+        and isinstance(record.get("pid_start"), (int, type(None)))
+    )
 
 
 def read_all(work_dir: str) -> list:
@@ -96,7 +106,9 @@ def read_all(work_dir: str) -> list:
         if _well_formed(record):
             out.append(record)
         else:
-            refused.append(f"{record_dir(work_dir)}/{record['id']}.json lacks a valid host or pid: ignored")
+            refused.append(
+                f"{record_dir(work_dir)}/{record['id']}.json lacks a valid host or pid: ignored"
+            )
     for why in refused:
         logger.warning("cluster record: %s", why)
     return out
@@ -116,7 +128,7 @@ def process_start(pid: int) -> int | None:
         with open(f"/proc/{int(pid)}/stat", "rb") as f:
             stat = f.read()
         # the command name (field 2) may hold spaces and parentheses: count after the last ')'
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -163,12 +175,13 @@ def jobs_of(records: list, work_dir: str) -> list:
     """
     if not records:
         return []
-    result = runner.run(["squeue", "--me", "--noheader", "--array",
-                         "--format=%i|%j|%T|%r|%N|%Z"], timeout=60)
+    result = runner.run(
+        ["squeue", "--me", "--noheader", "--array", "--format=%i|%j|%T|%r|%N|%Z"], timeout=60
+    )
     by_id = {r["id"]: r for r in records}
     jobs = []
     for job in parse_squeue(result.stdout, ("job_id", "name", "state", "reason", "node", "dir")):
-        cluster_id, _, tag = job["name"][len("sc-"):].rpartition("-")
+        cluster_id, _, tag = job["name"][len("sc-") :].rpartition("-")
         r = by_id.get(cluster_id) if job["name"].startswith("sc-") else None
         if r is None or not TAG_RE.fullmatch(tag) or not _same_dir(job.pop("dir"), work_dir):
             continue
@@ -197,8 +210,15 @@ def cleanup(work_dir: str) -> list:
     if jobs:
         runner.run(["scancel", *sorted({j["job_id"] for j in jobs})], timeout=60)
     # a record goes only once none of its jobs is left: until then cleanup must find them
-    remaining = {j["cluster"] for j in jobs_of(dead, work_dir)
-                 if j["state"] not in ("CANCELLED", "COMPLETING", "COMPLETED")} if jobs else set()
+    remaining = (
+        {
+            j["cluster"]
+            for j in jobs_of(dead, work_dir)
+            if j["state"] not in ("CANCELLED", "COMPLETING", "COMPLETED")
+        }
+        if jobs
+        else set()
+    )
     gone = [r["id"] for r in dead if r["id"] not in remaining]
     # keys before records: without its record, a directory's cluster cannot be judged dead
     security.stale_tls_dirs(work_dir, gone, remove=True)

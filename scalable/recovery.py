@@ -33,9 +33,19 @@ logger = logging.getLogger(__name__)
 
 #: Pending reasons that never clear by waiting: flagged in ``tag_status()``.
 HOPELESS_REASONS = {
-    "BadConstraints", "PartitionConfig", "PartitionNodeLimit", "InvalidAccount", "InvalidQOS",
-    "AssocGrpCpuLimit", "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "ReqNodeNotAvail",
-    "PartitionDown", "PartitionInactive", "AccountNotAllowed", "DependencyNeverSatisfied",
+    "BadConstraints",
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "InvalidAccount",
+    "InvalidQOS",
+    "AssocGrpCpuLimit",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxMemoryPerJob",
+    "ReqNodeNotAvail",
+    "PartitionDown",
+    "PartitionInactive",
+    "AccountNotAllowed",
+    "DependencyNeverSatisfied",
 }
 
 
@@ -141,7 +151,9 @@ class Watcher:
             # keeps happening
             pool.vanished += 1
             n = pool.vanished
-            logger.info("job of worker %s was ended by Slurm before it connected; replacing it", name)
+            logger.info(
+                "job of worker %s was ended by Slurm before it connected; replacing it", name
+            )
             pool.owed.append(now + (self._backoff(n) if n > 1 else 0))
             return
         pool.failures += 1
@@ -162,13 +174,19 @@ class Watcher:
             warnings.warn(pool.error, RuntimeWarning, stacklevel=2)
         else:
             delay = self._backoff(n)
-            logger.warning("worker %s of %r failed to start (%d in a row), retrying in %.0f s: %s",
-                           name, tag, n, delay, why.strip().splitlines()[-1:] or "")
+            logger.warning(
+                "worker %s of %r failed to start (%d in a row), retrying in %.0f s: %s",
+                name,
+                tag,
+                n,
+                delay,
+                why.strip().splitlines()[-1:] or "",
+            )
             pool.owed.append(now + delay)
 
     def _backoff(self, n) -> float:
         """Seconds to wait before retrying a tag after its ``n``-th setback in a row."""
-        return min(2.0 ** n, self.backoff_max)
+        return min(2.0**n, self.backoff_max)
 
     def _rollover(self, pool, now):
         life = pool.backend._lifetime_seconds(pool.tag)
@@ -189,15 +207,18 @@ class Watcher:
             return
         pool.owed[:] = [d for d in pool.owed if d > now]
         self.replaced += len(ready)
-        new = await pool.scale_to(pool.target + len(ready) * pool.per_spec, asynchronous=True, manual=False,
-                                  wait=False)
+        new = await pool.scale_to(
+            pool.target + len(ready) * pool.per_spec, asynchronous=True, manual=False, wait=False
+        )
         started = pool.workers()
         failed = [name for name in new if name not in started]
         if failed:  # the submission failed: try again later
             pool.failures += 1
             if pool.failures >= self.max_failures:
-                pool.error = (f"replacing workers of tag {pool.tag!r} failed "
-                              f"{pool.failures} times: {pool.backend.last_error}")
+                pool.error = (
+                    f"replacing workers of tag {pool.tag!r} failed "
+                    f"{pool.failures} times: {pool.backend.last_error}"
+                )
                 pool.owed.clear()
                 return
             pool.owed.extend([self.clock() + self._backoff(pool.failures)] * len(failed))

@@ -55,7 +55,9 @@ def registry_dir() -> Path:
     explicit = os.environ.get(ENV_VAR)
     if explicit:
         return Path(explicit).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(data_home) / "scalable" / "registry"
 
 
@@ -171,7 +173,10 @@ def is_alive(entry: dict) -> bool:
     scheduler refuses connections means the cluster closed without unregistering. Elsewhere only
     the scheduler's answer counts.
     """
-    local = entry.get("host") == socket.gethostname() and entry.get("pidns") in (None, pid_namespace())
+    local = entry.get("host") == socket.gethostname() and entry.get("pidns") in (
+        None,
+        pid_namespace(),
+    )
     pid = entry.get("pid")
     if local and isinstance(pid, int) and not pid_alive(pid, entry.get("pid_start")):
         return False

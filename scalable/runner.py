@@ -30,8 +30,15 @@ from .command import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RELAY_ENV", "CommandError", "CommandNotFound", "CommandResult", "SubmitError",
-           "arun", "run"]
+__all__ = [
+    "RELAY_ENV",
+    "CommandError",
+    "CommandNotFound",
+    "CommandResult",
+    "SubmitError",
+    "arun",
+    "run",
+]
 
 
 def _check_argv(argv: Sequence[str]) -> tuple[str, ...]:
@@ -141,7 +148,9 @@ async def arun(
         await proc.wait()
         raise CommandError(argv, -9, "", f"timed out after {timeout} s") from None
     return _finish(
-        CommandResult(argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")),
+        CommandResult(
+            argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        ),
         check,
     )
 

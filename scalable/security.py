@@ -66,8 +66,15 @@ WORKER_HTTP_ENV = {"DASK_DISTRIBUTED__WORKER__HTTP__ROUTES": "[]"}
 #: The same, as config for a :class:`distributed.Nanny` (passed to its worker process).
 WORKER_HTTP_CONFIG = {"distributed.worker.http.routes": []}
 
-_PEM_FIELDS = ("tls_ca_file", "tls_scheduler_cert", "tls_scheduler_key", "tls_worker_cert",
-               "tls_worker_key", "tls_client_cert", "tls_client_key")
+_PEM_FIELDS = (
+    "tls_ca_file",
+    "tls_scheduler_cert",
+    "tls_scheduler_key",
+    "tls_worker_cert",
+    "tls_worker_key",
+    "tls_client_cert",
+    "tls_client_key",
+)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: what ClusterSecurity names its directory (``<cluster id>-<12 hex>``) and the files in it
 _TLS_DIR_RE = re.compile(r"(?P<id>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})-[0-9a-f]{12}")
@@ -267,7 +274,9 @@ class ClusterSecurity:
         files = {}  # PEM text -> file name: the temporary cert is also the CA, one file each
         for text in pem.values():
             files.setdefault(text, f"{'key' if 'PRIVATE KEY' in text else 'cert'}{len(files)}.pem")
-        self._finalizer = weakref.finalize(self, _remove, parent_fd, dirname, fd, tuple(files.values()))
+        self._finalizer = weakref.finalize(
+            self, _remove, parent_fd, dirname, fd, tuple(files.values())
+        )
         try:
             for text, file in files.items():
                 _write_private(fd, file, text)
@@ -302,8 +311,12 @@ class ClusterSecurity:
 
 
 def _write_private(dir_fd: int, name: str, text: str) -> None:
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600, dir_fd=dir_fd)
+    fd = os.open(
+        name,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=dir_fd,
+    )
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
@@ -330,7 +343,8 @@ def resolve(security, where: str, parent=None, name: str = "") -> ClusterSecurit
         warnings.warn(
             f"security=False: this cluster's scheduler takes plain TCP, and anyone who can "
             f"reach it ({where}) can run code as you.",
-            InsecureClusterWarning, stacklevel=3,
+            InsecureClusterWarning,
+            stacklevel=3,
         )
         return None
     if security is True:
@@ -360,22 +374,26 @@ class PrefixGuard(tornado.routing.Router):
         # the first segment against the secret in constant time: no timing says how much of
         # a guess was right
         first, _, _ = path.partition("/")[2].partition("/")
-        if not hmac.compare_digest(first.encode("utf-8", "surrogateescape"),
-                                   self.prefix[1:].encode()):
+        if not hmac.compare_digest(
+            first.encode("utf-8", "surrogateescape"), self.prefix[1:].encode()
+        ):
             return self.application.get_handler_delegate(
-                request, tornado.web.ErrorHandler, {"status_code": 404})
+                request, tornado.web.ErrorHandler, {"status_code": 404}
+            )
         if path in (self.prefix, self.prefix + "/"):
             # the dashboard's root: Dask would redirect to the root-absolute /status, which
             # misses both the prefix and the proxy; a relative redirect keeps both
             target = "status" if path.endswith("/") else f"{self.prefix.lstrip('/')}/status"
             return self.application.get_handler_delegate(
-                request, tornado.web.RedirectHandler, {"url": target})
+                request, tornado.web.RedirectHandler, {"url": target}
+            )
         if path.startswith(self.prefix + "/"):
-            request.path = path[len(self.prefix):]
-            request.uri = request.uri[len(self.prefix):]
+            request.path = path[len(self.prefix) :]
+            request.uri = request.uri[len(self.prefix) :]
             return self.application.find_handler(request, **kwargs)
         return self.application.get_handler_delegate(
-            request, tornado.web.ErrorHandler, {"status_code": 404})
+            request, tornado.web.ErrorHandler, {"status_code": 404}
+        )
 
 
 def guard_http_server(server, prefix: str) -> None:

@@ -26,7 +26,9 @@ import weakref
 logger = logging.getLogger(__name__)
 
 #: the signals that end a process holding a cluster without asking it
-TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+TERMINATING = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 #: the handlers an import must not change
 PRESERVED = (signal.SIGINT, *TERMINATING)
 
@@ -58,8 +60,9 @@ def preserved():
                 if _main_thread():
                     signal.signal(sig, handler)
                 else:
-                    logger.debug("signal %s changed by an import outside the main thread; "
-                                 "left as is", sig)
+                    logger.debug(
+                        "signal %s changed by an import outside the main thread; left as is", sig
+                    )
 
 
 def hold(cluster) -> None:
@@ -67,8 +70,10 @@ def hold(cluster) -> None:
     with _lock:
         _open[id(cluster)] = cluster
         if not _main_thread():
-            logger.debug("cluster opened outside the main thread: SIGTERM/SIGHUP handlers "
-                         "not installed (signal handlers belong to the main thread)")
+            logger.debug(
+                "cluster opened outside the main thread: SIGTERM/SIGHUP handlers "
+                "not installed (signal handlers belong to the main thread)"
+            )
             return
         for sig in TERMINATING:
             if sig in _previous:
@@ -104,8 +109,11 @@ def _on_signal(signum, frame):
         before = _previous.get(signum, signal.SIG_DFL)
     for cluster in reversed(clusters):
         try:
-            logger.warning("signal %s: closing scalable cluster %s (cancelling its jobs)",
-                           signal.Signals(signum).name, getattr(cluster, "cluster_id", "?"))
+            logger.warning(
+                "signal %s: closing scalable cluster %s (cancelling its jobs)",
+                signal.Signals(signum).name,
+                getattr(cluster, "cluster_id", "?"),
+            )
             cluster._close_on_signal()
         except Exception as e:  # noqa: BLE001  (every cluster must get its turn)
             logger.warning("closing cluster on signal %s failed: %s", signum, e)

@@ -146,9 +146,9 @@ use_run_scripts, comm_port, config_overwrite
         self.workers_per_spec = k
         self.nanny = self._check_nanny(config.get("slurm.nanny", nanny))
         self.python = config.get("container.python", python)
-        self.log_directory = check_work_dir(os.path.join(
-            self.work_dir, config.get("slurm.log-directory", log_directory)
-        ))
+        self.log_directory = check_work_dir(
+            os.path.join(self.work_dir, config.get("slurm.log-directory", log_directory))
+        )
         self.start_delay = float(config.get("slurm.submit-window"))
         self._submitter = SlurmSubmitter(window=self.start_delay, cwd=self.work_dir)
         interface = config.get("slurm.interface", interface)
@@ -156,13 +156,16 @@ use_run_scripts, comm_port, config_overwrite
         # directory is both (it is every container's home)
         self._init_security(
             kwargs.pop("security", None),
-            f"any user on the network of {interface}" if interface else "any user of this "
-            "machine or its network",
+            f"any user on the network of {interface}"
+            if interface
+            else "any user of this machine or its network",
             parent=lambda: security.tls_parent(self.work_dir),
         )
         kwargs["name"] = kwargs.get("name") or self._default_name()
-        options = {"dashboard_address": config.get("slurm.dashboard-address"),
-                   "dashboard_prefix": self.dashboard_prefix}
+        options = {
+            "dashboard_address": config.get("slurm.dashboard-address"),
+            "dashboard_prefix": self.dashboard_prefix,
+        }
         options.update(scheduler_options or {})
         try:
             super().__init__(
@@ -171,8 +174,12 @@ use_run_scripts, comm_port, config_overwrite
                 walltime=self._walltime,
                 interface=interface,
                 silence_logs=silence_logs,
-                job_script_prologue=list(config.get("slurm.job-script-prologue", job_script_prologue)),
-                job_extra_directives=list(config.get("slurm.job-extra-directives", job_extra_directives)),
+                job_script_prologue=list(
+                    config.get("slurm.job-script-prologue", job_script_prologue)
+                ),
+                job_extra_directives=list(
+                    config.get("slurm.job-extra-directives", job_extra_directives)
+                ),
                 death_timeout=config.get("slurm.death-timeout", death_timeout),
                 scheduler_options=options,
                 scheduler_cls=ScalableScheduler,
@@ -208,8 +215,12 @@ use_run_scripts, comm_port, config_overwrite
         # the cluster's own loop is the one interrupted: it cannot run close(), so cancel the
         # jobs the way `scalable cleanup` does, by this cluster's job names
         for tag in self.containers:
-            runner.run(["scancel", f"--name={job_name(self.cluster_id, tag)}"], cwd=self.work_dir,
-                       timeout=60, check=False)
+            runner.run(
+                ["scancel", f"--name={job_name(self.cluster_id, tag)}"],
+                cwd=self.work_dir,
+                timeout=60,
+                check=False,
+            )
         self._close_security()  # before the record: `scalable cleanup` finds keys by it
         records.remove(self.work_dir, self.cluster_id)
 
@@ -217,16 +228,20 @@ use_run_scripts, comm_port, config_overwrite
         await super()._start()
         await self._after_start()
         records.write(self.work_dir, self.cluster_id, scheduler=self.scheduler.address)
-        self.scheduler.add_plugin(WalltimeGuard(
-            self.scheduler,
-            lambda: f"{self._walltime}, workers retire after {self._lifetime_seconds()} s",
-            int(config.get("recovery.walltime-losses"))))
+        self.scheduler.add_plugin(
+            WalltimeGuard(
+                self.scheduler,
+                lambda: f"{self._walltime}, workers retire after {self._lifetime_seconds()} s",
+                int(config.get("recovery.walltime-losses")),
+            )
+        )
         await self._report_leftovers()
 
     async def _report_leftovers(self):
         try:
             jobs = await asyncio.get_running_loop().run_in_executor(
-                None, records.leftovers, self.work_dir, self.cluster_id)
+                None, records.leftovers, self.work_dir, self.cluster_id
+            )
         except Exception as e:  # noqa: BLE001 -- a hint only: never fail a start for it
             logger.debug("leftover check failed: %s", e)
             return
@@ -240,7 +255,8 @@ use_run_scripts, comm_port, config_overwrite
             )
         try:
             keys = await asyncio.get_running_loop().run_in_executor(
-                None, records.stale_keys, self.work_dir, self.cluster_id)
+                None, records.stale_keys, self.work_dir, self.cluster_id
+            )
         except Exception as e:  # noqa: BLE001 -- a hint only: never fail a start for it
             logger.debug("leftover key check failed: %s", e)
             return
@@ -307,8 +323,10 @@ use_run_scripts, comm_port, config_overwrite
         nanny = self._nanny_of(tag)
         env = original.worker_env(self._original, spec.env)
         own = self.pools[tag].options  # the tag's own queue, walltime, gpus, ...
-        prologue = [*(self._job_kwargs.get("job_script_prologue") or []),
-                    *own.get("job_script_prologue", [])]
+        prologue = [
+            *(self._job_kwargs.get("job_script_prologue") or []),
+            *own.get("job_script_prologue", []),
+        ]
         if k > 1 and nanny:
             # The job's process imports Dask once; its nannies then start their workers by
             # forking a server that has Dask imported already (distributed preloads itself
@@ -321,11 +339,13 @@ use_run_scripts, comm_port, config_overwrite
         wrapper = original.run_script(self._original, spec, self.work_dir)
         python = spec.image and shlex.join(
             self.runtime.exec_argv(
-                spec.image, [*filter(None, [wrapper]), *versions.worker_python(self.python)],
+                spec.image,
+                [*filter(None, [wrapper]), *versions.worker_python(self.python)],
                 binds=spec.dirs,
                 # the worker's HTTP server answers nothing (see scalable.security)
                 env={**env, **security.WORKER_HTTP_ENV},
-                home=self.work_dir, cwd=self.work_dir,
+                home=self.work_dir,
+                cwd=self.work_dir,
             )
         )
         # (dask-jobqueue joins worker arguments unquoted into the script)
@@ -355,9 +375,15 @@ use_run_scripts, comm_port, config_overwrite
             # the worker's own HTTP server stays on the node's loopback, serving nothing; no
             # Bokeh pages either: importing Bokeh was most of what a worker cost to start once
             # Dask is imported (0.4-0.5 s of CPU each)
-            worker_extra_args=["--resources", f"{tag}=1", "--no-dashboard",
-                               "--dashboard-address", "127.0.0.1:0", *preload,
-                               *self._lifetime_args(tag)],
+            worker_extra_args=[
+                "--resources",
+                f"{tag}=1",
+                "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                *preload,
+                *self._lifetime_args(tag),
+            ],
             job_extra_directives=[
                 # quoted as sbatch reads #SBATCH lines; "%" in the directory is not a pattern
                 f"-o {shlex.quote(self.log_directory.replace('%', '%%') + '/' + log_name)}",
@@ -400,13 +426,16 @@ use_run_scripts, comm_port, config_overwrite
     @property
     def job_header(self):
         # dask-jobqueue's is the header of an untagged placeholder job: every job has a tag
-        raise AttributeError("job headers are per tag: print(cluster.job_script('gcam')) shows "
-                             "a tag's whole script, header included")
+        raise AttributeError(
+            "job headers are per tag: print(cluster.job_script('gcam')) shows "
+            "a tag's whole script, header included"
+        )
 
     @property
     def job_name(self):
-        raise AttributeError("job names are per tag: sc-<cluster id>-<tag> (see "
-                             "cluster.job_script('gcam'))")
+        raise AttributeError(
+            "job names are per tag: sc-<cluster id>-<tag> (see cluster.job_script('gcam'))"
+        )
 
     # -- status ---------------------------------------------------------------------------
     @property
@@ -441,9 +470,9 @@ use_run_scripts, comm_port, config_overwrite
         names = ",".join(job_name(self.cluster_id, tag) for tag in self.containers)
         self._submitter.commands["squeue"] += 1
         result = await runner.arun(
-            ["squeue", "--noheader", "--array", f"--name={names}",
-             "--format=%i|%T|%r|%N|%j"],
-            cwd=self.work_dir, timeout=60,
+            ["squeue", "--noheader", "--array", f"--name={names}", "--format=%i|%T|%r|%N|%j"],
+            cwd=self.work_dir,
+            timeout=60,
         )
         jobs = parse_squeue(result.stdout, ("job_id", "state", "reason", "node", "tag"))
         for job in jobs:
@@ -484,8 +513,10 @@ use_run_scripts, comm_port, config_overwrite
 
     def _has_job_prologue(self, tag=None) -> bool:
         pool = self.pools.get(tag)
-        return bool(self._job_kwargs.get("job_script_prologue")
-                    or (pool and pool.options.get("job_script_prologue")))
+        return bool(
+            self._job_kwargs.get("job_script_prologue")
+            or (pool and pool.options.get("job_script_prologue"))
+        )
 
     def _ended_outside(self, job) -> bool:
         # Slurm creates the output file when the job starts: none means it never ran. When
@@ -502,5 +533,8 @@ use_run_scripts, comm_port, config_overwrite
     def logs(self, tag=None, lines=50) -> dict:
         """The last ``lines`` of each current job log of ``tag``: {worker name: text}."""
         tag = self._check_tag(tag)
-        return {name: self._read_log(job, lines) for name, job in self.workers.items()
-                if tag_of(name) == tag and getattr(job, "job_id", None)}
+        return {
+            name: self._read_log(job, lines)
+            for name, job in self.workers.items()
+            if tag_of(name) == tag and getattr(job, "job_id", None)
+        }

@@ -51,9 +51,21 @@ class TaggedSlurmJob(SLURMJob):
         Everything ``dask_jobqueue.SLURMJob`` takes.
     """
 
-    def __init__(self, scheduler=None, name=None, *, tag=None, submitter=None, array=True,
-                 work_dir=None, log_directory=None, security=None, worker_extra_args=(),
-                 tag_options=None, **kwargs):
+    def __init__(
+        self,
+        scheduler=None,
+        name=None,
+        *,
+        tag=None,
+        submitter=None,
+        array=True,
+        work_dir=None,
+        log_directory=None,
+        security=None,
+        worker_extra_args=(),
+        tag_options=None,
+        **kwargs,
+    ):
         # dask-jobqueue joins the worker command with spaces, unquoted: the TLS file paths
         # (under the work directory, which may hold spaces) are quoted here instead
         tls = []
@@ -61,8 +73,12 @@ class TaggedSlurmJob(SLURMJob):
             if key != "ciphers" and value is not None:  # ciphers has no command-line option
                 tls += ["--tls-" + key.replace("_", "-"), shlex.quote(str(value))]
         # A shell variable as the name lets every task of an array pick its own name.
-        super().__init__(scheduler=scheduler, name="${%s}" % NAME_VAR,
-                         worker_extra_args=[*worker_extra_args, *tls], **kwargs)
+        super().__init__(
+            scheduler=scheduler,
+            name="${%s}" % NAME_VAR,
+            worker_extra_args=[*worker_extra_args, *tls],
+            **kwargs,
+        )
         self.name = name
         self.tag = tag
         self.tag_options = dict(tag_options or {})  # the tag's own queue=, walltime=, ...
@@ -84,8 +100,10 @@ class TaggedSlurmJob(SLURMJob):
         names = list(names or [self.name])
         if self.array:
             quoted = " ".join(shlex.quote(str(n)) for n in names)
-            assign = [f"SCALABLE_NAMES=({quoted})",
-                      f"{NAME_VAR}=${{SCALABLE_NAMES[${{SLURM_ARRAY_TASK_ID:-0}}]}}"]
+            assign = [
+                f"SCALABLE_NAMES=({quoted})",
+                f"{NAME_VAR}=${{SCALABLE_NAMES[${{SLURM_ARRAY_TASK_ID:-0}}]}}",
+            ]
         else:
             assign = [f"{NAME_VAR}={shlex.quote(str(names[0]))}"]
         pieces = {
@@ -176,9 +194,12 @@ class SlurmSubmitter:
             said = "; ".join(line.strip() for line in e.stderr.splitlines() if line.strip())
             tag = jobs[0].tag
             option = refused_option(said, jobs[0].tag_options)
-            whose = (f"the tag's own {option} (cluster.add_container({tag!r}, ..., "
-                     f"{option.split('=')[0]}=...))" if "," not in option
-                     and option.split("=")[0] in jobs[0].tag_options else option)
+            whose = (
+                f"the tag's own {option} (cluster.add_container({tag!r}, ..., "
+                f"{option.split('=')[0]}=...))"
+                if "," not in option and option.split("=")[0] in jobs[0].tag_options
+                else option
+            )
             error = SubmitError(
                 f"Slurm refused the {tag!r} workers: {said or e} "
                 f"(command: {shlex.join(argv)}). Check {whose} against what the partition "
@@ -213,12 +234,18 @@ class SlurmSubmitter:
         try:
             result = await runner.arun(["scancel", *ids], cwd=self.cwd, timeout=60, check=False)
             said = result.stderr.strip()
-            if result.returncode and said and not all(
-                "Invalid job id" in line or "already completing" in line
-                for line in said.splitlines()
+            if (
+                result.returncode
+                and said
+                and not all(
+                    "Invalid job id" in line or "already completing" in line
+                    for line in said.splitlines()
+                )
             ):
                 # jobs that already ended are fine; anything else may leave jobs queued
-                logger.warning("scancel %s failed: %s (check with `scalable jobs`)", " ".join(ids), said)
+                logger.warning(
+                    "scancel %s failed: %s (check with `scalable jobs`)", " ".join(ids), said
+                )
         except Exception as e:
             logger.warning("scancel %s failed: %s (check with `scalable jobs`)", " ".join(ids), e)
         finally:

@@ -110,9 +110,11 @@ def _check(tag, key, value):
     example = f"cluster.add_container({tag!r}, ..., {key}="
     if key in ("queue", "account"):
         if not isinstance(value, str) or not re.match(r"^[\w.+-]+$", value):
-            raise ContainerError(f"container {tag!r}: {key}={value!r} is not a Slurm "
-                                 f"{'partition' if key == 'queue' else 'account'} name: e.g. "
-                                 f"{example}'debug').")
+            raise ContainerError(
+                f"container {tag!r}: {key}={value!r} is not a Slurm "
+                f"{'partition' if key == 'queue' else 'account'} name: e.g. "
+                f"{example}'debug')."
+            )
         return value
     if key == "walltime":
         try:
@@ -121,12 +123,15 @@ def _check(tag, key, value):
             raise ContainerError(f"container {tag!r}: {e}") from None
     if key == "gpus":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ContainerError(f"container {tag!r}: gpus={value!r} must be a whole number of "
-                                 f"GPUs per worker, 1 or more: e.g. {example}1).")
+            raise ContainerError(
+                f"container {tag!r}: gpus={value!r} must be a whole number of "
+                f"GPUs per worker, 1 or more: e.g. {example}1)."
+            )
         return value
     if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-        raise ContainerError(f"container {tag!r}: {key} must be a list of lines, e.g. "
-                             f"{example}['--qos=high']).")
+        raise ContainerError(
+            f"container {tag!r}: {key} must be a list of lines, e.g. {example}['--qos=high'])."
+        )
     return list(value)
 
 

@@ -38,7 +38,6 @@ from .tag_options import tag_options
 logger = logging.getLogger(__name__)
 
 
-
 class UnknownTagError(KeyError, ValueError):
     """A tag that was never given to ``add_container``."""
 
@@ -100,10 +99,24 @@ class TaggedCluster(ExposedCluster, AdaptiveTags, PoolBackend):
                 logger.info("predefined container %s skipped: %s", tag, e)
 
     # -- containers -------------------------------------------------------------------------
-    def add_container(self, tag, dirs=None, path=None, cpus=None, memory=None,
-                      preload_script=None, *, env=None, nanny=None, queue=None, account=None,
-                      walltime=None, gpus=None, job_extra_directives=None,
-                      job_script_prologue=None):
+    def add_container(
+        self,
+        tag,
+        dirs=None,
+        path=None,
+        cpus=None,
+        memory=None,
+        preload_script=None,
+        *,
+        env=None,
+        nanny=None,
+        queue=None,
+        account=None,
+        walltime=None,
+        gpus=None,
+        job_extra_directives=None,
+        job_script_prologue=None,
+    ):
         """Declare the container a tag's workers run in.
 
         The positional order is the original scalable's: ``add_container("gcam", {"/rcfs":
@@ -155,16 +168,30 @@ class TaggedCluster(ExposedCluster, AdaptiveTags, PoolBackend):
             raise TypeError(
                 f"add_container takes dirs second, as the original scalable did: write the "
                 f"sizes by keyword, e.g. cluster.add_container({tag!r}, cpus={dirs!r}"
-                + (f", memory={path!r}" if isinstance(path, str) else "") + ")."
+                + (f", memory={path!r}" if isinstance(path, str) else "")
+                + ")."
             )
         nanny = self._check_nanny(nanny)
-        given = {"queue": queue, "account": account, "walltime": walltime, "gpus": gpus,
-                 "job_extra_directives": job_extra_directives,
-                 "job_script_prologue": job_script_prologue}
+        given = {
+            "queue": queue,
+            "account": account,
+            "walltime": walltime,
+            "gpus": gpus,
+            "job_extra_directives": job_extra_directives,
+            "job_script_prologue": job_script_prologue,
+        }
         options = tag_options(check_tag(tag), given, container_preset(tag), self.job_options)
         spec = make_spec(
-            tag, cpus, memory, dirs, path, env, preload_script,
-            work_dir=self.work_dir, runtime=self.runtime, require_image=self.require_image,
+            tag,
+            cpus,
+            memory,
+            dirs,
+            path,
+            env,
+            preload_script,
+            work_dir=self.work_dir,
+            runtime=self.runtime,
+            require_image=self.require_image,
             prologue=self._has_job_prologue() or bool(options.get("job_script_prologue")),
             defaults=self._container_defaults(),
         )
@@ -354,8 +381,11 @@ class TaggedCluster(ExposedCluster, AdaptiveTags, PoolBackend):
 
     def _spec_name(self, worker_name) -> str:
         """Spec entry a worker belongs to (a packed job's workers are ``<spec>-<i>``)."""
-        return self.pools[tag_of(worker_name)].spec_name(worker_name) \
-            if tag_of(worker_name) in self.pools else str(worker_name)
+        return (
+            self.pools[tag_of(worker_name)].spec_name(worker_name)
+            if tag_of(worker_name) in self.pools
+            else str(worker_name)
+        )
 
     def scale_tag(self, tag, n, wait=True, force=False):
         """Set the number of workers of ``tag`` to ``n`` (turning its adapt off)."""

@@ -61,8 +61,10 @@ def valid_id(ident) -> bool:
 
 def _check_id(ident) -> str:
     if not valid_id(ident):
-        raise Untrusted(f"{ident!r} is not a valid id: use letters, digits, '_', '.' and '-' "
-                        "(at most 128, not starting with '.' or '-').")
+        raise Untrusted(
+            f"{ident!r} is not a valid id: use letters, digits, '_', '.' and '-' "
+            "(at most 128, not starting with '.' or '-')."
+        )
     return ident
 
 
@@ -76,12 +78,16 @@ def open_private_dir(directory: str | os.PathLike) -> int:
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid():
-            raise Untrusted(f"{directory} belongs to uid {st.st_uid}, not to this user: nothing in "
-                            "it is trusted; use a directory of your own.")
+            raise Untrusted(
+                f"{directory} belongs to uid {st.st_uid}, not to this user: nothing in "
+                "it is trusted; use a directory of your own."
+            )
         if st.st_mode & 0o022:
-            raise Untrusted(f"{directory} is writable by group or others (mode "
-                            f"{stat.S_IMODE(st.st_mode):o}): nothing in it is trusted; run "
-                            f"`chmod go-w {directory}` if only you should write there.")
+            raise Untrusted(
+                f"{directory} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):o}): nothing in it is trusted; run "
+                f"`chmod go-w {directory}` if only you should write there."
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -172,8 +178,9 @@ def write_json(directory: str | os.PathLike, ident: str, obj: dict) -> str:
     dir_fd = open_private_dir(directory)
     try:
         tmp = f".{ident}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dir_fd
+        )
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(obj, f, default=str)

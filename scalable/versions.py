@@ -103,7 +103,9 @@ def refusal(log_text: str, tag: str, image: str | None) -> str | None:
     else:
         said = f"{where} runs " + ", ".join(
             f"{name} {have.get(name)} where the scheduler runs {want[name]}"
-            for name in ("python", *PACKAGES) if have.get(name) != want.get(name))
+            for name in ("python", *PACKAGES)
+            if have.get(name) != want.get(name)
+        )
     pins = " ".join(f"{name}=={want[name]}" for name in PACKAGES)
     return (
         f"tag {tag!r} cannot start workers: {said}; rebuild the image on Python "

@@ -45,8 +45,11 @@ class WalltimeGuard(SchedulerPlugin):
         self.doomed = set()
 
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs):
-        if start == "processing" and finish in ("released", "waiting") \
-                and str(stimulus_id).startswith(GRACEFUL):
+        if (
+            start == "processing"
+            and finish in ("released", "waiting")
+            and str(stimulus_id).startswith(GRACEFUL)
+        ):
             self.losses[key] += 1
             if self.losses[key] >= self.max_losses:
                 self.doomed.add(key)
@@ -59,7 +62,11 @@ class WalltimeGuard(SchedulerPlugin):
 
     def _fail(self, key):
         ts = self.scheduler.tasks.get(key)
-        if key not in self.doomed or ts is None or ts.state not in ("processing", "no-worker", "queued"):
+        if (
+            key not in self.doomed
+            or ts is None
+            or ts.state not in ("processing", "no-worker", "queued")
+        ):
             return
         n = self.losses[key]
         error = WalltimeExceeded(
@@ -67,8 +74,13 @@ class WalltimeGuard(SchedulerPlugin):
             f"walltime ({self.describe()}): raise the walltime (cluster.walltime = 'HH:MM:SS', "
             f"longer than the task) or split the task into shorter ones."
         )
-        kwargs = {"exception": pickle.dumps(error), "cause": key, "traceback": None,
-                  "exception_text": str(error), "traceback_text": ""}
+        kwargs = {
+            "exception": pickle.dumps(error),
+            "cause": key,
+            "traceback": None,
+            "exception_text": str(error),
+            "traceback_text": "",
+        }
         if ts.state == "processing":
             kwargs["worker"] = ts.processing_on.address
         stimulus_id = f"scalable-walltime-{time.time()}"

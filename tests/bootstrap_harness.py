@@ -7,7 +7,6 @@ docker/apptainer stand-ins of ``tests/fake_docker`` first on PATH (no Docker eng
 machines). Authentications are counted in sshd's VERBOSE log.
 """
 
-
 import json
 import os
 import re
@@ -51,28 +50,61 @@ class Host:
 
     def start(self):
         r = self.root
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(r / "host_key")], check=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(r / "host_key")], check=True
+        )
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True
+        )
         shutil.copy(f"{self.key}.pub", r / "authorized_keys")
-        (r / "sshd_config").write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {r / 'host_key'}",
-            f"PidFile {r / 'sshd.pid'}", f"AuthorizedKeysFile {r / 'authorized_keys'}",
-            "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "LogLevel VERBOSE",
-            "AllowTcpForwarding yes", "MaxSessions 50", "MaxStartups 50",
-            "Subsystem sftp /usr/lib/openssh/sftp-server", ""]))
+        (r / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {r / 'host_key'}",
+                    f"PidFile {r / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {r / 'authorized_keys'}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "LogLevel VERBOSE",
+                    "AllowTcpForwarding yes",
+                    "MaxSessions 50",
+                    "MaxStartups 50",
+                    "Subsystem sftp /usr/lib/openssh/sftp-server",
+                    "",
+                ]
+            )
+        )
         host_pub = (r / "host_key.pub").read_text().split()
         (r / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
         # A ~/.ssh/config-style file with an alias, as HPC users have; bootstrap gets it with -F.
-        self.ssh_config.write_text("\n".join([
-            "Host hpc-test", "  HostName 127.0.0.1", f"  Port {self.port}", "  User root",
-            f"  IdentityFile {self.key}", "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {r / 'known_hosts'}", "  StrictHostKeyChecking yes",
-            "  LogLevel ERROR", ""]))
+        self.ssh_config.write_text(
+            "\n".join(
+                [
+                    "Host hpc-test",
+                    "  HostName 127.0.0.1",
+                    f"  Port {self.port}",
+                    "  User root",
+                    f"  IdentityFile {self.key}",
+                    "  IdentitiesOnly yes",
+                    f"  UserKnownHostsFile {r / 'known_hosts'}",
+                    "  StrictHostKeyChecking yes",
+                    "  LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
         # The sshd dies with this test session even if the session is killed.
-        self.proc = subprocess.Popen([SSHD, "-D", "-f", str(r / "sshd_config"), "-E", str(self.log)],
-                                     preexec_fn=parent_death_signal)
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-f", str(r / "sshd_config"), "-E", str(self.log)],
+            preexec_fn=parent_death_signal,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -128,23 +160,46 @@ def laptop(tmp_path):
     home = tmp_path / "laptop"
     home.mkdir()
     env = dict(os.environ)
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
-               PATH=f"{HERE / 'fake_docker'}{os.pathsep}{os.environ['PATH']}",
-               FAKE_DOCKER_LOG=str(home / "docker.log"), FAKE_DOCKER_STATE=str(home / "docker.json"),
-               PYTHONUNBUFFERED="1")
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        PATH=f"{HERE / 'fake_docker'}{os.pathsep}{os.environ['PATH']}",
+        FAKE_DOCKER_LOG=str(home / "docker.log"),
+        FAKE_DOCKER_STATE=str(home / "docker.json"),
+        PYTHONUNBUFFERED="1",
+    )
     env.pop("SCALABLE_RELAY", None)
     return env
 
 
 def bootstrap_args(host: Host, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "scalable.cli", "bootstrap", "--no-input",
-            "--host", "hpc-test", "--ssh-config", str(host.ssh_config),
-            "--work-dir", str(host.work_dir), "--targets", "stitches",
-            "--dockerfile", str(REPO / "Dockerfile"), "--remote-python", sys.executable, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "scalable.cli",
+        "bootstrap",
+        "--no-input",
+        "--host",
+        "hpc-test",
+        "--ssh-config",
+        str(host.ssh_config),
+        "--work-dir",
+        str(host.work_dir),
+        "--targets",
+        "stitches",
+        "--dockerfile",
+        str(REPO / "Dockerfile"),
+        "--remote-python",
+        sys.executable,
+        *extra,
+    ]
 
 
 def run_bootstrap(env, args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 class Running:
@@ -152,8 +207,14 @@ class Running:
 
     def __init__(self, env, args, timeout=300):
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         self.lines: list[str] = []
         self.url = None
         deadline = time.monotonic() + timeout
@@ -168,7 +229,9 @@ class Running:
         self.elapsed = time.monotonic() - self.t0
         if self.url is None:
             self.proc.kill()
-            raise AssertionError("no URL printed:\n" + "\n".join(self.lines) + self.proc.stderr.read())
+            raise AssertionError(
+                "no URL printed:\n" + "\n".join(self.lines) + self.proc.stderr.read()
+            )
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
@@ -194,15 +257,37 @@ async def execute(base: str, token: str, kernel_id: str, code: str, timeout: flo
 
     from tornado.websocket import websocket_connect
 
-    ws = await websocket_connect(f"{base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels?token={token}")
+    ws = await websocket_connect(
+        f"{base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels?token={token}"
+    )
     msg_id = uuid.uuid4().hex
-    ws.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
-                   "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True}}))
+    ws.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "msg_type": "execute_request",
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     out = []
+
     async def collect():
         while True:
             msg = json.loads(await ws.read_message())
@@ -214,6 +299,7 @@ async def execute(base: str, token: str, kernel_id: str, code: str, timeout: flo
                 out.append("\n".join(msg["content"]["traceback"]))
             elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return  # iopub's idle follows all output (execute_reply, on shell, may not)
+
     try:
         await asyncio.wait_for(collect(), timeout)
     finally:

@@ -45,8 +45,10 @@ def slurm():
     """A real Slurm cluster for the whole session (started once, stopped at the end)."""
     if os.geteuid() != 0:
         pytest.fail("the slurm fixture runs Slurm's daemons and needs root")
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
         # A terminated session still tears the cluster down (pytest handles KeyboardInterrupt).
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     cluster = SlurmTestCluster().start()
@@ -72,6 +74,7 @@ def apptainer(monkeypatch) -> str:
 @pytest.fixture
 def make_image(tmp_path):
     """Factory: ``make_image("gcam")`` -> path of a stand-in image ``gcam_container.sif``."""
+
     def make(tag: str, directory: str | os.PathLike | None = None) -> str:
         folder = Path(directory) if directory else tmp_path / "containers"
         folder.mkdir(parents=True, exist_ok=True)

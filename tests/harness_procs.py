@@ -82,8 +82,10 @@ def processes_of(directory: str) -> list[int]:
     That is: the daemons and slurmstepd (they carry our marker) and job processes submitted
     with this cluster's ``SLURM_CONF`` in their environment, even if they left the job's tree.
     """
-    needles = {f"{MARKER}={directory}".encode(),
-               f"SLURM_CONF={os.path.join(directory, 'slurm.conf')}".encode()}
+    needles = {
+        f"{MARKER}={directory}".encode(),
+        f"SLURM_CONF={os.path.join(directory, 'slurm.conf')}".encode(),
+    }
     marked = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -105,8 +107,9 @@ def node_processes(directory: str, node: str, job_ids) -> list[int]:
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (cmdline.startswith("slurmstepd") and any(t in cmdline for t in tags)) or \
-                f"SLURMD_NODENAME={node}".encode() in env:
+        if (
+            cmdline.startswith("slurmstepd") and any(t in cmdline for t in tags)
+        ) or f"SLURMD_NODENAME={node}".encode() in env:
             steps.append(pid)
     return with_descendants(steps)
 
@@ -138,8 +141,12 @@ def ensure_munge() -> None:
             os.makedirs(d, exist_ok=True)
             shutil.chown(d, "munge", "munge")
         # munged refuses to run as root; it daemonises itself, outliving every test session.
-        subprocess.run(["runuser", "-u", "munge", "--", "munged", "--force"], check=True,
-                       capture_output=True, start_new_session=True)
+        subprocess.run(
+            ["runuser", "-u", "munge", "--", "munged", "--force"],
+            check=True,
+            capture_output=True,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 10
         while subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
             if time.monotonic() > deadline:

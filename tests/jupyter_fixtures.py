@@ -31,8 +31,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +101,14 @@ class LabServer:
         # path, ahead of the one installed in the environment, so tests see this tree's build
         inherited = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
         paths = [str(private / "data"), *filter(None, inherited)]
-        return {**os.environ,
-                "JUPYTER_CONFIG_DIR": str(private / "config"),
-                "JUPYTER_RUNTIME_DIR": str(private / "runtime"),
-                "JUPYTER_PATH": os.pathsep.join(paths),
-                "IPYTHONDIR": str(private / "ipython"),
-                "JUPYTER_PLATFORM_DIRS": "1"}
+        return {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(private / "config"),
+            "JUPYTER_RUNTIME_DIR": str(private / "runtime"),
+            "JUPYTER_PATH": os.pathsep.join(paths),
+            "IPYTHONDIR": str(private / "ipython"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+        }
 
     def _link_labextension(self):
         built = ROOT / "scalable" / "labextension"
@@ -114,17 +124,37 @@ class LabServer:
         labconfig = Path(self.env()["JUPYTER_CONFIG_DIR"]) / "labconfig"
         labconfig.mkdir(parents=True, exist_ok=True)
         self._link_labextension()
-        (labconfig / "page_config.json").write_text(json.dumps(
-            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-        argv = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-                "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
-                f"--ServerApp.base_url={self.base_url}", f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={self.root}", "--LabApp.news_url=None",
-                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                *self.extra_args]
+        (labconfig / "page_config.json").write_text(
+            json.dumps(
+                {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
+            )
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--port-retries=0",
+            f"--ServerApp.base_url={self.base_url}",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *self.extra_args,
+        ]
         log = open(self.log, "ab")
-        self.proc = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=self.env(),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -134,25 +164,44 @@ class LabServer:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"jupyter lab did not start:\n{self.log.read_text()[-3000:]}") from None
+                    raise RuntimeError(
+                        f"jupyter lab did not start:\n{self.log.read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.3)
 
     def api(self, method, path, body=None):
         """A REST call with the token; returns the decoded JSON (or None)."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers={
-            "Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=60) as r:  # starting a kernel can take a while
             text = r.read()
         return json.loads(text) if text else None
 
     def put_notebook(self, name, cells) -> str:
         """Write a notebook of code cells (list of source strings); returns its path."""
-        nb = {"nbformat": 4, "nbformat_minor": 5,
-              "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                          "language": "python"}},
-              "cells": [{"cell_type": "code", "source": src, "metadata": {}, "outputs": [],
-                         "execution_count": None, "id": f"c{i}"} for i, src in enumerate(cells)]}
+        nb = {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "source": src,
+                    "metadata": {},
+                    "outputs": [],
+                    "execution_count": None,
+                    "id": f"c{i}",
+                }
+                for i, src in enumerate(cells)
+            ],
+        }
         self.api("PUT", f"api/contents/{name}", {"type": "notebook", "content": nb})
         return name
 
@@ -200,8 +249,12 @@ def chromium_page(viewport=(1400, 900)):
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-                viewport={"width": viewport[0], "height": viewport[1]})
+                profile,
+                executable_path=CHROMIUM,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                viewport={"width": viewport[0], "height": viewport[1]},
+            )
             try:
                 yield browser.pages[0] if browser.pages else browser.new_page()
             finally:

@@ -30,10 +30,19 @@ class OtherUser:
 
     def sh(self, command: str, **kwargs) -> subprocess.CompletedProcess:
         """Run ``command`` with ``/bin/sh -c`` as this user; raise if it fails."""
-        return subprocess.run(["/bin/sh", "-c", command], user=self.uid, group=self.gid,
-                               extra_groups=[], env={"PATH": "/usr/bin:/bin", "HOME": "/"},
-                               cwd="/", check=True, capture_output=True, text=True, timeout=60,
-                               **kwargs)
+        return subprocess.run(
+            ["/bin/sh", "-c", command],
+            user=self.uid,
+            group=self.gid,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+            cwd="/",
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **kwargs,
+        )
 
 
 @pytest.fixture
@@ -41,8 +50,12 @@ def other_user():
     if os.geteuid() != 0 or shutil.which("useradd") is None:
         pytest.skip("needs root and useradd to create a second Unix user")
     name = f"sctest{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "-M", "-U", "-s", "/usr/sbin/nologin", name], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["useradd", "-M", "-U", "-s", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     base = Path(tempfile.mkdtemp(prefix="sctest-"))
     try:
         os.chmod(base, 0o711)

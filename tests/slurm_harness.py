@@ -106,8 +106,7 @@ class SlurmTestCluster:
 
     partitions = ("slurm", "debug")
 
-    def __init__(self, n_nodes=3, cpus=20, memory=64000, directory=None, owned=True,
-                 extra_conf=""):
+    def __init__(self, n_nodes=3, cpus=20, memory=64000, directory=None, owned=True, extra_conf=""):
         self.extra_conf = extra_conf
         self.n_nodes, self.cpus, self.memory, self.owned = n_nodes, cpus, memory, owned
         self.nodes = [f"cn{i}" for i in range(1, n_nodes + 1)]
@@ -170,36 +169,68 @@ class SlurmTestCluster:
             f"CPUs={self.cpus} RealMemory={self.memory} State=UNKNOWN"
             for n in self.nodes
         )
-        Path(self.conf).write_text(CONF_TEMPLATE.read_text().format(
-            cluster_name=self.cluster_name, host=self.host, ctld_port=ports["ctld"],
-            dir=self.directory, nodes=nodes, node_list=",".join(self.nodes),
-            extra=self.extra_conf))
+        Path(self.conf).write_text(
+            CONF_TEMPLATE.read_text().format(
+                cluster_name=self.cluster_name,
+                host=self.host,
+                ctld_port=ports["ctld"],
+                dir=self.directory,
+                nodes=nodes,
+                node_list=",".join(self.nodes),
+                extra=self.extra_conf,
+            )
+        )
 
     def _start_reaper(self) -> None:
         # atexit and the daemons' parent-death signal do not cover slurmstepd and the jobs when
         # the session is killed outright: a small detached process cleans up after it.
         env = {k: v for k, v in os.environ.items() if k not in (MARKER, "SLURM_CONF")}
-        subprocess.Popen([sys.executable, os.path.abspath(__file__), "_reap", "--dir",
-                          self.directory, "--owner", str(os.getpid())], env=env,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "_reap",
+                "--dir",
+                self.directory,
+                "--owner",
+                str(os.getpid()),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         env = {**os.environ, "SLURM_CONF": self.conf, MARKER: self.directory}
         log = open(os.path.join(self.directory, "log", f"{name}.out"), "ab")
         # pdeathsig follows the forking *thread*; only tie the daemons to the main thread.
         tie = self.owned and threading.current_thread() is threading.main_thread()
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True,
-                                preexec_fn=parent_death_signal if tie else None)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=parent_death_signal if tie else None,
+        )
         log.close()
         self._procs[name] = proc
         self._pids[name] = proc.pid
 
     def _save(self) -> None:
-        Path(self.directory, "harness.json").write_text(json.dumps({
-            "conf": self.conf, "cluster_name": self.cluster_name, "nodes": self.nodes,
-            "pids": self._pids}))
+        Path(self.directory, "harness.json").write_text(
+            json.dumps(
+                {
+                    "conf": self.conf,
+                    "cluster_name": self.cluster_name,
+                    "nodes": self.nodes,
+                    "pids": self._pids,
+                }
+            )
+        )
 
     @classmethod
     def attach(cls, directory: str) -> SlurmTestCluster:
@@ -243,8 +274,15 @@ class SlurmTestCluster:
     # -- commands ----------------------------------------------------------------------------
     def run(self, argv, check=True, timeout=30, **kw) -> subprocess.CompletedProcess:
         """Run a Slurm command (argv list) against this cluster; text output captured."""
-        return subprocess.run(argv, env={**os.environ, **self.env}, capture_output=True,
-                              text=True, check=check, timeout=timeout, **kw)
+        return subprocess.run(
+            argv,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            **kw,
+        )
 
     def squeue(self, *args: str) -> list[dict]:
         """Jobs as dicts with keys ``job_id, state, reason, node, partition, comment, name``.
@@ -254,8 +292,11 @@ class SlurmTestCluster:
         ``"--array"`` to unfold them).
         """
         out = self.run(["squeue", "--noheader", f"--format={SQUEUE_FORMAT}", *args]).stdout
-        return [dict(zip(SQUEUE_FIELDS, line.split("|", len(SQUEUE_FIELDS) - 1)))
-                for line in out.splitlines() if line.strip()]
+        return [
+            dict(zip(SQUEUE_FIELDS, line.split("|", len(SQUEUE_FIELDS) - 1)))
+            for line in out.splitlines()
+            if line.strip()
+        ]
 
     def sbatch(self, *args: str) -> str:
         """Submit with ``sbatch --parsable *args``; return the job id.
@@ -295,20 +336,26 @@ class SlurmTestCluster:
         while True:
             for name, proc in self._procs.items():
                 if proc.poll() is not None and name in ("slurmctld", *nodes):
-                    raise DaemonExited(f"{name} exited with {proc.returncode}:\n"
-                                       + self._log_tail(name))
+                    raise DaemonExited(
+                        f"{name} exited with {proc.returncode}:\n" + self._log_tail(name)
+                    )
             states = self.sinfo()
-            if all(states.get(n, "").rstrip("*~#") in ("idle", "mix", "alloc") and
-                   not states[n].endswith("*") for n in nodes):
+            if all(
+                states.get(n, "").rstrip("*~#") in ("idle", "mix", "alloc")
+                and not states[n].endswith("*")
+                for n in nodes
+            ):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nodes not idle after {timeout}s: {states}\n"
-                                   + self._log_tail("slurmctld"))
+                raise TimeoutError(
+                    f"nodes not idle after {timeout}s: {states}\n" + self._log_tail("slurmctld")
+                )
             time.sleep(0.1)
 
     def _log_tail(self, name: str, chars=2000) -> str:
-        log = Path(self.directory, "log", "slurmctld.log" if name == "slurmctld" else
-                   f"slurmd-{name}.log")
+        log = Path(
+            self.directory, "log", "slurmctld.log" if name == "slurmctld" else f"slurmd-{name}.log"
+        )
         return log.read_text()[-chars:] if log.exists() else f"(no log at {log})"
 
     def _pid_alive_named(self, name: str) -> bool:
@@ -327,12 +374,21 @@ class SlurmTestCluster:
             victims += self._node_steps(node)
         kill_all(victims)
         if mark_down:
-            self.run(["scontrol", "update", f"NodeName={node}", "State=DOWN",
-                      "Reason=stopped_by_test_harness"], check=False)
+            self.run(
+                [
+                    "scontrol",
+                    "update",
+                    f"NodeName={node}",
+                    "State=DOWN",
+                    "Reason=stopped_by_test_harness",
+                ],
+                check=False,
+            )
 
     def _node_steps(self, node: str) -> list[int]:
-        ids = self.run(["squeue", "--noheader", "--format=%A", f"--nodelist={node}"],
-                       check=False).stdout.split()
+        ids = self.run(
+            ["squeue", "--noheader", "--format=%A", f"--nodelist={node}"], check=False
+        ).stdout.split()
         return node_processes(self.directory, node, ids)
 
     def start_node(self, node: str, timeout=30.0) -> None:

@@ -38,8 +38,8 @@ def test_adapt_magic(ip, tmp_path, capsys):
     (row,) = magic(ip, "status")
     assert row["adapt"] == "1-3"
     magic(ip, "adapt gcam 0")
-    assert magic(ip, "status")[0]["adapt"] == "0-"              # no upper limit
-    magic(ip, "scale gcam 2")                                    # by hand: adapt off
+    assert magic(ip, "status")[0]["adapt"] == "0-"  # no upper limit
+    magic(ip, "scale gcam 2")  # by hand: adapt off
     assert magic(ip, "status")[0]["adapt"] == "off"
     magic(ip, "adapt gcam 0 2")
     magic(ip, "adapt gcam --off")
@@ -64,18 +64,24 @@ def test_container_magic_takes_a_tags_own_options(ip, tmp_path, make_image, appt
 
 
 def test_panel_adapt_control_retiring_and_warning(tmp_path):
-    with dask.config.set({"scalable.jupyter.refresh-interval": "200ms",
-                          "scalable.jupyter.click-delay": "0s",
-                          "scalable.recovery.interval": "500ms"}), \
-            LocalCluster(work_dir=str(tmp_path)) as cluster:
+    with (
+        dask.config.set(
+            {
+                "scalable.jupyter.refresh-interval": "200ms",
+                "scalable.jupyter.click-delay": "0s",
+                "scalable.recovery.interval": "500ms",
+            }
+        ),
+        LocalCluster(work_dir=str(tmp_path)) as cluster,
+    ):
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         panel = widget.panel_of(cluster)
-        panel.adapt["gcam"].value = "1-2"                          # typed into the adapt box
+        panel.adapt["gcam"].value = "1-2"  # typed into the adapt box
         assert cluster.tag_status()["gcam"]["adapt"] == {"minimum": 1, "maximum": 2}
         wait_for(lambda: cluster.targets["gcam"] == 1, 60, "the minimum")
         panel.adapt["gcam"].value = "2 to 5"
         assert "is not a range: write MIN-MAX" in panel.message.value
-        panel.plus["gcam"].click()                                 # by hand: adapt off
+        panel.plus["gcam"].click()  # by hand: adapt off
         assert cluster.tag_status()["gcam"]["adapt"] is None
         wait_for(lambda: panel.adapt["gcam"].value == "", 30, "the adapt box to empty")
 
@@ -84,14 +90,25 @@ def test_panel_adapt_control_retiring_and_warning(tmp_path):
             held = client.map(lambda i: i, range(2), tag="gcam")
             wait(held, timeout=60)
             panel.target["gcam"].value = 0
-            wait_for(lambda: "retiring <b>" in panel.counts["gcam"].value, 60,
-                     "the panel to show retiring workers")
+            wait_for(
+                lambda: "retiring <b>" in panel.counts["gcam"].value,
+                60,
+                "the panel to show retiring workers",
+            )
             assert [f.result(timeout=60) for f in held] == [0, 1]
             del held
-            wait_for(lambda: "retiring" not in panel.counts["gcam"].value, 60,
-                     "the retiring workers to leave")
+            wait_for(
+                lambda: "retiring" not in panel.counts["gcam"].value,
+                60,
+                "the retiring workers to leave",
+            )
             waiting = client.submit(lambda: 1, tag="gcam")
-            wait_for(lambda: "scalable-warning" in panel.counts["gcam"].value, 60,
-                     "the warning about waiting tasks")
-            assert "cluster.add_workers(&#x27;gcam&#x27;, 1) runs them" in panel.counts["gcam"].value
+            wait_for(
+                lambda: "scalable-warning" in panel.counts["gcam"].value,
+                60,
+                "the warning about waiting tasks",
+            )
+            assert (
+                "cluster.add_workers(&#x27;gcam&#x27;, 1) runs them" in panel.counts["gcam"].value
+            )
             del waiting

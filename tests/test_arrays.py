@@ -42,7 +42,8 @@ def counts(tmp_path, monkeypatch):
     for prog in COUNTED:
         real = shutil.which(prog)
         (shims / prog).write_text(
-            f"#!/bin/sh\necho {prog} >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} \"$@\"\n")
+            f'#!/bin/sh\necho {prog} >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} "$@"\n'
+        )
         (shims / prog).chmod(0o755)
     monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
     return Counts(log)
@@ -57,9 +58,12 @@ def work(tmp_path, make_image, apptainer, counts, monkeypatch):
 
 def queued(slurm, cluster):
     """Job ids of this cluster still queued or running, array tasks unfolded."""
-    return {j["job_id"] for j in slurm.squeue("--array")
-            if j["name"].startswith(f"sc-{cluster.cluster_id}-")
-            and j["state"] not in ("COMPLETING", "COMPLETED", "CANCELLED")}
+    return {
+        j["job_id"]
+        for j in slurm.squeue("--array")
+        if j["name"].startswith(f"sc-{cluster.cluster_id}-")
+        and j["state"] not in ("COMPLETING", "COMPLETED", "CANCELLED")
+    }
 
 
 def job_ids(cluster):
@@ -80,8 +84,11 @@ def check_burst_remove_close(slurm, counts, cluster, array):
     for _ in range(3):
         cluster.add_workers("gcam", 1, wait=False)
     cluster.add_workers("gcam", 1)
-    wait_for(lambda: len(job_ids(cluster)) == 4 and all(job_ids(cluster).values()), 30,
-             "four jobs submitted")
+    wait_for(
+        lambda: len(job_ids(cluster)) == 4 and all(job_ids(cluster).values()),
+        30,
+        "four jobs submitted",
+    )
     ids = job_ids(cluster)
     burst = counts.since(before)
     if array:
@@ -137,8 +144,11 @@ def test_two_tags_in_one_burst_are_one_array_each(work, slurm, counts, make_imag
         before = counts()
         cluster.add_workers("gcam", 3, wait=False)
         cluster.add_workers("osiris", 2)
-        wait_for(lambda: len(job_ids(cluster)) == 5 and all(job_ids(cluster).values()), 30,
-                 "five jobs submitted")
+        wait_for(
+            lambda: len(job_ids(cluster)) == 5 and all(job_ids(cluster).values()),
+            30,
+            "five jobs submitted",
+        )
         assert counts.since(before)["sbatch"] == 2
         bases = {}
         for name, job_id in job_ids(cluster).items():
@@ -178,8 +188,9 @@ def test_cpus_not_shared_evenly_by_packed_workers_is_refused(work, slurm, counts
     with make_cluster(workers_per_job=2) as cluster:
         cluster.add_container(tag="gcam", cpus=3, memory="1G")
         before = counts()
-        with pytest.raises(ValueError, match="cpus=3 cannot be shared by workers_per_job=2: "
-                                             "use a multiple of 2"):
+        with pytest.raises(
+            ValueError, match="cpus=3 cannot be shared by workers_per_job=2: use a multiple of 2"
+        ):
             cluster.add_workers("gcam", 2)
         assert counts.since(before)["sbatch"] == 0  # refused before anything reached Slurm
         assert cluster.targets == {"gcam": 0}
@@ -201,4 +212,7 @@ def test_a_burst_of_one_is_a_plain_job_with_its_log(work, slurm, counts):
         (text,) = cluster.logs("gcam").values()
         assert "gcam-0" in text or "Starting Worker" in text, text
         cluster.add_workers("gcam", 2)  # the next burst is an array again
-        assert sorted(i.split("_")[1] for n, i in job_ids(cluster).items() if i != job_id) == ["0", "1"]
+        assert sorted(i.split("_")[1] for n, i in job_ids(cluster).items() if i != job_id) == [
+            "0",
+            "1",
+        ]

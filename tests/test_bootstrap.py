@@ -70,7 +70,12 @@ def test_settings_live_in_the_user_config_dir(laptop):
 def test_without_a_terminal_a_missing_setting_names_its_flag(laptop):
     args = subprocess.run(  # the real command, no stdin: CI's situation
         [sys.executable, "-m", "scalable.cli", "bootstrap", "--work-dir", "/w"],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, env=os.environ, timeout=60)
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=os.environ,
+        timeout=60,
+    )
     assert args.returncode == 1
     assert "give --host" in args.stderr
     assert not (laptop / "config" / "scalable" / "bootstrap.json").exists()
@@ -97,7 +102,10 @@ def test_build_and_convert_then_skip_unchanged_then_rebuild_changed(laptop):
     assert [r[-2] for r in runs] == ["/out/scalable_container.sif", "/out/gcam_container.sif"]
     assert runs[0][-1] == "docker-daemon://scalable-scalable:bootstrap"
     sif_dir = laptop / "cache" / "scalable" / "containers"
-    assert sorted(p.name for p in sif_dir.iterdir()) == ["gcam_container.sif", "scalable_container.sif"]
+    assert sorted(p.name for p in sif_dir.iterdir()) == [
+        "gcam_container.sif",
+        "scalable_container.sif",
+    ]
 
     # Same Dockerfile: nothing is built or converted again.
     n = len(calls(laptop))
@@ -123,13 +131,21 @@ def test_local_apptainer_converter(laptop):
     assert built == ["scalable", "hector"], "no converter image needed with a local apptainer"
     conv = [c for c in calls(laptop) if c[0] == "apptainer"]
     out = laptop / "cache" / "scalable" / "containers" / "hector_container.sif"
-    assert conv[-1] == ["apptainer", "build", "--force", str(out), "docker-daemon://scalable-hector:bootstrap"]
+    assert conv[-1] == [
+        "apptainer",
+        "build",
+        "--force",
+        str(out),
+        "docker-daemon://scalable-hector:bootstrap",
+    ]
     assert out.read_text().startswith("fake SIF of scalable-hector:bootstrap")
 
 
 def test_unknown_target_lists_the_dockerfile_targets(laptop):
     boot, _ = make(laptop, targets=["gcamm"])
-    with pytest.raises(BootstrapError, match=r"gcamm not in .*its targets are: base, scalable, apptainer, gcam"):
+    with pytest.raises(
+        BootstrapError, match=r"gcamm not in .*its targets are: base, scalable, apptainer, gcam"
+    ):
         boot.step_build()
     assert calls(laptop) == []
 
@@ -144,16 +160,32 @@ def test_docker_missing_or_engine_down_says_what_to_do(laptop):
 
 
 def test_list_targets_command(laptop):
-    r = subprocess.run([sys.executable, "-m", "scalable.cli", "bootstrap", "--list-targets",
-                        "--dockerfile", str(laptop / "Dockerfile")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalable.cli",
+            "bootstrap",
+            "--list-targets",
+            "--dockerfile",
+            str(laptop / "Dockerfile"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["base", "scalable", "apptainer", "gcam", "hector"]
 
 
 def test_redo_of_an_unknown_step_lists_the_steps(laptop):
-    r = subprocess.run([sys.executable, "-m", "scalable.cli", "bootstrap", "--redo", "copyy"],
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "scalable.cli", "bootstrap", "--redo", "copyy"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert "--redo copyy: no such step; the steps are check, build, convert" in r.stderr
 
@@ -166,9 +198,26 @@ def test_unreachable_host_says_what_to_check(laptop):
         port = s.getsockname()[1]
     cfg = laptop / "ssh_config"
     cfg.write_text(f"Host down\n  HostName 127.0.0.1\n  Port {port}\n")
-    r = subprocess.run([sys.executable, "-m", "scalable.cli", "bootstrap", "--host", "down",
-                        "--ssh-config", str(cfg), "--work-dir", "/w", "--until", "check"],
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalable.cli",
+            "bootstrap",
+            "--host",
+            "down",
+            "--ssh-config",
+            str(cfg),
+            "--work-dir",
+            "/w",
+            "--until",
+            "check",
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert "could not log in to 'down'" in r.stderr and "Connection refused" in r.stderr, r.stderr
     assert "Check that `ssh down` works from this machine" in r.stderr

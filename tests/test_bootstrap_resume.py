@@ -63,8 +63,14 @@ def test_stopping_after_each_step_resumes_without_redoing(host, laptop):
 
 def test_interrupted_build_resumes_with_the_next_image(host, laptop):
     env = dict(laptop, FAKE_DOCKER_DELAY="1.5")
-    proc = subprocess.Popen(bootstrap_args(host, "--until", "convert"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        bootstrap_args(host, "--until", "convert"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -88,13 +94,33 @@ def test_first_run_asks_once_in_a_terminal_then_remembers(host, laptop):
     import select
 
     master, slave = pty.openpty()
-    args = [sys.executable, "-m", "scalable.cli", "bootstrap", "--ssh-config", str(host.ssh_config),
-            "--dockerfile", str(REPO / "Dockerfile"), "--remote-python", sys.executable,
-            "--module-load", f"PATH={HERE / 'fake_docker'}:$PATH", "--until", "layout"]
-    proc = subprocess.Popen(args, env=laptop, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    args = [
+        sys.executable,
+        "-m",
+        "scalable.cli",
+        "bootstrap",
+        "--ssh-config",
+        str(host.ssh_config),
+        "--dockerfile",
+        str(REPO / "Dockerfile"),
+        "--remote-python",
+        sys.executable,
+        "--module-load",
+        f"PATH={HERE / 'fake_docker'}:$PATH",
+        "--until",
+        "layout",
+    ]
+    proc = subprocess.Popen(
+        args, env=laptop, stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
     os.close(slave)
-    answers = {"HPC login host": "hpc-test", "User name": "", "Work directory": str(host.work_dir),
-               "identity file": "", "Container targets": "hector"}
+    answers = {
+        "HPC login host": "hpc-test",
+        "User name": "",
+        "Work directory": str(host.work_dir),
+        "identity file": "",
+        "Container targets": "hector",
+    }
     screen = b""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -124,11 +150,17 @@ def test_first_run_asks_once_in_a_terminal_then_remembers(host, laptop):
     assert f"apptainer on host: {HERE / 'fake_docker' / 'apptainer'}" in text
 
     # Asked once: the next run, without a terminal and without flags, knows everything.
-    r = run_bootstrap(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--until", "layout"])
+    r = run_bootstrap(
+        laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--until", "layout"]
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("done already") == 4
     saved = json.loads(Path(laptop["XDG_CONFIG_HOME"], "scalable", "bootstrap.json").read_text())
-    assert (saved["host"], saved["targets"], saved["work_dir"]) == ("hpc-test", ["hector"], str(host.work_dir))
+    assert (saved["host"], saved["targets"], saved["work_dir"]) == (
+        "hpc-test",
+        ["hector"],
+        str(host.work_dir),
+    )
 
 
 def test_without_rsync_images_are_copied_with_scp(host, laptop, tmp_path):
@@ -150,7 +182,7 @@ def test_without_rsync_images_are_copied_with_scp(host, laptop, tmp_path):
 def test_default_host_env_is_a_venv_with_the_local_scalable_wheel(host, laptop):
     args = bootstrap_args(host)
     i = args.index("--remote-python")
-    del args[i:i + 2]
+    del args[i : i + 2]
     # The venv sees the base interpreter's packages, so pip finds the dependencies satisfied and
     # the test needs no downloads of them; the venv, the wheel of this checkout (built here,
     # copied there), pip and the probe all run for real.
@@ -159,14 +191,22 @@ def test_default_host_env_is_a_venv_with_the_local_scalable_wheel(host, laptop):
     try:
         venv = host.work_dir / ".venv"
         venv_python = str(venv / "bin" / "python")
-        assert f"creating {venv}" in run.text and f"building the scalable wheel from {REPO}" in run.text
+        assert (
+            f"creating {venv}" in run.text
+            and f"building the scalable wheel from {REPO}" in run.text
+        )
         assert "installing scalable-" in run.text and f"host python: {venv_python}" in run.text
         assert list((host.work_dir / ".scalable" / "wheels").glob("scalable-*.whl"))
         # The host runs the shipped scalable, not the one of the base interpreter.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as the host runs it
-        where = subprocess.run([venv_python, "-c", "import scalable; print(scalable.__file__)"],
-                               capture_output=True, text=True, check=True, cwd=host.work_dir,
-                               env=env).stdout
+        where = subprocess.run(
+            [venv_python, "-c", "import scalable; print(scalable.__file__)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=host.work_dir,
+            env=env,
+        ).stdout
         assert where.startswith(str(venv)), where
         pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
         assert Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0] == venv_python

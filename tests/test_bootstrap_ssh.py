@@ -41,7 +41,9 @@ def has_ipv6_loopback() -> bool:
 
 
 def test_bootstrap_end_to_end_then_reconnect(host, laptop):
-    run1 = Running(laptop, bootstrap_args(host, "--module-load", f"export PATH={HERE / 'fake_docker'}:$PATH"))
+    run1 = Running(
+        laptop, bootstrap_args(host, "--module-load", f"export PATH={HERE / 'fake_docker'}:$PATH")
+    )
     try:
         assert host.logins() == 1, "the whole bootstrap must authenticate once (ControlMaster)"
         base, token = run1.url.split("/lab?token=")
@@ -81,10 +83,14 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     finally:
         run2.stop()
     assert host.logins() == 2
-    assert len([json.loads(line) for line in open(laptop["FAKE_DOCKER_LOG"])]) == len(calls), "nothing rebuilt"
+    assert len([json.loads(line) for line in open(laptop["FAKE_DOCKER_LOG"])]) == len(calls), (
+        "nothing rebuilt"
+    )
 
     # --connect only reconnects.
-    run3 = Running(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--no-input", "--connect"])
+    run3 = Running(
+        laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--no-input", "--connect"]
+    )
     try:
         assert "[1/9]" not in run3.text and "reused" in run3.text
         get_json(run3.url.replace("/lab?", "/api/status?"))
@@ -96,6 +102,7 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
     pid = json.loads((host.work_dir / ".scalable" / "jupyter.json").read_text())["pid"]
     r = run_bootstrap(laptop, [sys.executable, "-m", "scalable.cli", "bootstrap", "--stop"])
     assert r.returncode == 0 and f"stopped JupyterLab pid {pid}" in r.stdout, r.stdout + r.stderr
+
     def gone():  # exited (a zombie not yet reaped by its parent counts as exited)
         try:
             return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
@@ -103,22 +110,28 @@ def test_bootstrap_end_to_end_then_reconnect(host, laptop):
             return True
 
     wait_for(gone, 60, f"JupyterLab pid {pid} to exit")
-    print(f"\nbootstrap first run {run1.elapsed:.1f} s, re-run {run2.elapsed:.1f} s, "
-          f"connect {run3.elapsed:.1f} s")
+    print(
+        f"\nbootstrap first run {run1.elapsed:.1f} s, re-run {run2.elapsed:.1f} s, "
+        f"connect {run3.elapsed:.1f} s"
+    )
     assert "scalable" in specs, f"kernelspecs: {sorted(specs)}\n{run1.text}"
     spec = specs["scalable"]["spec"]
     assert spec["display_name"] == "Scalable"
     assert str(host.work_dir / "containers" / "scalable_container.sif") in spec["argv"]
-    assert (host.work_dir / ".scalable" / "jupyter" / "share" / "jupyter" / "kernels" / "scalable").is_dir()
+    assert (
+        host.work_dir / ".scalable" / "jupyter" / "share" / "jupyter" / "kernels" / "scalable"
+    ).is_dir()
 
 
 def test_connect_before_any_set_up_says_what_to_run(host, laptop):
     args = bootstrap_args(host, "--connect")
     i = args.index("--remote-python")
-    del args[i:i + 2]
+    del args[i : i + 2]
     r = run_bootstrap(laptop, args)
     assert r.returncode == 1
-    assert "does not exist on hpc-test: run `scalable bootstrap` without --connect" in r.stderr, r.stderr
+    assert "does not exist on hpc-test: run `scalable bootstrap` without --connect" in r.stderr, (
+        r.stderr
+    )
     assert host.logins() == 1
 
 
@@ -126,18 +139,30 @@ def test_scalable_kernel_runs_in_the_copied_image_through_the_forward(host, lapt
     import asyncio
 
     # The site's module line puts the apptainer stand-in (tests/bin) on the host's PATH.
-    run = Running(laptop, bootstrap_args(host, "--module-load", f"export PATH={HERE / 'bin'}:$PATH"))
+    run = Running(
+        laptop, bootstrap_args(host, "--module-load", f"export PATH={HERE / 'bin'}:$PATH")
+    )
     try:
         base, token = run.url.split("/lab?token=")
-        req = urllib.request.Request(f"{base}/api/kernels?token={token}", method="POST",
-                                     data=json.dumps({"name": "scalable"}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{base}/api/kernels?token={token}",
+            method="POST",
+            data=json.dumps({"name": "scalable"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=120) as r:
             kernel = json.loads(r.read())
-        out = asyncio.run(execute(base, token, kernel["id"],
-                                  "import os; print(os.environ.get('APPTAINER_CONTAINER'))"))
+        out = asyncio.run(
+            execute(
+                base, token, kernel["id"], "import os; print(os.environ.get('APPTAINER_CONTAINER'))"
+            )
+        )
         assert out.strip() == str(host.work_dir / "containers" / "scalable_container.sif"), out
-        urllib.request.urlopen(urllib.request.Request(
-            f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE"), timeout=60)
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE"
+            ),
+            timeout=60,
+        )
     finally:
         run.stop()

@@ -18,7 +18,9 @@ from scalable.hashing import file_digest
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with dask.config.set({"scalable.work-directory": str(tmp_path), "scalable.cache.directory": None}):
+    with dask.config.set(
+        {"scalable.work-directory": str(tmp_path), "scalable.cache.directory": None}
+    ):
         yield tmp_path
 
 
@@ -65,6 +67,7 @@ def test_function_identity_and_source_are_in_the_key(work):
     @cacheable
     def k(x):
         return x + 1
+
     assert h.cache_key(1) != k.cache_key(1)  # same body, other name
 
 
@@ -203,6 +206,7 @@ def test_plain_python_types_as_in_the_original_readme(work):
 
 def test_a_type_for_an_argument_the_function_lacks_is_refused(work):
     with pytest.raises(TypeError, match="gives types for yr, which f\\(\\) does not take"):
+
         @cacheable(yr=ValueType)
         def f(year):
             return year
@@ -269,12 +273,16 @@ def test_concurrent_writers_from_processes_leave_one_valid_entry(work, tmp_path)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script.write_text(WRITER.format(src=src, go=str(go), n=n))
     env = {**os.environ, "DASK_SCALABLE__WORK_DIRECTORY": str(work)}
-    procs = [subprocess.Popen([sys.executable, str(script)], cwd=work, env=env, stdout=subprocess.PIPE)
-             for _ in range(6)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script)], cwd=work, env=env, stdout=subprocess.PIPE)
+        for _ in range(6)
+    ]
     go.write_text("")
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6 and all(o.strip() == b"ok" for o in outs)
-    shard_files = [os.path.join(d, f) for d, _, fs in os.walk(work / ".scalable" / "cache") for f in fs]
+    shard_files = [
+        os.path.join(d, f) for d, _, fs in os.walk(work / ".scalable" / "cache") for f in fs
+    ]
     assert len(shard_files) == 1 and shard_files[0].endswith(".pkl")  # no leftover temporary files
     with open(shard_files[0], "rb") as fh:
         assert pickle.load(fh)["result"].value == bytes(range(256)) * n
@@ -339,12 +347,17 @@ def test_a_cache_swapped_after_its_check_never_unpickles_the_neighbours_file(oth
     (base / "payload").write_bytes(pickle.dumps(_RunsCode(marker)))
     os.chmod(base / "payload", 0o644)
     key = "ab" * 16
-    other_user.sh(f"cat {base}/payload > {notes} && mkdir -p {shared}/evil/ab && "
-                  f"ln {notes} {shared}/evil/ab/{key}.pkl")
+    other_user.sh(
+        f"cat {base}/payload > {notes} && mkdir -p {shared}/evil/ab && "
+        f"ln {notes} {shared}/evil/ab/{key}.pkl"
+    )
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = SWAPPED_READ.format(src=src, shared=str(shared), uid=other_user.uid, gid=other_user.gid, key=key)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          check=False)
+    script = SWAPPED_READ.format(
+        src=src, shared=str(shared), uid=other_user.uid, gid=other_user.gid, key=key
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert not marker.exists(), "the neighbour's pickle ran as the cache's owner"
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["genuine", "swapped"]
@@ -370,6 +383,7 @@ def test_a_fifo_where_an_entry_should_be_is_a_miss_not_a_hang(work):
     os.unlink(path)
     os.mkfifo(path, 0o600)
     reader = f"from scalable.cache import Store; print(Store({Store().directory!r}).get({key!r}))"
-    done = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=120,
-                          check=False)  # a blocking open would never return
+    done = subprocess.run(
+        [sys.executable, "-c", reader], capture_output=True, text=True, timeout=120, check=False
+    )  # a blocking open would never return
     assert done.stdout.strip() == "None", done.stderr

@@ -52,7 +52,10 @@ def test_hits_across_tags_misses_on_changed_input_one_entry_from_concurrent_writ
     @cacheable(return_type=ValueType, data=FileType, year=ValueType)
     def model(data, year):
         with open(data) as f:
-            return {"image": os.environ.get("APPTAINER_NAME"), "sum": sum(map(int, f.read().split())) + year}
+            return {
+                "image": os.environ.get("APPTAINER_NAME"),
+                "sum": sum(map(int, f.read().split())) + year,
+            }
 
     data = work / "inputs.txt"
     data.write_text("1 2 3")
@@ -64,7 +67,9 @@ def test_hits_across_tags_misses_on_changed_input_one_entry_from_concurrent_writ
 
     data.write_text("1 2 4")  # a changed input is a miss: b computes it
     assert client.submit(model, str(data), 2020, tag="b", pure=False).result() == {
-        "image": "b_container.sif", "sum": 2027}
+        "image": "b_container.sif",
+        "sum": 2027,
+    }
     assert entries(work)["entries"] == 2
 
     gate = work / "go"
@@ -81,7 +86,11 @@ def test_hits_across_tags_misses_on_changed_input_one_entry_from_concurrent_writ
     tree.mkdir()
     (tree / "x.txt").write_text("x")
     # six calls of one key at once, three threads on each tag's worker
-    futures = [client.submit(heavy, str(tree), 0, tag=tag, pure=False) for tag in ("a", "b") for _ in range(3)]
+    futures = [
+        client.submit(heavy, str(tree), 0, tag=tag, pure=False)
+        for tag in ("a", "b")
+        for _ in range(3)
+    ]
     gate.write_text("")
     assert all(r == bytes(range(256)) * 20000 for r in client.gather(futures))
     info = entries(work)

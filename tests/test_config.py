@@ -29,8 +29,16 @@ def test_predefined_containers_need_no_add_container(tmp_path, make_image):
     from scalable import LocalCluster
 
     make_image("hector", tmp_path / "containers")
-    with dask.config.set({"scalable.containers": {"hector": {"cpus": 2, "memory": "1G"},
-                                                  "missing": {"path": "containers/none.sif"}}}):
+    with dask.config.set(
+        {
+            "scalable.containers": {
+                "hector": {"cpus": 2, "memory": "1G"},
+                "missing": {"path": "containers/none.sif"},
+            }
+        }
+    ):
         with LocalCluster(work_dir=str(tmp_path)) as cluster:
-            assert list(cluster.containers) == ["hector"]  # 'missing' names no existing image: skipped
+            assert list(cluster.containers) == [
+                "hector"
+            ]  # 'missing' names no existing image: skipped
             assert cluster.containers["hector"].cpus == 2

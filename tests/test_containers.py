@@ -86,8 +86,12 @@ def test_runtime_missing_is_no_warning_with_a_job_prologue(work, monkeypatch):
     (work / "containers").mkdir(exist_ok=True)
     (work / "containers" / "gcam_container.sif").write_text("image")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no apptainer here
-    with SlurmCluster(queue="slurm", interface="lo", work_dir=str(work),
-                      job_script_prologue=["module load apptainer"]) as cluster:
+    with SlurmCluster(
+        queue="slurm",
+        interface="lo",
+        work_dir=str(work),
+        job_script_prologue=["module load apptainer"],
+    ) as cluster:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             cluster.add_container(tag="gcam")
@@ -112,12 +116,31 @@ def test_memory_units():
 
 
 def test_exec_argv_is_a_list_with_binds_env_home_cwd():
-    argv = Singularity().exec_argv("/w/i.sif", ["python", "-c", "print(1); print(2)"],
-                                   binds={"/a b": "/x"}, env={"K": "v w,X=1"}, home="/w", cwd="/w")
+    argv = Singularity().exec_argv(
+        "/w/i.sif",
+        ["python", "-c", "print(1); print(2)"],
+        binds={"/a b": "/x"},
+        env={"K": "v w,X=1"},
+        home="/w",
+        cwd="/w",
+    )
     # variables travel whole, as SINGULARITYENV_K: "--env K=v w,X=1" would set X too
-    assert argv == ["env", "SINGULARITYENV_K=v w,X=1", "singularity", "exec", "--bind", "/a b:/x",
-                    "--home", "/w", "--pwd", "/w", "/w/i.sif", "python", "-c",
-                    "print(1); print(2)"]
+    assert argv == [
+        "env",
+        "SINGULARITYENV_K=v w,X=1",
+        "singularity",
+        "exec",
+        "--bind",
+        "/a b:/x",
+        "--home",
+        "/w",
+        "--pwd",
+        "/w",
+        "/w/i.sif",
+        "python",
+        "-c",
+        "print(1); print(2)",
+    ]
 
 
 def test_runtime_lookup_by_entry_point_and_by_name():

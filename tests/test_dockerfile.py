@@ -38,22 +38,24 @@ def test_case_insensitive_platform_and_unnamed_stages():
 
 
 def test_continuations_comments_and_heredocs_are_not_instructions():
-    text = "\n".join([
-        "FROM debian:12 AS one",
-        "RUN echo a \\",
-        "# FROM comment AS inside_continuation",
-        "",
-        "  FROM-looking-arg \\",
-        "  done",
-        "RUN <<EOF",
-        "FROM heredoc AS not_a_stage",
-        "EOF",
-        "FROM \\",
-        "  --platform=$BUILDPLATFORM \\",
-        "  debian:12 \\",
-        "  AS two",
-        "# FROM x AS commented_out",
-    ])
+    text = "\n".join(
+        [
+            "FROM debian:12 AS one",
+            "RUN echo a \\",
+            "# FROM comment AS inside_continuation",
+            "",
+            "  FROM-looking-arg \\",
+            "  done",
+            "RUN <<EOF",
+            "FROM heredoc AS not_a_stage",
+            "EOF",
+            "FROM \\",
+            "  --platform=$BUILDPLATFORM \\",
+            "  debian:12 \\",
+            "  AS two",
+            "# FROM x AS commented_out",
+        ]
+    )
     assert names(text) == ["one", "two"]
     runs = [args for _, word, args in instructions(text) if word == "RUN"]
     assert runs[0] == "echo a FROM-looking-arg done"
@@ -64,12 +66,15 @@ def test_escape_directive_changes_the_continuation_character():
     assert names(text) == ["win"]
 
 
-@pytest.mark.parametrize("bad, words", [
-    ("FROM\n", "names no image"),
-    ("FROM a AS\n", "expected"),
-    ("FROM a B c\n", "expected"),
-    ("FROM a AS 9bad\n", "not a valid stage name"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("FROM\n", "names no image"),
+        ("FROM a AS\n", "expected"),
+        ("FROM a B c\n", "expected"),
+        ("FROM a AS 9bad\n", "not a valid stage name"),
+    ],
+)
 def test_malformed_from_lines_name_the_line(bad, words):
     with pytest.raises(DockerfileError, match=words) as e:
         parse_stages("FROM ok AS fine\n" + bad)
@@ -94,13 +99,21 @@ def test_models_offered_are_the_leaf_targets():
 def test_dockerignore_keeps_what_the_wheel_build_reads():
     # The package build (pyproject.toml) reads these; the context must not drop them.
     ignore = (DOCKERFILE.parent / ".dockerignore").read_text().split()
-    for kept in ["!pyproject.toml", "!README.md", "!scalable/**", "!kernels/**",
-                 "!jupyter-config/**", "!labextension/**"]:
+    for kept in [
+        "!pyproject.toml",
+        "!README.md",
+        "!scalable/**",
+        "!kernels/**",
+        "!jupyter-config/**",
+        "!labextension/**",
+    ]:
         assert kept in ignore
     pyproject = (DOCKERFILE.parent / "pyproject.toml").read_text()
     for source in re.findall(r'^"([^"]+)" = ', pyproject, re.M):
         top = source.split("/")[0]
-        assert f"!{top}/**" in ignore or f"!{source}" in ignore, f"{source} is left out of the context"
+        assert f"!{top}/**" in ignore or f"!{source}" in ignore, (
+            f"{source} is left out of the context"
+        )
 
 
 def stage_text(name: str) -> str:
@@ -110,7 +123,7 @@ def stage_text(name: str) -> str:
     lines = text.splitlines()
     start = next(s.line for s in stages if s.name == name)
     later = [s.line for s in stages if s.line > start]
-    return "\n".join(lines[start - 1: (later[0] - 1) if later else None])
+    return "\n".join(lines[start - 1 : (later[0] - 1) if later else None])
 
 
 def test_scalable_target_installs_this_package_and_ipykernel():
@@ -148,8 +161,9 @@ def test_everything_is_pinned():
             assert re.search(r":\d", args), f"line {line}: base image without a version tag"
         if word == "FROM":
             image = [t for t in args.split() if not t.startswith("--")][0]
-            assert image.startswith("$") or image in targets(DOCKERFILE) or re.search(r":\d", image), (
-                f"line {line}: {image} has no version tag")
+            assert (
+                image.startswith("$") or image in targets(DOCKERFILE) or re.search(r":\d", image)
+            ), f"line {line}: {image} has no version tag"
     # Every pip install names versions or commits, never a bare package.
     for line, word, args in instructions(text):
         if word != "RUN" or "pip install" not in args:
@@ -161,7 +175,8 @@ def test_everything_is_pinned():
             for req in words:
                 if req.startswith(("-", "/")):
                     continue
-                assert "==" in req or re.fullmatch(r"[\w-]+ @ git\+https://\S+@\$\{\w+_COMMIT\}", req), (
-                    f"line {line}: {req} is not pinned")
+                assert "==" in req or re.fullmatch(
+                    r"[\w-]+ @ git\+https://\S+@\$\{\w+_COMMIT\}", req
+                ), f"line {line}: {req} is not pinned"
     for sha in re.findall(r"_COMMIT=(\w+)", text):
         assert len(sha) == 40

@@ -30,13 +30,19 @@ def make_cluster(**kw):
 def probe():
     """A function telling what a task sees of its process (nested: it travels by value, as
     the workers cannot import this module)."""
+
     def process_of_worker(_=None, dask_worker=None):
         import psutil
         from distributed import get_worker
 
         me = psutil.Process()
-        return {"name": (dask_worker or get_worker()).name, "pid": me.pid, "cmdline": " ".join(me.cmdline()),
-                "parent": " ".join(me.parent().cmdline())}
+        return {
+            "name": (dask_worker or get_worker()).name,
+            "pid": me.pid,
+            "cmdline": " ".join(me.cmdline()),
+            "parent": " ".join(me.parent().cmdline()),
+        }
+
     return process_of_worker
 
 
@@ -50,8 +56,14 @@ def test_packed_job_script_forks_its_workers_from_the_forkserver(work):
         # (the variable is passed into the container as the tag's env is)
         assert f"{FORKSERVER_VAR}=forkserver" in worker
         assert "OMP_NUM_THREADS=2" in worker
-        for arg in ("--nworkers 4", "--nanny", "--nthreads 2", "--memory-limit 2048MiB",
-                    "--resources gcam=1", "--no-dashboard --dashboard-address 127.0.0.1:0"):
+        for arg in (
+            "--nworkers 4",
+            "--nanny",
+            "--nthreads 2",
+            "--memory-limit 2048MiB",
+            "--resources gcam=1",
+            "--no-dashboard --dashboard-address 127.0.0.1:0",
+        ):
             assert arg in worker
         # the tag's cpus and memory stay the job's
         assert "#SBATCH --cpus-per-task=8" in lines and "#SBATCH --mem=8G" in lines
@@ -83,12 +95,17 @@ def test_nanny_from_config(work):
 def test_bad_nanny_is_refused_before_anything_is_added(work):
     with pytest.raises(ValueError, match="nanny='no' must be True or False"):
         make_cluster(nanny="no")
-    with pytest.raises(ValueError, match="nanny=False starts one worker per job, but this "
-                                         "cluster packs workers_per_job=2: keep the nanny"):
+    with pytest.raises(
+        ValueError,
+        match="nanny=False starts one worker per job, but this "
+        "cluster packs workers_per_job=2: keep the nanny",
+    ):
         make_cluster(workers_per_job=2, nanny=False)
     with make_cluster(workers_per_job=2) as cluster:
-        with pytest.raises(ValueError, match="workers_per_job=2: keep the nanny or use a "
-                                             "cluster with workers_per_job=1"):
+        with pytest.raises(
+            ValueError,
+            match="workers_per_job=2: keep the nanny or use a cluster with workers_per_job=1",
+        ):
             cluster.add_container(tag="gcam", cpus=2, memory="1G", nanny=False)
         assert cluster.containers == {}
         with pytest.raises(ValueError, match="nanny=0 must be True or False"):
@@ -150,12 +167,30 @@ def test_nanny_false_workers_run_tagged_tasks_in_the_jobs_own_process(work, slur
             # a lost nanny-less worker is a lost job: recovery submits a new one
             name = gcam[0].result()["name"]
             with pytest.raises(Exception):  # noqa: B017 (the worker dies while answering)
-                client.run(os._exit, 1, workers=[
-                    w for w, i in client.scheduler_info()["workers"].items() if i["name"] == name])
-            wait_for(lambda: cluster.targets["gcam"] == 2 and len(
-                [w for w in client.scheduler_info()["workers"].values()
-                 if w["name"].startswith("gcam-") and w["name"] != name]) == 2,
-                240, "a new gcam worker to replace the lost one")
+                client.run(
+                    os._exit,
+                    1,
+                    workers=[
+                        w
+                        for w, i in client.scheduler_info()["workers"].items()
+                        if i["name"] == name
+                    ],
+                )
+            wait_for(
+                lambda: (
+                    cluster.targets["gcam"] == 2
+                    and len(
+                        [
+                            w
+                            for w in client.scheduler_info()["workers"].values()
+                            if w["name"].startswith("gcam-") and w["name"] != name
+                        ]
+                    )
+                    == 2
+                ),
+                240,
+                "a new gcam worker to replace the lost one",
+            )
             assert client.submit(sum, [1, 2], tag="gcam").result(timeout=120) == 3
 
 
@@ -167,4 +202,6 @@ def test_local_nanny_false_workers_run_tagged_tasks(tmp_path):
             client.wait_for_workers(1, timeout=120)
             info = client.submit(probe(), tag="a").result(timeout=60)
             assert "--no-nanny" in info["cmdline"]
-            assert client.submit(lambda k: os.environ.get(k), "WHO", tag="a").result(timeout=60) == "a"
+            assert (
+                client.submit(lambda k: os.environ.get(k), "WHO", tag="a").result(timeout=60) == "a"
+            )

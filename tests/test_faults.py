@@ -26,8 +26,11 @@ FAST_RECOVERY = {"scalable.recovery.interval": "0.5s", "scalable.recovery.backof
 
 def live_jobs(cluster_id):
     out = run(["squeue", "--noheader", "--array", "--format=%i|%j|%T"]).stdout
-    return [line.split("|") for line in out.splitlines()
-            if f"sc-{cluster_id}-" in line and "COMPLETING" not in line]
+    return [
+        line.split("|")
+        for line in out.splitlines()
+        if f"sc-{cluster_id}-" in line and "COMPLETING" not in line
+    ]
 
 
 @pytest.fixture
@@ -38,8 +41,11 @@ def work(tmp_path, make_image, apptainer, monkeypatch):
 
 
 def names_of(client, tag):
-    return sorted(w["name"] for w in client.scheduler_info()["workers"].values()
-                  if w["name"].startswith(f"{tag}-"))
+    return sorted(
+        w["name"]
+        for w in client.scheduler_info()["workers"].values()
+        if w["name"].startswith(f"{tag}-")
+    )
 
 
 def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
@@ -57,8 +63,11 @@ def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
         with ScalableClient(cluster) as client:
             client.wait_for_workers(2, timeout=180)
             fut = client.submit(slow, 21, tag="gcam")
-            running_on = wait_for(lambda: [a for a, keys in client.processing().items() if keys],
-                                  30, "the task to be sent")[0]
+            running_on = wait_for(
+                lambda: [a for a, keys in client.processing().items() if keys],
+                30,
+                "the task to be sent",
+            )[0]
             wait_for(lambda: runs.exists() and "run" in runs.read_text(), 60, "the task to start")
             name = client.scheduler_info()["workers"][running_on]["name"]
             run(["scancel", cluster.workers[name].job_id])  # "cancelled from outside"
@@ -73,29 +82,47 @@ def test_cancelled_job_is_replaced_and_its_task_still_finishes(work, slurm):
 def cancel_again_and_again(cluster, started):
     """scancel a worker's job once ``started(job)`` holds, more times than give-up allows."""
     for _ in range(cluster._watcher.max_failures + 1):
-        victim = wait_for(lambda: [j for j in cluster.workers.values()
-                                   if getattr(j, "job_id", None) and started(j)], 60,
-                          "a job to cancel")[0].job_id
+        victim = wait_for(
+            lambda: [
+                j for j in cluster.workers.values() if getattr(j, "job_id", None) and started(j)
+            ],
+            60,
+            "a job to cancel",
+        )[0].job_id
         run(["scancel", victim])
-        wait_for(lambda victim=victim: len(cluster.workers) == 2 and victim not in
-                 {getattr(j, "job_id", None) for j in cluster.workers.values()},
-                 30, f"a replacement for job {victim}")
+        wait_for(
+            lambda victim=victim: (
+                len(cluster.workers) == 2
+                and victim not in {getattr(j, "job_id", None) for j in cluster.workers.values()}
+            ),
+            30,
+            f"a replacement for job {victim}",
+        )
     assert cluster.tag_errors == {} and cluster.pools["gcam"].failures == 0
     assert cluster.targets == {"gcam": 2}
     assert len(live_jobs(cluster.cluster_id)) == 2
 
 
 @pytest.mark.parametrize("when", ["pending", "starting"])
-def test_jobs_cancelled_before_connecting_are_replaced_not_counted_as_failed_starts(work, slurm, when):
+def test_jobs_cancelled_before_connecting_are_replaced_not_counted_as_failed_starts(
+    work, slurm, when
+):
     # pending: the jobs wait for a begin time an hour away; starting: they run, but their
     # worker starts only after a long prologue
-    extra = ({"job_extra_directives": ["--begin=now+3600"]} if when == "pending"
-             else {"job_script_prologue": ["sleep 120"]})
-    with dask.config.set(FAST_RECOVERY), SlurmCluster(queue="slurm", interface="lo", **extra) as cluster:
+    extra = (
+        {"job_extra_directives": ["--begin=now+3600"]}
+        if when == "pending"
+        else {"job_script_prologue": ["sleep 120"]}
+    )
+    with (
+        dask.config.set(FAST_RECOVERY),
+        SlurmCluster(queue="slurm", interface="lo", **extra) as cluster,
+    ):
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_workers("gcam", 2)
-        cancel_again_and_again(cluster, lambda job: when == "pending" or
-                               os.path.exists(cluster._log_path(job)))
+        cancel_again_and_again(
+            cluster, lambda job: when == "pending" or os.path.exists(cluster._log_path(job))
+        )
 
 
 def test_node_failure_workers_come_back_elsewhere(work, slurm):
@@ -111,10 +138,15 @@ def test_node_failure_workers_come_back_elsewhere(work, slurm):
             victim = sorted(nodes)[0]
             slurm.stop_node(victim)
             try:
+
                 def recovered():
                     jobs = [j for j in cluster.jobs() if j["state"] == "RUNNING"]
-                    return len(names_of(client, "gcam")) == 2 and len(jobs) == 2 and \
-                        victim not in {j["node"] for j in jobs}
+                    return (
+                        len(names_of(client, "gcam")) == 2
+                        and len(jobs) == 2
+                        and victim not in {j["node"] for j in jobs}
+                    )
+
                 wait_for(recovered, 120, "workers back on other nodes", every=1)
                 assert client.submit(sum, [1, 2], tag="gcam").result(timeout=60) == 3
             finally:
@@ -137,17 +169,28 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
         print(c.cluster_id, c2.cluster_id, flush=True)
         time.sleep(600)
     """)
-    other = run(["sbatch", "--parsable", "-J", "not-scalable", "--begin=now+3600", "--wrap", "true"]
-                ).stdout.strip()
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=work, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ})
+    other = run(
+        ["sbatch", "--parsable", "-J", "not-scalable", "--begin=now+3600", "--wrap", "true"]
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     try:
         ready = select.select([proc.stdout], [], [], 360)[0]  # never wait for ever in CI
         assert ready, "the cluster process did not start its workers within 360 s"
         running_id, pending_id = proc.stdout.readline().split()
         assert len(live_jobs(running_id)) == 2 and len(live_jobs(pending_id)) == 2
-        listing = subprocess.run([sys.executable, "-m", "scalable.cli", "jobs"], cwd=work,
-                                 capture_output=True, text=True, timeout=60).stdout
+        listing = subprocess.run(
+            [sys.executable, "-m", "scalable.cli", "jobs"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         assert running_id in listing and pending_id in listing and "(cluster dead)" not in listing
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -157,8 +200,13 @@ def test_killed_client_process_leaves_no_jobs_and_cleanup_spares_others(work, sl
     assert len(live_jobs(pending_id)) == 2  # pending jobs have no worker to notice
     with pytest.warns(UserWarning, match="2 Slurm job.*scalable cleanup"):
         SlurmCluster(queue="slurm", interface="lo").close()
-    out = subprocess.run([sys.executable, "-m", "scalable.cli", "cleanup"], cwd=work,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "scalable.cli", "cleanup"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "cancelled 2 job(s)" in out
     wait_for(lambda: not live_jobs(pending_id), 30, "cleanup to cancel the pending jobs")
     assert other in {j["job_id"] for j in slurm.squeue()}  # never another job of the user
@@ -172,10 +220,16 @@ def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slur
 
     # a replacement has 36 s to connect before its predecessor retires (about 5 s when idle,
     # 10-20 s on a loaded machine)
-    settings = {**FAST_RECOVERY, "scalable.slurm.lifetime": "40s",
-                "scalable.slurm.lifetime-stagger": "1s", "scalable.recovery.rollover-lead": "36s"}
-    with dask.config.set(settings), SlurmCluster(queue="slurm", walltime="00:01:00",
-                                                 interface="lo") as cluster:
+    settings = {
+        **FAST_RECOVERY,
+        "scalable.slurm.lifetime": "40s",
+        "scalable.slurm.lifetime-stagger": "1s",
+        "scalable.recovery.rollover-lead": "36s",
+    }
+    with (
+        dask.config.set(settings),
+        SlurmCluster(queue="slurm", walltime="00:01:00", interface="lo") as cluster,
+    ):
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_workers("gcam", 1)
         with ScalableClient(cluster) as client:
@@ -218,6 +272,7 @@ def test_tls_security_with_containerized_workers(work, slurm):
         assert "--tls-ca-file" in cluster.job_script("gcam")
         cluster.add_workers("gcam", 1)
         with ScalableClient(cluster, security=cluster.security) as client:
+
             def image():
                 return os.environ["APPTAINER_NAME"]
 

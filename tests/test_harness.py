@@ -31,17 +31,30 @@ def test_cluster_is_up(slurm):
 
 def test_job_runs_to_completion(slurm, tmp_path):
     out = tmp_path / "out.txt"
-    job = slurm.sbatch("--partition=slurm", f"--output={out}", "--job-name=tiny",
-                 "--wrap", "echo ran on $SLURMD_NODENAME")
+    job = slurm.sbatch(
+        "--partition=slurm",
+        f"--output={out}",
+        "--job-name=tiny",
+        "--wrap",
+        "echo ran on $SLURMD_NODENAME",
+    )
     wait_for(lambda: out.exists() and "ran on cn" in out.read_text())
     wait_for(lambda: not [j for j in slurm.squeue() if j["job_id"] == job])
 
 
 def test_array_gives_one_task_per_index(slurm, tmp_path):
-    job = slurm.sbatch("--array=0-3", f"--output={tmp_path}/task-%a.txt",
-                 "--wrap", "echo $SLURM_ARRAY_TASK_ID; sleep 1")
-    tasks = wait_for(lambda: [j for j in slurm.squeue("--array") if j["job_id"].startswith(job + "_")]
-                     and [j for j in slurm.squeue("--array") if j["job_id"].startswith(job + "_")])
+    job = slurm.sbatch(
+        "--array=0-3",
+        f"--output={tmp_path}/task-%a.txt",
+        "--wrap",
+        "echo $SLURM_ARRAY_TASK_ID; sleep 1",
+    )
+    tasks = wait_for(
+        lambda: (
+            [j for j in slurm.squeue("--array") if j["job_id"].startswith(job + "_")]
+            and [j for j in slurm.squeue("--array") if j["job_id"].startswith(job + "_")]
+        )
+    )
     assert len(tasks) == 4
     assert {t["job_id"] for t in tasks} == {f"{job}_{i}" for i in range(4)}
     for i in range(4):
@@ -50,16 +63,25 @@ def test_array_gives_one_task_per_index(slurm, tmp_path):
 
 
 def test_scancel_ends_a_running_job(slurm):
-    job = slurm.sbatch("--partition=debug", "--output=/dev/null", "--job-name=sleeper",
-                 "--wrap", "sleep 300")
-    running = wait_for(lambda: [j for j in slurm.squeue() if j["job_id"] == job
-                                and j["state"] == "RUNNING"])
+    job = slurm.sbatch(
+        "--partition=debug", "--output=/dev/null", "--job-name=sleeper", "--wrap", "sleep 300"
+    )
+    running = wait_for(
+        lambda: [j for j in slurm.squeue() if j["job_id"] == job and j["state"] == "RUNNING"]
+    )
     assert running[0]["partition"] == "debug" and running[0]["name"] == "sleeper"
     slurm.run(["scancel", job])
     wait_for(lambda: not [j for j in slurm.squeue() if j["job_id"] == job])
     # The job's processes are gone too, not only its queue entry.
-    wait_for(lambda: not [p for p in processes_of(slurm.directory)
-                          if b"sleep\x00300" in Path(f"/proc/{p}/cmdline").read_bytes()])
+    wait_for(
+        lambda: (
+            not [
+                p
+                for p in processes_of(slurm.directory)
+                if b"sleep\x00300" in Path(f"/proc/{p}/cmdline").read_bytes()
+            ]
+        )
+    )
 
 
 def test_cancel_all_empties_the_queue(slurm):
@@ -101,25 +123,36 @@ def test_two_clusters_do_not_collide(slurm):
 def test_command_line_start_and_stop(tmp_path):
     harness = Path(__file__).with_name("slurm_harness.py")
     directory = tmp_path / "cli-slurm"
-    out = subprocess.run([sys.executable, str(harness), "start", "--dir", str(directory),
-                          "--nodes", "1"], capture_output=True, text=True, timeout=90, check=True)
+    out = subprocess.run(
+        [sys.executable, str(harness), "start", "--dir", str(directory), "--nodes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
     conf = out.stdout.strip()
     try:
         assert conf == str(directory / "slurm.conf")
-        sinfo = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%N %t"],
-                               env={**os.environ, "SLURM_CONF": conf},
-                               capture_output=True, text=True, check=True).stdout.split()
+        sinfo = subprocess.run(
+            ["sinfo", "--noheader", "--Node", "--format=%N %t"],
+            env={**os.environ, "SLURM_CONF": conf},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         assert sinfo[:2] == ["cn1", "idle"]
     finally:
-        subprocess.run([sys.executable, str(harness), "stop", "--dir", str(directory)],
-                       timeout=60, check=True)
+        subprocess.run(
+            [sys.executable, str(harness), "stop", "--dir", str(directory)], timeout=60, check=True
+        )
     assert not directory.exists()
     assert not processes_of(str(directory))
 
 
 def test_a_daemon_that_cannot_start_is_reported_at_once(tmp_path):
-    broken = SlurmTestCluster(n_nodes=1, directory=str(tmp_path / "broken"),
-                              extra_conf="SelectType=select/does_not_exist")
+    broken = SlurmTestCluster(
+        n_nodes=1, directory=str(tmp_path / "broken"), extra_conf="SelectType=select/does_not_exist"
+    )
     start = time.monotonic()
     with pytest.raises(DaemonExited, match="slurmctld exited"):
         broken.start(timeout=60)

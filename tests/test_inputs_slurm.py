@@ -16,12 +16,16 @@ from waiting import wait_for
 pytestmark = pytest.mark.slurm
 
 #: spaces, both quotes, a comment sign, shell operators and a Slurm pattern
-WEIRD = "my \"runs\" it's #1 ;& (x) %j"
+WEIRD = 'my "runs" it\'s #1 ;& (x) %j'
 
 
 def live_jobs(slurm, cluster_id):
-    return [j for j in slurm.squeue("--array") if j["name"].startswith(f"sc-{cluster_id}-")
-            and j["state"] not in ("COMPLETING", "COMPLETED", "CANCELLED")]
+    return [
+        j
+        for j in slurm.squeue("--array")
+        if j["name"].startswith(f"sc-{cluster_id}-")
+        and j["state"] not in ("COMPLETING", "COMPLETED", "CANCELLED")
+    ]
 
 
 def test_a_work_dir_with_spaces_and_quotes_works_end_to_end(tmp_path, make_image, apptainer, slurm):
@@ -33,19 +37,36 @@ def test_a_work_dir_with_spaces_and_quotes_works_end_to_end(tmp_path, make_image
     def look():
         with open("/in/f.txt") as f:
             data = f.read()
-        return (os.environ.get("LIST"), os.environ.get("PAIRS"), os.environ.get("B"), data,
-                os.environ.get("APPTAINER_NAME"), os.getcwd())
+        return (
+            os.environ.get("LIST"),
+            os.environ.get("PAIRS"),
+            os.environ.get("B"),
+            data,
+            os.environ.get("APPTAINER_NAME"),
+            os.getcwd(),
+        )
 
     cluster = SlurmCluster(queue="slurm", walltime="00:10:00", interface="lo", work_dir=str(work))
     try:
-        cluster.add_container(tag="gcam", cpus=1, memory="300M", dirs={"in data": "/in"},
-                              env={"LIST": "a,b,c", "PAIRS": "x=1,B=injected"})
+        cluster.add_container(
+            tag="gcam",
+            cpus=1,
+            memory="300M",
+            dirs={"in data": "/in"},
+            env={"LIST": "a,b,c", "PAIRS": "x=1,B=injected"},
+        )
         cluster.add_workers(tag="gcam", n=1)
         with ScalableClient(cluster) as client:
             got = client.submit(look, tag="gcam", pure=False).result(timeout=180)
         # a value with commas arrives whole, and injects no variable of its own
-        assert got == ("a,b,c", "x=1,B=injected", None, "bound whole", "gcam_container.sif",
-                       str(work))
+        assert got == (
+            "a,b,c",
+            "x=1,B=injected",
+            None,
+            "bound whole",
+            "gcam_container.sif",
+            str(work),
+        )
         logs = list((work / "logs").iterdir())
         assert logs and all(p.name.startswith(f"sc-{cluster.cluster_id}-gcam-") for p in logs)
     finally:
@@ -69,12 +90,18 @@ time.sleep(600)
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_to_the_process_holding_a_cluster_cancels_its_jobs(
-        tmp_path, make_image, apptainer, slurm, signum):
+    tmp_path, make_image, apptainer, slurm, signum
+):
     make_image("gcam", tmp_path / "containers")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     cluster_id = None
     try:
         cluster_id = proc.stdout.readline().strip()
@@ -85,7 +112,9 @@ def test_a_signal_to_the_process_holding_a_cluster_cancels_its_jobs(
         # closed first, then ended by the default handler, as without scalable
         assert proc.returncode == -signum, err
         wait_for(lambda: not live_jobs(slurm, cluster_id), 60, "no job of the cluster left")
-        assert not os.path.exists(os.path.join(records.record_dir(str(tmp_path)), f"{cluster_id}.json"))
+        assert not os.path.exists(
+            os.path.join(records.record_dir(str(tmp_path)), f"{cluster_id}.json")
+        )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -19,7 +19,7 @@ from scalable import SlurmCluster
 from scalable.containers import ContainerError
 
 #: every character a shell or sbatch treats specially, short of what no runtime can bind
-WEIRD = "my \"runs\" it's #1 $HOME ;&|<>(){}*?[] %x"
+WEIRD = 'my "runs" it\'s #1 $HOME ;&|<>(){}*?[] %x'
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def directives(script) -> dict:
     out = {}
     for line in script.splitlines():
         if line.startswith("#SBATCH "):
-            words = shlex.split(line[len("#SBATCH "):])
+            words = shlex.split(line[len("#SBATCH ") :])
             if "=" in words[0]:
                 words = words[0].split("=", 1)
             out[words[0]] = words[1] if len(words) > 1 else None
@@ -69,7 +69,7 @@ def test_every_path_in_the_script_is_quoted(weird_work):
 
 def test_tls_files_under_a_work_dir_with_spaces_are_quoted(tmp_path, make_image):
     # (no "$" here: dask-jobqueue expands variables in the directory it writes TLS files to)
-    weird_work = tmp_path / "my \"tls\" it's #1 %x"
+    weird_work = tmp_path / 'my "tls" it\'s #1 %x'
     make_image("gcam", weird_work / "containers")
     with cluster(weird_work, security=True) as c:
         c.add_container(tag="gcam")
@@ -80,14 +80,17 @@ def test_tls_files_under_a_work_dir_with_spaces_are_quoted(tmp_path, make_image)
     assert not os.path.exists(path)  # removed at close
 
 
-@pytest.mark.parametrize("memory, mem, limit", [
-    ("1500M", "1500M", "1500MiB"),      # dask-jobqueue asked for 2G
-    ("20G", "20G", "20480MiB"),
-    ("512M", "512M", "512MiB"),
-    ("1.5 GB", "1431M", "1500000000"),  # decimal bytes: Slurm gets whole MiB, rounded up
-    ("2.5G", "2560M", "2560MiB"),
-    (3 * 2**20 + 1, "4M", str(3 * 2**20 + 1)),
-])
+@pytest.mark.parametrize(
+    "memory, mem, limit",
+    [
+        ("1500M", "1500M", "1500MiB"),  # dask-jobqueue asked for 2G
+        ("20G", "20G", "20480MiB"),
+        ("512M", "512M", "512MiB"),
+        ("1.5 GB", "1431M", "1500000000"),  # decimal bytes: Slurm gets whole MiB, rounded up
+        ("2.5G", "2560M", "2560MiB"),
+        (3 * 2**20 + 1, "4M", str(3 * 2**20 + 1)),
+    ],
+)
 def test_slurm_is_asked_for_exactly_the_memory_of_the_tag(tmp_path, make_image, memory, mem, limit):
     make_image("gcam", tmp_path / "containers")
     with cluster(tmp_path) as c:
@@ -121,12 +124,16 @@ def test_n_is_bounded_and_answered_at_once(tmp_path, make_image):
     make_image("gcam", tmp_path / "containers")
     with cluster(tmp_path) as c:
         c.add_container(tag="gcam")
-        for call in (lambda: c.add_workers(n=10**20, tag="gcam"),
-                     lambda: c.scale_tag("gcam", 99999999999999999999),
-                     lambda: c.scale(1001, tag="gcam"),
-                     lambda: c.remove_workers(n=10**20, tag="gcam")):
+        for call in (
+            lambda: c.add_workers(n=10**20, tag="gcam"),
+            lambda: c.scale_tag("gcam", 99999999999999999999),
+            lambda: c.scale(1001, tag="gcam"),
+            lambda: c.remove_workers(n=10**20, tag="gcam"),
+        ):
             started = time.monotonic()
-            with pytest.raises(ValueError, match=r"more than scalable.max-workers-per-tag \(1000\)"):
+            with pytest.raises(
+                ValueError, match=r"more than scalable.max-workers-per-tag \(1000\)"
+            ):
                 call()
             assert time.monotonic() - started < 5  # a check, not 10**20 worker specs
         assert c.targets == {"gcam": 0} and not c.worker_spec
@@ -143,6 +150,7 @@ def test_the_bound_is_a_setting(tmp_path, make_image):
 
 
 # -- signal handlers ----------------------------------------------------------------------------
+
 
 def test_handlers_are_installed_while_a_cluster_is_open_and_restored_after(tmp_path, make_image):
     calls = []
@@ -188,8 +196,14 @@ def test_an_ignored_signal_stays_ignored(tmp_path):
 
 def _python(code, **kw):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_importing_scalable_leaves_signal_handlers_as_found():
@@ -248,8 +262,10 @@ def test_a_fifo_or_link_target_at_a_job_log_name_neither_blocks_nor_is_read(tmp_
         fifo = c._log_path(job)
         os.mkfifo(fifo)
         seen = {}
-        reader = threading.Thread(target=lambda: seen.update(ended=c._ended_outside(job),
-                                                             log=c._read_log(job)), daemon=True)
+        reader = threading.Thread(
+            target=lambda: seen.update(ended=c._ended_outside(job), log=c._read_log(job)),
+            daemon=True,
+        )
         reader.start()
         reader.join(120)  # a blocking open never returns
         blocked = reader.is_alive()

@@ -49,9 +49,14 @@ def test_each_tag_has_its_own_header(work, make_cluster):
     cluster.add_container(tag="stitches", cpus=6, memory="50G")
     gcam, stitches = cluster.job_script("gcam"), cluster.job_script("stitches")
     assert directives(gcam) == [
-        f"#SBATCH -J sc-{cluster.cluster_id}-gcam", "#SBATCH -p slurm", "#SBATCH -n 1",
-        "#SBATCH --cpus-per-task=10", "#SBATCH --mem=20G", "#SBATCH -t 00:20:00",
-        f"#SBATCH -o {work}/logs/%x-%A_%a.log"]
+        f"#SBATCH -J sc-{cluster.cluster_id}-gcam",
+        "#SBATCH -p slurm",
+        "#SBATCH -n 1",
+        "#SBATCH --cpus-per-task=10",
+        "#SBATCH --mem=20G",
+        "#SBATCH -t 00:20:00",
+        f"#SBATCH -o {work}/logs/%x-%A_%a.log",
+    ]
     assert f"#SBATCH -J sc-{cluster.cluster_id}-stitches" in directives(stitches)
     assert "#SBATCH --cpus-per-task=6" in directives(stitches)
     assert "#SBATCH --mem=50G" in directives(stitches)
@@ -73,16 +78,20 @@ def test_array_or_one_job_per_worker(work, make_cluster, array):
 def test_each_array_task_picks_its_worker_name_in_bash(work, make_cluster):
     cluster = make_cluster()
     cluster.add_container(tag="gcam", cpus=1, memory="256M")
-    job = TaggedSlurmJob(cluster.scheduler_address, name="gcam-0",
-                         **cluster._job_options("gcam"))
+    job = TaggedSlurmJob(cluster.scheduler_address, name="gcam-0", **cluster._job_options("gcam"))
     script = job.job_script(["gcam-0", "gcam-1", "odd name;$(x)"])
     assignments = [line for line in script.splitlines() if line.startswith("SCALABLE_")]
     for task, expected in [(None, "gcam-0"), ("1", "gcam-1"), ("2", "odd name;$(x)")]:
         env = {"PATH": "/usr/bin:/bin"}
         if task is not None:
             env["SLURM_ARRAY_TASK_ID"] = task
-        out = subprocess.run(["bash", "-c", "\n".join([*assignments, 'echo "$SCALABLE_WORKER_NAME"'])],
-                             capture_output=True, text=True, env=env, timeout=60)
+        out = subprocess.run(
+            ["bash", "-c", "\n".join([*assignments, 'echo "$SCALABLE_WORKER_NAME"'])],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert out.stdout == f"{expected}\n", out.stderr
 
 
@@ -95,8 +104,9 @@ def test_packed_workers_share_the_job(work, make_cluster):
     for arg in ("--nworkers 2", "--nthreads 2", "--memory-limit 1024MiB"):
         assert arg in worker
     cluster.add_container(tag="stitches", cpus=3, memory="1G")
-    with pytest.raises(ValueError, match="cpus=3 cannot be shared by workers_per_job=2: "
-                                         "use a multiple of 2"):
+    with pytest.raises(
+        ValueError, match="cpus=3 cannot be shared by workers_per_job=2: use a multiple of 2"
+    ):
         cluster.job_script("stitches")
 
 
@@ -122,15 +132,24 @@ def test_binds_and_env_are_quoted_for_the_shell(work, make_cluster):
     odd = work / "data dir;$(touch pwned)"
     odd.mkdir()
     cluster = make_cluster()
-    cluster.add_container(tag="gcam", cpus=1, memory="1G", dirs={str(odd): "/in put"},
-                          env={"GREETING": "a $b 'c' \"d\"; e"})
+    cluster.add_container(
+        tag="gcam",
+        cpus=1,
+        memory="1G",
+        dirs={str(odd): "/in put"},
+        env={"GREETING": "a $b 'c' \"d\"; e"},
+    )
     worker = cluster.job_script("gcam").splitlines()[-1]
     argv = shlex.split(worker.split(" --name ")[0])
     assert argv[0] == "env" and "APPTAINERENV_GREETING=a $b 'c' \"d\"; e" in argv
     assert argv[argv.index("--bind") + 1] == f"{odd}:/in put"
     # the shell sees the same words: echo them through a real bash, which runs nothing
-    out = subprocess.run(["bash", "-c", "printf '%s\\n' " + worker.split(" python ")[0]],
-                         capture_output=True, text=True, timeout=60)
-    assert out.stdout.splitlines()[:len(argv)] == argv[:len(out.stdout.splitlines())]
+    out = subprocess.run(
+        ["bash", "-c", "printf '%s\\n' " + worker.split(" python ")[0]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.splitlines()[: len(argv)] == argv[: len(out.stdout.splitlines())]
     assert "--bind" in out.stdout.splitlines()
     assert not (work / "pwned").exists()

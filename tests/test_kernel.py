@@ -20,8 +20,13 @@ TESTS_BIN = Path(__file__).parent / "bin"
 
 
 def scalable_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "scalable.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "scalable.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -113,24 +118,39 @@ def wait_until(predicate, timeout=60.0, what="condition"):
 
 # --- install / list / remove ---------------------------------------------------------------
 
+
 def test_install_writes_a_launcher_kernelspec_with_logos(kernel_env):
     prefix, work = kernel_env["prefix"], kernel_env["work"]
     data = work / "data"
     data.mkdir()
-    r = scalable_cli("kernel", "install", "--prefix", str(prefix), "--image",
-                     str(work / "containers" / "scalable_container.sif"), "--bind", f"{data}:/data",
-                     "--env", "OMP_NUM_THREADS=2")
+    r = scalable_cli(
+        "kernel",
+        "install",
+        "--prefix",
+        str(prefix),
+        "--image",
+        str(work / "containers" / "scalable_container.sif"),
+        "--bind",
+        f"{data}:/data",
+        "--env",
+        "OMP_NUM_THREADS=2",
+    )
     assert r.returncode == 0, r.stderr
     folder = prefix / "share" / "jupyter" / "kernels" / "scalable"
     spec = json.loads((folder / "kernel.json").read_text())
-    assert spec["argv"][:2] == [sys.executable, str(Path(scalable.kernel.__file__).with_name("launcher.py"))]
+    assert spec["argv"][:2] == [
+        sys.executable,
+        str(Path(scalable.kernel.__file__).with_name("launcher.py")),
+    ]
     assert spec["argv"][-2:] == ["-f", "{connection_file}"]
     argv = spec["argv"]
     assert argv[argv.index("--work-dir") + 1] == str(work)  # the folder holding containers/
     assert argv[argv.index("--bind") + 1] == f"{data}:/data"
     assert argv[argv.index("--env") + 1] == "OMP_NUM_THREADS=2"
     assert spec["display_name"] == "Scalable" and spec["interrupt_mode"] == "signal"
-    assert {"logo-32x32.png", "logo-64x64.png", "logo-svg.svg"} <= {p.name for p in folder.iterdir()}
+    assert {"logo-32x32.png", "logo-64x64.png", "logo-svg.svg"} <= {
+        p.name for p in folder.iterdir()
+    }
     assert (folder / "logo-64x64.png").read_bytes()[:4] == b"\x89PNG"
     assert [k["name"] for k in list_kernels(str(prefix))] == ["scalable"]
     assert "scalable" in scalable_cli("kernel", "list", "--prefix", str(prefix)).stdout
@@ -157,12 +177,15 @@ def test_tag_kernel_uses_the_tag_image_and_config(kernel_env, make_image):
     assert argv[argv.index("--tag") + 1] == "gcam"
 
 
-@pytest.mark.parametrize("option, words", [
-    (["--env", "NOT A VAR"], "must look like NAME=value"),
-    (["--bind", "/no/such/dir:/x"], "does not exist on this machine"),
-    (["--name", "Bad Name!"], "may hold only letters"),
-    (["--tag", "bad-tag"], "is not valid"),
-])
+@pytest.mark.parametrize(
+    "option, words",
+    [
+        (["--env", "NOT A VAR"], "must look like NAME=value"),
+        (["--bind", "/no/such/dir:/x"], "does not exist on this machine"),
+        (["--name", "Bad Name!"], "may hold only letters"),
+        (["--tag", "bad-tag"], "is not valid"),
+    ],
+)
 def test_install_mistakes_are_one_sentence(kernel_env, option, words):
     r = scalable_cli("kernel", "install", "--prefix", str(kernel_env["prefix"]), *option)
     assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr
@@ -175,23 +198,31 @@ def test_missing_image_warns_at_install():
 
 # --- the running kernel --------------------------------------------------------------------
 
+
 @pytest.mark.root
 def test_kernel_runs_in_the_image_with_relay_shims_and_binds(kernel_env, started):
     work, tmp = kernel_env["work"], kernel_env["tmp"]
     data = tmp / "data"
     data.mkdir()
     (data / "hello.txt").write_text("hi")
-    install(work_dir=str(work), binds=[f"{data}:/data"], env=["MY_SETTING=42"],
-            prefix=str(kernel_env["prefix"]))
+    install(
+        work_dir=str(work),
+        binds=[f"{data}:/data"],
+        env=["MY_SETTING=42"],
+        prefix=str(kernel_env["prefix"]),
+    )
     km, kc = started()
-    out, err = run_code(kc, "import os, shutil, json; print(json.dumps({"
-                            "'image': os.environ.get('APPTAINER_NAME'), "
-                            "'relay': os.environ.get('SCALABLE_RELAY'), "
-                            "'registry': os.environ.get('SCALABLE_REGISTRY_DIR'), "
-                            "'work': os.environ.get('DASK_SCALABLE__WORK_DIRECTORY'), "
-                            "'squeue': shutil.which('squeue'), 'cwd': os.getcwd(), "
-                            "'data': open('/data/hello.txt').read(), 'setting': os.environ.get('MY_SETTING'), "
-                            "'relay_ok': os.path.exists(os.environ['SCALABLE_RELAY'])}))")
+    out, err = run_code(
+        kc,
+        "import os, shutil, json; print(json.dumps({"
+        "'image': os.environ.get('APPTAINER_NAME'), "
+        "'relay': os.environ.get('SCALABLE_RELAY'), "
+        "'registry': os.environ.get('SCALABLE_REGISTRY_DIR'), "
+        "'work': os.environ.get('DASK_SCALABLE__WORK_DIRECTORY'), "
+        "'squeue': shutil.which('squeue'), 'cwd': os.getcwd(), "
+        "'data': open('/data/hello.txt').read(), 'setting': os.environ.get('MY_SETTING'), "
+        "'relay_ok': os.path.exists(os.environ['SCALABLE_RELAY'])}))",
+    )
     assert err is None, out
     got = json.loads(out)
     (relay_dir,) = relay_dirs(kernel_env)
@@ -201,11 +232,16 @@ def test_kernel_runs_in_the_image_with_relay_shims_and_binds(kernel_env, started
     assert got["registry"] == str(tmp / "registry") and got["work"] == str(work)
     assert got["cwd"] == str(work / "notebooks")
     assert (got["data"], got["setting"]) == ("hi", "42")
-    out, err = run_code(kc, "import dask, scalable; print(dask.config.get('scalable.work-directory'))")
+    out, err = run_code(
+        kc, "import dask, scalable; print(dask.config.get('scalable.work-directory'))"
+    )
     assert out.strip() == str(work)
     # The relay answers, refusing what is not allowlisted.
-    out, _ = run_code(kc, "import subprocess; r = subprocess.run(['squeue'], capture_output=True, text=True, "
-                          "env={**os.environ, 'SLURM_CONF': '/no/such.conf'}); print(r.returncode)")
+    out, _ = run_code(
+        kc,
+        "import subprocess; r = subprocess.run(['squeue'], capture_output=True, text=True, "
+        "env={**os.environ, 'SLURM_CONF': '/no/such.conf'}); print(r.returncode)",
+    )
     assert out.strip() != "127"
 
 
@@ -213,20 +249,27 @@ def test_kernel_runs_in_the_image_with_relay_shims_and_binds(kernel_env, started
 def test_interrupt_stops_a_sleep_loop(kernel_env, started):
     install(work_dir=str(kernel_env["work"]), prefix=str(kernel_env["prefix"]))
     km, kc = started()
-    msg_id = kc.execute("import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.05)")
+    msg_id = kc.execute(
+        "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.05)"
+    )
     # interrupt only once the loop runs: a kernel between requests ignores SIGINT
     deadline = time.monotonic() + 180
     while True:
         msg = kc.get_iopub_msg(timeout=max(1, deadline - time.monotonic()))
-        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
-                and "looping" in msg["content"]["text"]):
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "stream"
+            and "looping" in msg["content"]["text"]
+        ):
             break
     km.interrupt_kernel()
     while True:
         reply = kc.get_shell_msg(timeout=180)
         if reply["parent_header"].get("msg_id") == msg_id:
             break
-    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert (
+        reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    )
     assert run_code(kc, "print(1 + 1)")[0].strip() == "2"  # the kernel lives on
 
 
@@ -240,13 +283,19 @@ def test_restart_leaves_one_relay_and_shutdown_leaves_none(kernel_env, started):
     km.restart_kernel(now=False)
     kc.wait_for_ready(timeout=240)
     assert run_code(kc, "print('back')")[0].strip() == "back"
-    wait_until(lambda: len(relay_dirs(kernel_env)) == 1 and relay_dirs(kernel_env) != first,
-               what="exactly one new relay")
+    wait_until(
+        lambda: len(relay_dirs(kernel_env)) == 1 and relay_dirs(kernel_env) != first,
+        what="exactly one new relay",
+    )
     assert len(launcher_pids(conn)) == 1
     wait_until(lambda: len(launcher_pids(conn, True)) == 1, what="one watchdog")
     km.shutdown_kernel()
-    wait_until(lambda: not relay_dirs(kernel_env) and not launcher_pids(conn)
-               and not launcher_pids(conn, True), what="no relay left")
+    wait_until(
+        lambda: (
+            not relay_dirs(kernel_env) and not launcher_pids(conn) and not launcher_pids(conn, True)
+        ),
+        what="no relay left",
+    )
 
 
 @pytest.mark.root
@@ -292,8 +341,12 @@ def test_kernel_and_relay_end_when_the_jupyter_server_dies(kernel_env):
     finally:
         server.kill()  # like a Jupyter server killed outright: its kernels must not linger
         server.wait()
-    wait_until(lambda: not launcher_pids(conn) and not launcher_pids(conn, True) and not relay_dirs(kernel_env),
-               what="launcher, watchdog and relay gone")
+    wait_until(
+        lambda: (
+            not launcher_pids(conn) and not launcher_pids(conn, True) and not relay_dirs(kernel_env)
+        ),
+        what="launcher, watchdog and relay gone",
+    )
 
 
 @pytest.mark.parametrize("problem", ["image", "runtime"])
@@ -310,7 +363,9 @@ def test_missing_image_or_runtime_fails_with_one_line(kernel_env, monkeypatch, p
     assert proc.wait(30) == 1
     lines = proc.stderr.read().decode().strip().splitlines()
     assert len(lines) == 1, lines
-    expected = f"image {image} does not exist" if problem == "image" else "'apptainer' is not on PATH"
+    expected = (
+        f"image {image} does not exist" if problem == "image" else "'apptainer' is not on PATH"
+    )
     assert lines[0].startswith("scalable kernel: ") and expected in lines[0]
     km.cleanup_resources()
     assert not relay_dirs(kernel_env)
@@ -322,16 +377,35 @@ def test_launcher_spells_exec_as_the_runtime_does(kernel_env, tmp_path):
 
     image = str(kernel_env["work"] / "containers" / "scalable_container.sif")
     conn = tmp_path / "jupyter-runtime" / "kernel-x.json"
-    args = parser().parse_args(["--image", image, "--work-dir", str(kernel_env["work"]),
-                                "--exec-arg=--nv", "--env", "A=1", "-f", str(conn)])
+    args = parser().parse_args(
+        [
+            "--image",
+            image,
+            "--work-dir",
+            str(kernel_env["work"]),
+            "--exec-arg=--nv",
+            "--env",
+            "A=1",
+            "-f",
+            str(conn),
+        ]
+    )
     relay_dir = str(tmp_path / "relay-x")
     argv, facts = plan(args, relay_dir)
     assert argv[-5:] == ["python", "-c", argv[-3], "-f", str(conn)]
     expected = ContainerRuntime(str(TESTS_BIN / "apptainer"), exec_args=["--nv"]).exec_argv(
-        image, argv[-5:], binds=facts["binds"], env=facts["env"], cwd=os.getcwd())
+        image, argv[-5:], binds=facts["binds"], env=facts["env"], cwd=os.getcwd()
+    )
     assert argv == expected
-    assert facts["binds"] == {str(kernel_env["work"]): str(kernel_env["work"]),
-                              str(conn.parent): str(conn.parent), str(tmp_path / "registry"): str(tmp_path / "registry"),
-                              relay_dir: relay_dir}
-    assert facts["env"] == {"SCALABLE_RELAY": f"{relay_dir}/relay.sock", "SCALABLE_REGISTRY_DIR": str(tmp_path / "registry"),
-                            "DASK_SCALABLE__WORK_DIRECTORY": str(kernel_env["work"]), "A": "1"}
+    assert facts["binds"] == {
+        str(kernel_env["work"]): str(kernel_env["work"]),
+        str(conn.parent): str(conn.parent),
+        str(tmp_path / "registry"): str(tmp_path / "registry"),
+        relay_dir: relay_dir,
+    }
+    assert facts["env"] == {
+        "SCALABLE_RELAY": f"{relay_dir}/relay.sock",
+        "SCALABLE_REGISTRY_DIR": str(tmp_path / "registry"),
+        "DASK_SCALABLE__WORK_DIRECTORY": str(kernel_env["work"]),
+        "A": "1",
+    }

@@ -30,13 +30,17 @@ PLOTS_TS = Path(__file__).resolve().parent.parent / "labextension" / "src" / "pl
 async def test_close_route_closes_the_cluster_in_its_process(jp_fetch, shared_registry, tmp_path):  # noqa: F811
     proc = ClusterProcess(shared_registry, tmp_path)
     try:
-        reply = await fetch_json(jp_fetch, "scalable", "clusters", proc.id, "close", method="POST", body="")
+        reply = await fetch_json(
+            jp_fetch, "scalable", "clusters", proc.id, "close", method="POST", body=""
+        )
         assert reply == {"id": proc.id, "closed": True}
         assert registry.read_entry(proc.id, shared_registry) is None
         assert not registry.is_alive(proc.info | {"host": None})  # its scheduler is gone
         listed = await fetch_json(jp_fetch, "scalable", "clusters")
         assert proc.id not in [c["id"] for c in listed["clusters"]]
-        code, text = await error_of(jp_fetch, "scalable", "clusters", proc.id, "close", method="POST", body="")
+        code, text = await error_of(
+            jp_fetch, "scalable", "clusters", proc.id, "close", method="POST", body=""
+        )
         assert code == 404 and "refresh the list" in text
     finally:
         proc.close()
@@ -48,11 +52,25 @@ def test_panel_of_a_cluster_closed_from_outside_says_closed_and_zeroes_counts(tm
     cluster = LocalCluster(work_dir=str(tmp_path))
     cluster.add_container(tag="model", cpus=1, memory="1G")
     panel = widget.panel_of(cluster)
-    panel.apply({"model": {"target": 2, "pending": 2, "running": 0, "idle": 0, "busy": 0, "waiting_tasks": 0}})
+    panel.apply(
+        {
+            "model": {
+                "target": 2,
+                "pending": 2,
+                "running": 0,
+                "idle": 0,
+                "busy": 0,
+                "waiting_tasks": 0,
+            }
+        }
+    )
     assert "pending <b>2</b>" in panel.counts["model"].value
 
     async def close_as_the_server_does():
-        conn = rpc(cluster.scheduler_address, connection_args=cluster.security.get_connection_args("client"))
+        conn = rpc(
+            cluster.scheduler_address,
+            connection_args=cluster.security.get_connection_args("client"),
+        )
         try:
             return await conn.scalable_close()
         finally:
@@ -68,7 +86,18 @@ def test_panel_of_a_cluster_closed_from_outside_says_closed_and_zeroes_counts(tm
     assert panel.plus["model"].disabled and panel.target["model"].disabled
     assert registry.read_entry(cluster.cluster_id) is None
     # a refresh that was in flight when the cluster closed does not bring the live view back
-    panel.apply({"model": {"target": 2, "pending": 2, "running": 0, "idle": 0, "busy": 0, "waiting_tasks": 0}})
+    panel.apply(
+        {
+            "model": {
+                "target": 2,
+                "pending": 2,
+                "running": 0,
+                "idle": 0,
+                "busy": 0,
+                "waiting_tasks": 0,
+            }
+        }
+    )
     assert "pending <b>0</b>" in panel.counts["model"].value and "closed" in panel.header.value
 
 
@@ -80,13 +109,22 @@ def test_default_names_are_short(tmp_path):
 def test_security_for_reads_the_registry_entry(tmp_path):
     registry_dir = tmp_path / "registry"
     registry_dir.mkdir(mode=0o700)
-    for entry in ({"id": "plain", "scheduler_address": "tcp://127.0.0.1:1"},
-                  {"id": "secure", "scheduler_address": "tls://127.0.0.1:1",
-                   "tls": {"ca": "/x/ca.pem", "cert": "/x/c.pem", "key": "/x/k.pem"}}):
+    for entry in (
+        {"id": "plain", "scheduler_address": "tcp://127.0.0.1:1"},
+        {
+            "id": "secure",
+            "scheduler_address": "tls://127.0.0.1:1",
+            "tls": {"ca": "/x/ca.pem", "cert": "/x/c.pem", "key": "/x/k.pem"},
+        },
+    ):
         (registry_dir / f"{entry['id']}.json").write_text(json.dumps(entry))
     assert connect.security_for("plain", registry_dir) is None
     sec = connect.security_for("secure", registry_dir)
-    assert sec.require_encryption and sec.tls_ca_file == "/x/ca.pem" and sec.tls_client_key == "/x/k.pem"
+    assert (
+        sec.require_encryption
+        and sec.tls_ca_file == "/x/ca.pem"
+        and sec.tls_client_key == "/x/k.pem"
+    )
     with pytest.raises(LookupError, match="insert the client again"):
         connect.security_for("gone", registry_dir)
 
@@ -95,9 +133,14 @@ def test_names_of_finds_the_notebooks_variables(tmp_path):
     from scalable import ScalableClient
 
     with LocalCluster(work_dir=str(tmp_path)) as cluster, ScalableClient(cluster) as c:
-        names = connect.names_of(cluster.cluster_id, {"_": cluster, "my_cluster": cluster, "c": c, "x": 1})
+        names = connect.names_of(
+            cluster.cluster_id, {"_": cluster, "my_cluster": cluster, "c": c, "x": 1}
+        )
         assert names == {"cluster": "my_cluster", "client": "c"}
-        assert connect.names_of("other", {"my_cluster": cluster}) == {"cluster": None, "client": None}
+        assert connect.names_of("other", {"my_cluster": cluster}) == {
+            "cluster": None,
+            "client": None,
+        }
 
 
 def test_every_plot_the_sidebar_offers_is_a_dask_page(tmp_path):

@@ -51,8 +51,9 @@ def start_lab(root, registry, monkeypatch) -> LabServer:
     server = LabServer(root, base_url=BASE_URL)
     labconfig = server.root / ".jupyter-private" / "config" / "labconfig"
     labconfig.mkdir(parents=True)
-    (labconfig / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
     return server.start()
 
 
@@ -71,15 +72,31 @@ def run_in_kernel(lab: LabServer, kernel_id: str, code: str, timeout: float = 12
     ws_url = lab.url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
     msg_id = uuid.uuid4().hex
     message = {
-        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
-                   "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
+        "header": {
+            "msg_id": msg_id,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
     }
 
     async def execute():
-        conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {lab.token}"}))
+        conn = await websocket_connect(
+            HTTPRequest(ws_url, headers={"Authorization": f"token {lab.token}"})
+        )
         try:
             await conn.write_message(json.dumps(message))
             # the reply (shell) may overtake the output (iopub): done at the kernel's "idle"
@@ -113,8 +130,16 @@ def run_in_kernel(lab: LabServer, kernel_id: str, code: str, timeout: float = 12
 @pytest.fixture
 def kernel_cluster(lab, tmp_path):
     """A LocalCluster with tags alpha and beta, made in a notebook's kernel as a user would."""
-    session = lab.api("POST", "api/sessions", {
-        "path": "cluster.ipynb", "name": "cluster.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+    session = lab.api(
+        "POST",
+        "api/sessions",
+        {
+            "path": "cluster.ipynb",
+            "name": "cluster.ipynb",
+            "type": "notebook",
+            "kernel": {"name": "python3"},
+        },
+    )
     code = f"""
 import json
 from scalable import LocalCluster
@@ -183,7 +208,9 @@ def check_sidebar(page, lab, kernel_cluster, errors):
     kernel = card.locator(".jp-ScalableCluster-kernel .jp-ScalableCluster-value")
     assert kernel.inner_text() == "cluster.ipynb"
     assert card.locator(".jp-ScalableTag").evaluate_all("rows => rows.map(r => r.dataset.tag)") == [
-        "alpha", "beta"]
+        "alpha",
+        "beta",
+    ]
     page.screenshot(path=str(ARTIFACTS / "scalable-sidebar.png"))
 
     # + twice on alpha, quicker than a worker starts: the target shows 2 at once, the clicks
@@ -192,12 +219,19 @@ def check_sidebar(page, lab, kernel_cluster, errors):
     alpha = card.locator('.jp-ScalableTag[data-tag="alpha"]')
     assert alpha.locator(".jp-ScalableTag-add").is_visible()
     scale_posts = []
-    page.on("request", lambda r: r.method == "POST" and r.url.split("?")[0].endswith("/scale")
-            and scale_posts.append(r.post_data_json))
+    page.on(
+        "request",
+        lambda r: (
+            r.method == "POST"
+            and r.url.split("?")[0].endswith("/scale")
+            and scale_posts.append(r.post_data_json)
+        ),
+    )
     plus = f'.jp-ScalableCluster[data-cluster-id="{cluster_id}"] .jp-ScalableTag[data-tag="alpha"] .jp-ScalableTag-add'
     # each click redraws the row, so the second click finds the new button
-    page.evaluate("sel => { document.querySelector(sel).click(); document.querySelector(sel).click(); }",
-                  plus)
+    page.evaluate(
+        "sel => { document.querySelector(sel).click(); document.querySelector(sel).click(); }", plus
+    )
     assert alpha.locator(".jp-ScalableTag-target").input_value() == "2"
     page.wait_for_function(RUNNING_IS, arg=[cluster_id, "alpha", 2], timeout=90_000)
     assert scale_posts == [{"tag": "alpha", "n": 2}], scale_posts
@@ -211,8 +245,12 @@ def check_sidebar(page, lab, kernel_cluster, errors):
     tab.wait_for(timeout=30_000)
     src = tab.locator("iframe").get_attribute("src")
     secret = kernel_cluster["dashboard_prefix"]
-    assert src == f"{BASE_URL}proxy/{kernel_cluster['dashboard_port']}{secret}/individual-task-stream"
-    page.frame_locator(".jp-ScalableDashboard iframe").locator("canvas").first.wait_for(timeout=60_000)
+    assert (
+        src == f"{BASE_URL}proxy/{kernel_cluster['dashboard_port']}{secret}/individual-task-stream"
+    )
+    page.frame_locator(".jp-ScalableDashboard iframe").locator("canvas").first.wait_for(
+        timeout=60_000
+    )
     assert busy_tasks(address, tls, "alpha") == list(range(12))
     # the plot's own data (Bokeh's, in the proxied page) holds the 12 tasks just run
     plot = page.frame(url=lambda u: u.endswith("/individual-task-stream"))
@@ -233,7 +271,11 @@ def test_scalable_notebook_from_the_launcher(tmp_path, monkeypatch, apptainer, m
     work.mkdir()
     make_image("scalable", work / "containers")
     prefix = tmp_path / "prefix"
-    install(prefix=str(prefix), image=str(work / "containers" / "scalable_container.sif"), work_dir=str(work))
+    install(
+        prefix=str(prefix),
+        image=str(work / "containers" / "scalable_container.sif"),
+        work_dir=str(work),
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     registry = tmp_path / "registry"
     lab = start_lab(work, registry, monkeypatch)
@@ -241,18 +283,25 @@ def test_scalable_notebook_from_the_launcher(tmp_path, monkeypatch, apptainer, m
         with chromium_page() as page:
             with shot_on_failure(page, "scalable-launcher"):
                 open_sidebar(page, lab)
-                page.locator('.jp-LauncherCard[title="A new notebook on the Scalable kernel"]').click()
+                page.locator(
+                    '.jp-LauncherCard[title="A new notebook on the Scalable kernel"]'
+                ).click()
                 page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for(timeout=60_000)
                 # a cell run before the kernel (started inside its image) is connected does nothing
                 page.get_by_text(re.compile(r"^Scalable \| Idle$")).wait_for(timeout=90_000)
                 page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
                 page.keyboard.insert_text(
                     'import os; from scalable import LocalCluster; cluster = LocalCluster(name="from-launcher"); '
-                    'cluster.add_container(tag="gcam", cpus=1, memory="1G"); print(os.environ["APPTAINER_NAME"])')
+                    'cluster.add_container(tag="gcam", cpus=1, memory="1G"); print(os.environ["APPTAINER_NAME"])'
+                )
                 page.keyboard.press("Shift+Enter")
-                output = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']").first
+                output = page.locator(
+                    ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']"
+                ).first
                 output.wait_for(timeout=90_000)
-                assert output.inner_text().strip() == "scalable_container.sif"  # the kernel ran in the image
+                assert (
+                    output.inner_text().strip() == "scalable_container.sif"
+                )  # the kernel ran in the image
 
                 (entry,) = [json.loads(p.read_text()) for p in registry.glob("*.json")]
                 card = page.locator(f'.jp-ScalableCluster[data-cluster-id="{entry["id"]}"]')

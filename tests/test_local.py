@@ -47,10 +47,24 @@ def test_tags_route_to_their_own_images_and_binds(work, apptainer):
             a = client.gather(client.map(where, range(4), pure=False, tag="a"))
             b = client.submit(where, tag="b").result()
             http = client.run(http_hosts)
-    assert all(r == {"image": "a_container.sif", "tag": ["a"], "sees_a": True, "sees_b": False,
-                     "cwd": str(work)} for r in a)
-    assert b == {"image": "b_container.sif", "tag": ["b"], "sees_a": False, "sees_b": True,
-                 "cwd": str(work)}
+    assert all(
+        r
+        == {
+            "image": "a_container.sif",
+            "tag": ["a"],
+            "sees_a": True,
+            "sees_b": False,
+            "cwd": str(work),
+        }
+        for r in a
+    )
+    assert b == {
+        "image": "b_container.sif",
+        "tag": ["b"],
+        "sees_a": False,
+        "sees_b": True,
+        "cwd": str(work),
+    }
     assert set(map(tuple, http.values())) == {("127.0.0.1",)}  # worker HTTP stays on loopback
 
 
@@ -93,8 +107,13 @@ def test_missing_image_with_path_is_refused(tmp_path):
 
 
 def test_demo_command(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "scalable.cli", "demo"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, "-m", "scalable.cli", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr
     assert "climate -> impacts" in out.stdout
     assert "dashboard http://127.0.0.1:" in out.stdout

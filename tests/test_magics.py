@@ -35,8 +35,9 @@ def backend(request, tmp_path, make_image, apptainer):
     request.getfixturevalue("slurm")
     for tag in ("model", "other"):
         make_image(tag, tmp_path / "containers")
-    return "slurm", (f"cluster --queue slurm --interface lo --walltime 00:10:00 "
-                     f"--work-dir {tmp_path}")
+    return "slurm", (
+        f"cluster --queue slurm --interface lo --walltime 00:10:00 --work-dir {tmp_path}"
+    )
 
 
 def test_every_subcommand(ip, backend, capsys):
@@ -62,15 +63,17 @@ def test_every_subcommand(ip, backend, capsys):
     magic(ip, "remove model 1")
     assert cluster.targets == {"model": 1, "other": 1}
 
-    out = ip.run_cell_magic("scalable", "model",
-                            "import os\nprint('greeting', os.environ.get('GREETING'))\n6 * 7")
+    out = ip.run_cell_magic(
+        "scalable", "model", "import os\nprint('greeting', os.environ.get('GREETING'))\n6 * 7"
+    )
     assert out == 42
     assert "greeting hello" in capsys.readouterr().out
 
     link = magic(ip, "dashboard")
     secret = cluster.dashboard_prefix  # the dashboard answers nothing outside it
     assert link.endswith(f":{cluster.dashboard_port}{secret}/status") or link.endswith(
-        f"/proxy/{cluster.dashboard_port}{secret}/status")
+        f"/proxy/{cluster.dashboard_port}{secret}/status"
+    )
     magic(ip, "logs model --lines 5")
     logs = capsys.readouterr().out
     if kind == "slurm":
@@ -105,27 +108,36 @@ def test_slurm_refusals_are_usage_errors(ip, tmp_path, make_image, apptainer):
     assert ip.user_ns["cluster"].status.name == "running"  # a typo in --new keeps the old one
 
 
-@pytest.mark.parametrize("line, says", [
-    ("scal model 1", "did you mean %scalable scale"),
-    ("scale model", "the following arguments are required: N"),
-    ("scale model two", "not a number of workers"),
-    ("add nosuch 1", "`%scalable container nosuch --cpus 1 --memory 1G` adds one"),
-    ("scale modle 1", "%scalable scale: this cluster has no container 'modle': did you mean model?"),
-    ("scale bad-tag 1", "is not valid"),
-    ("container model --bind", "expected one argument"),
-    ("container model --env NOEQUALS", "KEY=VALUE"),
-    ("container model --memory lots", "--memory lots is not a size between 1 MiB and 1 PiB: write it as Slurm does, e.g. --memory 20G"),
-    ("container model --image /no/such.sif", "or pass --image /path/to/model_container.sif"),
-    ("container model --image /no/such.sif", "does not exist"),
-    ("cluster --local --queue slurm", "--queue is for Slurm clusters"),
-    ("status nosuch", "%scalable status: this cluster has no container 'nosuch'"),
-    ("logs", "required: TAG"),
-    ("scale model 99999999999999999999", "scalable.max-workers-per-tag"),
-    ("add model 5000", "scalable.max-workers-per-tag"),
-    ("container model --image '/no/such", "No closing quotation"),
-    ("container model --memory 0G", "between 1 MiB and 1 PiB"),
-    ("container model --bind data,/etc:/stolen", "contains ','"),
-])
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("scal model 1", "did you mean %scalable scale"),
+        ("scale model", "the following arguments are required: N"),
+        ("scale model two", "not a number of workers"),
+        ("add nosuch 1", "`%scalable container nosuch --cpus 1 --memory 1G` adds one"),
+        (
+            "scale modle 1",
+            "%scalable scale: this cluster has no container 'modle': did you mean model?",
+        ),
+        ("scale bad-tag 1", "is not valid"),
+        ("container model --bind", "expected one argument"),
+        ("container model --env NOEQUALS", "KEY=VALUE"),
+        (
+            "container model --memory lots",
+            "--memory lots is not a size between 1 MiB and 1 PiB: write it as Slurm does, e.g. --memory 20G",
+        ),
+        ("container model --image /no/such.sif", "or pass --image /path/to/model_container.sif"),
+        ("container model --image /no/such.sif", "does not exist"),
+        ("cluster --local --queue slurm", "--queue is for Slurm clusters"),
+        ("status nosuch", "%scalable status: this cluster has no container 'nosuch'"),
+        ("logs", "required: TAG"),
+        ("scale model 99999999999999999999", "scalable.max-workers-per-tag"),
+        ("add model 5000", "scalable.max-workers-per-tag"),
+        ("container model --image '/no/such", "No closing quotation"),
+        ("container model --memory 0G", "between 1 MiB and 1 PiB"),
+        ("container model --bind data,/etc:/stolen", "contains ','"),
+    ],
+)
 def test_mistakes_are_usage_errors_saying_what_to_type(ip, tmp_path, line, says):
     magic(ip, f"cluster --local --work-dir {tmp_path}")
     magic(ip, "container model")
@@ -158,7 +170,9 @@ def test_cell_magic_errors_push_and_reuse(ip, tmp_path, capsys):
     magic(ip, f"cluster --local --work-dir {tmp_path}")
     assert ip.user_ns["cluster"] is first and "Reusing" in capsys.readouterr().out
     magic(ip, "container model")
-    with pytest.raises(UsageError, match="has no workers to run the cell: type `%scalable add model 1`"):
+    with pytest.raises(
+        UsageError, match="has no workers to run the cell: type `%scalable add model 1`"
+    ):
         ip.run_cell_magic("scalable", "model", "1")
     with pytest.raises(UsageError, match="say|required: TAG"):
         ip.run_cell_magic("scalable", "", "1")
@@ -174,7 +188,9 @@ def test_cell_magic_errors_push_and_reuse(ip, tmp_path, capsys):
     assert "The cell failed on worker model-0" in shown and "1 / 0" in shown
     assert "ZeroDivisionError" in shown and "distributed" not in shown
     # an unpicklable result comes back as its repr
-    assert "lock" in repr(ip.run_cell_magic("scalable", "model", "import threading\nthreading.Lock()"))
+    assert "lock" in repr(
+        ip.run_cell_magic("scalable", "model", "import threading\nthreading.Lock()")
+    )
     magic(ip, f"cluster --local --new --work-dir {tmp_path} --as c2 --client-as cl2")
     assert first.status.name == "closed" and ip.user_ns["c2"] is not first
 
@@ -203,7 +219,8 @@ def test_proxied_dashboard_links(ip, tmp_path, monkeypatch):
         magic(ip, f"cluster --local --work-dir {tmp_path}")
         cluster = ip.user_ns["cluster"]
         assert cluster.dashboard_link == (
-            f"/user/ana/proxy/{cluster.dashboard_port}{cluster.dashboard_prefix}/status")
+            f"/user/ana/proxy/{cluster.dashboard_port}{cluster.dashboard_prefix}/status"
+        )
         # the dashboard itself stays on loopback
         sockets = cluster.scheduler.http_server._sockets.values()
         assert {s.getsockname()[0] for s in sockets} == {"127.0.0.1"}
@@ -229,12 +246,15 @@ def test_cell_code_needs_no_scalable_on_the_worker():
 
     cloudpickle.register_pickle_by_value(remote)  # as %%scalable does
     payload = cloudpickle.dumps((remote.run_cell, "x = 6\nprint('six')\nx * 7"))
-    code = ("import pickle, sys; sys.modules['scalable'] = None; "  # `import scalable` fails here
-            "fn, src = pickle.loads(sys.stdin.buffer.read()); out = fn(src); "
-            "print(out['result'], repr(out['stdout']), 'scalable' in sys.modules and "
-            "sys.modules['scalable'] is not None)")
-    done = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True,
-                          timeout=60)
+    code = (
+        "import pickle, sys; sys.modules['scalable'] = None; "  # `import scalable` fails here
+        "fn, src = pickle.loads(sys.stdin.buffer.read()); out = fn(src); "
+        "print(out['result'], repr(out['stdout']), 'scalable' in sys.modules and "
+        "sys.modules['scalable'] is not None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=payload, capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().split() == ["42", "'six\\n'", "False"]
 
@@ -245,8 +265,9 @@ def test_magic_lines_are_split_like_a_shell(ip, tmp_path, make_image):
     image = make_image("model", folder)
     (tmp_path / "in put").mkdir()
     magic(ip, f"cluster --local --work-dir '{tmp_path}'")
-    magic(ip, f"container model --image '{image}' --bind \"in put\":/in "
-                     f"--env 'GREETING=hello, world'")
+    magic(
+        ip, f"container model --image '{image}' --bind \"in put\":/in --env 'GREETING=hello, world'"
+    )
     rows = {r["tag"]: r for r in magic(ip, "containers")}
     assert rows["model"]["image"] == image == str(folder / "model_container.sif")
     assert rows["model"]["env"] == {"GREETING": "hello, world"}

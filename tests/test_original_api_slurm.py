@@ -14,17 +14,17 @@ from waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
-PRELOAD = '''
+PRELOAD = """
 import os
 
 def dask_setup(worker):
     os.environ["PRELOADED_BY"] = "gcam preload"
-'''
+"""
 
-RUN_SCRIPT = '''#!/bin/sh
+RUN_SCRIPT = """#!/bin/sh
 export RUN_SCRIPT_OF="{tag}"
 exec "$@"
-'''
+"""
 
 
 def looker():
@@ -71,14 +71,25 @@ def work(tmp_path, make_image, apptainer, monkeypatch):
 def test_original_style_script_with_its_keywords(work, slurm):
     with pytest.warns(original.OriginalKeywordNote) as notes:
         cluster = SlurmCluster(
-            queue="slurm", walltime="00:20:00", account="GCIMS", interface="lo",
-            silence_logs=False, comm_port=1919, config_overwrite=False,
-            logs_location="worker_logs", suppress_logs=False,
-            worker_env_vars={"SITE_VAR": "from worker_env_vars"}, cpus=1, memory="600M",
-            run_scripts_path="run_scripts", use_run_scripts=True,
+            queue="slurm",
+            walltime="00:20:00",
+            account="GCIMS",
+            interface="lo",
+            silence_logs=False,
+            comm_port=1919,
+            config_overwrite=False,
+            logs_location="worker_logs",
+            suppress_logs=False,
+            worker_env_vars={"SITE_VAR": "from worker_env_vars"},
+            cpus=1,
+            memory="600M",
+            run_scripts_path="run_scripts",
+            use_run_scripts=True,
         )
     assert {str(n.message).split("(")[1].split("=")[0] for n in notes} == {
-        "comm_port", "config_overwrite"}
+        "comm_port",
+        "config_overwrite",
+    }
     try:
         # positional, as in the original's docs: tag, dirs, path, cpus, memory, preload_script
         cluster.add_container("GCAM", {"gcam_data": "/in"}, None, 1, "512M", "preload_gcam.py")
@@ -92,13 +103,23 @@ def test_original_style_script_with_its_keywords(work, slurm):
         client = ScalableClient(cluster)
         gcam = client.submit(looker(), tag="GCAM", n=1).result(timeout=180)
         stitches = client.gather(client.map(looker(), [1, 2], tag="Stitches", n=1))
-        assert gcam == {"image": "gcam_container.sif", "preload": "gcam preload",
-                        "run_script": "gcam", "env": "from worker_env_vars",
-                        "input": "gcam input", "log_level": None}
+        assert gcam == {
+            "image": "gcam_container.sif",
+            "preload": "gcam preload",
+            "run_script": "gcam",
+            "env": "from worker_env_vars",
+            "input": "gcam input",
+            "log_level": None,
+        }
         for row in stitches:
-            assert row == {"image": "stitches_container.sif", "preload": None,
-                           "run_script": "stitches", "env": "from worker_env_vars",
-                           "input": "stitches input", "log_level": None}
+            assert row == {
+                "image": "stitches_container.sif",
+                "preload": None,
+                "run_script": "stitches",
+                "env": "from worker_env_vars",
+                "input": "stitches input",
+                "log_level": None,
+            }
         # logs_location: the job logs are there, with the worker's own log lines
         logs = glob.glob(str(work / "worker_logs" / "*.log"))
         assert len(logs) == 3
@@ -114,11 +135,15 @@ def test_original_style_script_with_its_keywords(work, slurm):
 
 
 def test_suppress_logs_and_run_scripts_required(work, slurm):
-    with SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo", suppress_logs=True,
-                      use_run_scripts=True) as cluster:
+    with SlurmCluster(
+        queue="slurm", walltime="00:20:00", interface="lo", suppress_logs=True, use_run_scripts=True
+    ) as cluster:
         (work / "run_scripts" / "stitches_script.sh").unlink()
-        with pytest.raises(ContainerError, match=r"use_run_scripts=True but there is no run "
-                                                 r"script .*stitches_script\.sh"):
+        with pytest.raises(
+            ContainerError,
+            match=r"use_run_scripts=True but there is no run "
+            r"script .*stitches_script\.sh",
+        ):
             cluster.add_container("stitches", {"stitches_data": "/in"})
         (work / "run_scripts" / "gcam_script.sh").chmod(0o644)
         with pytest.raises(ContainerError, match=r"is not executable: chmod \+x it"):
@@ -135,8 +160,9 @@ def test_suppress_logs_and_run_scripts_required(work, slurm):
         assert "Start worker" not in read(log[0])
 
 
-def test_without_run_scripts_directory_nothing_changes(tmp_path, make_image, apptainer,
-                                                       monkeypatch, slurm):
+def test_without_run_scripts_directory_nothing_changes(
+    tmp_path, make_image, apptainer, monkeypatch, slurm
+):
     make_image("gcam", tmp_path / "containers")
     monkeypatch.chdir(tmp_path)
     with SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo") as cluster:
@@ -152,26 +178,36 @@ def test_images_built_elsewhere_say_which_versions_differ(work, slurm):
     import cloudpickle
     import distributed
 
-    for tag, packages in (("bare", None), ("old", {"distributed": "2023.1.0", "cloudpickle": "2.2.1"})):
+    for tag, packages in (
+        ("bare", None),
+        ("old", {"distributed": "2023.1.0", "cloudpickle": "2.2.1"}),
+    ):
         bin_dir = python_env(work / f"{tag}_env", packages)
         (work / "containers" / f"{tag}_container.sif").write_text(
-            json.dumps({"env": {"PATH": f"{bin_dir}:$PATH"}}))
-    with SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo",
-                      use_run_scripts=False) as cluster:
+            json.dumps({"env": {"PATH": f"{bin_dir}:$PATH"}})
+        )
+    with SlurmCluster(
+        queue="slurm", walltime="00:20:00", interface="lo", use_run_scripts=False
+    ) as cluster:
         for tag in ("bare", "old", "gcam"):
             cluster.add_container(tag, cpus=1, memory="512M")
             cluster.add_workers(tag, 1)
-        wait_for(lambda: set(cluster.tag_errors) == {"bare", "old"}, 180,
-                 "both mismatched tags to report")
+        wait_for(
+            lambda: set(cluster.tag_errors) == {"bare", "old"},
+            180,
+            "both mismatched tags to report",
+        )
         errors = cluster.tag_errors
         want = f"distributed=={distributed.__version__} cloudpickle=={cloudpickle.__version__}"
         assert errors["bare"].startswith(
             f"tag 'bare' cannot start workers: its image {work}/containers/bare_container.sif "
-            f"has no distributed (Python {sys.version_info[0]}.{sys.version_info[1]}); rebuild")
+            f"has no distributed (Python {sys.version_info[0]}.{sys.version_info[1]}); rebuild"
+        )
         assert errors["old"].startswith(
             f"tag 'old' cannot start workers: its image {work}/containers/old_container.sif runs "
             f"distributed 2023.1.0 where the scheduler runs {distributed.__version__}, "
-            f"cloudpickle 2.2.1 where the scheduler runs {cloudpickle.__version__}; rebuild")
+            f"cloudpickle 2.2.1 where the scheduler runs {cloudpickle.__version__}; rebuild"
+        )
         for text in errors.values():
             assert want in text and "check-versions" in text and "\n" not in text
         status = cluster.tag_status()
@@ -180,5 +216,7 @@ def test_images_built_elsewhere_say_which_versions_differ(work, slurm):
         # the refusal is final: no retries were submitted, and the good image still works
         assert cluster.slurm_commands["sbatch"] == 3
         with ScalableClient(cluster) as client:
-            assert client.submit(looker(), tag="gcam").result(timeout=180)["image"] == \
-                "gcam_container.sif"
+            assert (
+                client.submit(looker(), tag="gcam").result(timeout=180)["image"]
+                == "gcam_container.sif"
+            )

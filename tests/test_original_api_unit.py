@@ -22,11 +22,25 @@ def test_star_import_gives_exactly_the_original_names():
     from dask_jobqueue import JobQueueCluster
     from distributed import Security, get_worker
 
-    assert names == {"SlurmCluster", "ScalableClient", "get_worker", "Security", "JobQueueCluster",
-                     "cacheable", "GenericType", "FileType", "DirType", "ValueType", "ObjectType",
-                     "UtilityType"}
+    assert names == {
+        "SlurmCluster",
+        "ScalableClient",
+        "get_worker",
+        "Security",
+        "JobQueueCluster",
+        "cacheable",
+        "GenericType",
+        "FileType",
+        "DirType",
+        "ValueType",
+        "ObjectType",
+        "UtilityType",
+    }
     assert (ns["get_worker"], ns["Security"], ns["JobQueueCluster"]) == (
-        get_worker, Security, JobQueueCluster)
+        get_worker,
+        Security,
+        JobQueueCluster,
+    )
     assert issubclass(ns["SlurmCluster"], JobQueueCluster)
 
 
@@ -57,14 +71,20 @@ def test_preload_script_paths(tmp_path):
     image.write_text("")
 
     def spec(preload, dirs=None):
-        return make_spec("gcam", dirs=dirs, path=str(image), preload_script=preload,
-                         work_dir=str(tmp_path), runtime=None)
+        return make_spec(
+            "gcam",
+            dirs=dirs,
+            path=str(image),
+            preload_script=preload,
+            work_dir=str(tmp_path),
+            runtime=None,
+        )
 
-    assert spec("pre.py").preload == str(tmp_path / "pre.py")      # the work dir is mounted
+    assert spec("pre.py").preload == str(tmp_path / "pre.py")  # the work dir is mounted
     assert spec(str(data / "p2.py"), {str(data): "/in"}).preload == "/in/p2.py"  # via a bind
-    s = spec(str(elsewhere))                                         # bound at its own path
+    s = spec(str(elsewhere))  # bound at its own path
     assert s.preload == str(elsewhere) and s.dirs[str(elsewhere)] == str(elsewhere)
-    assert spec("my_site.preload").preload == "my_site.preload"      # a module in the image
+    assert spec("my_site.preload").preload == "my_site.preload"  # a module in the image
     with pytest.raises(ContainerError, match="preload_script .*missing.py' is not a file"):
         spec("missing.py")
     assert spec("pre.py").describe()["preload"] == str(tmp_path / "pre.py")
@@ -72,9 +92,18 @@ def test_preload_script_paths(tmp_path):
 
 def test_original_keywords_are_taken_with_their_meaning_or_a_note():
     original._noted.clear()
-    kwargs = {"logs_location": "mylogs", "suppress_logs": True, "worker_env_vars": {"A": 1},
-              "cpus": 4, "memory": "8G", "run_scripts_path": "rs", "use_run_scripts": False,
-              "comm_port": 1919, "config_overwrite": False, "security": None}
+    kwargs = {
+        "logs_location": "mylogs",
+        "suppress_logs": True,
+        "worker_env_vars": {"A": 1},
+        "cpus": 4,
+        "memory": "8G",
+        "run_scripts_path": "rs",
+        "use_run_scripts": False,
+        "comm_port": 1919,
+        "config_overwrite": False,
+        "security": None,
+    }
     with pytest.warns(original.OriginalKeywordNote) as notes:
         opts = original.take_original_keywords(kwargs)
     said = " ".join(str(n.message) for n in notes)
@@ -85,7 +114,10 @@ def test_original_keywords_are_taken_with_their_meaning_or_a_note():
     assert opts.defaults == {"cpus": 4, "memory": "8G"}
     assert (opts.run_scripts_path, opts.use_run_scripts) == ("rs", False)
     assert original.worker_env(opts, {"B": "2", "A": "3"}) == {
-        "A": "3", "B": "2", "DASK_LOGGING__DISTRIBUTED": "error"}
+        "A": "3",
+        "B": "2",
+        "DASK_LOGGING__DISTRIBUTED": "error",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the note is shown once per process
         original.take_original_keywords({"comm_port": 1919})
@@ -97,7 +129,9 @@ def test_original_keywords_are_taken_with_their_meaning_or_a_note():
         original.take_original_keywords({"job_cls": object})
     from scalable import SlurmCluster
 
-    with pytest.warns(original.OriginalKeywordNote, match="set_default_request_quantity.*workers_per_job"):
+    with pytest.warns(
+        original.OriginalKeywordNote, match="set_default_request_quantity.*workers_per_job"
+    ):
         SlurmCluster.set_default_request_quantity(5)
 
 
@@ -111,10 +145,15 @@ def local():
 
 def test_positional_order_is_the_originals(local, tmp_path):
     assert local.containers["stitches"].memory == 512 * 2**20
-    with pytest.raises(TypeError, match=r"dirs second.*add_container\('hector', cpus=4, memory='8G'\)"):
+    with pytest.raises(
+        TypeError, match=r"dirs second.*add_container\('hector', cpus=4, memory='8G'\)"
+    ):
         local.add_container("hector", 4, "8G")
-    with pytest.raises(TypeError, match=r"add_workers\(2, 'gcam'\) reads 2 as the tag; write "
-                                        r"cluster\.add_workers\(tag='gcam', n=2\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"add_workers\(2, 'gcam'\) reads 2 as the tag; write "
+        r"cluster\.add_workers\(tag='gcam', n=2\)",
+    ):
         local.add_workers(2, "gcam")
     with pytest.raises(TypeError, match=r"remove_workers\(n=3\)"):
         local.remove_workers(3)
@@ -132,7 +171,9 @@ def test_submit_and_map_take_n_1_and_refuse_more(local):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert client._resources_for("gcam", 1, {}, "submit") == {"resources": {"gcam": 1}}
-    with pytest.raises(ValueError, match=r"submit\(\.\.\., n=2\).*or run several tasks with client\.map"):
+    with pytest.raises(
+        ValueError, match=r"submit\(\.\.\., n=2\).*or run several tasks with client\.map"
+    ):
         client._resources_for("gcam", 2, {}, "submit")
     with pytest.raises(ValueError, match=r"map\(\.\.\., n=3\) asks for 3 workers") as e:
         client._resources_for("gcam", 3, {}, "map")
@@ -154,9 +195,20 @@ def python_env(where, packages=None):
     """A Python environment of an image built elsewhere: a venv, without the host's packages
     unless ``packages`` ({name: version}) are given; those are then declared in the venv (the
     host's other packages stay visible), as an image with other versions would have them."""
-    venv = subprocess.run([sys.executable, "-m", "venv", "--without-pip",
-                           *(["--system-site-packages"] if packages else []), str(where)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    venv = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "venv",
+            "--without-pip",
+            *(["--system-site-packages"] if packages else []),
+            str(where),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert venv.returncode == 0, venv.stderr
     site = glob.glob(str(where / "lib" / "python*" / "site-packages"))[0]
     for name, ver in (packages or {}).items():
@@ -178,4 +230,5 @@ def test_a_local_image_without_distributed_says_so(tmp_path, apptainer):
         cluster.add_workers("bare", 1)
         wait_for(lambda: "bare" in cluster.tag_errors, 120, "the tag to report")
         assert cluster.tag_errors["bare"].startswith(
-            f"tag 'bare' cannot start workers: its image {image} has no distributed")
+            f"tag 'bare' cannot start workers: its image {image} has no distributed"
+        )

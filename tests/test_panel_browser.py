@@ -23,21 +23,25 @@ BASE_URL = "/lab-test/"
 
 @pytest.fixture
 def lab(tmp_path):
-    server = LabServer(tmp_path, base_url=BASE_URL,
-                       extra_args=["--LabApp.expose_app_in_browser=True"]).start()
+    server = LabServer(
+        tmp_path, base_url=BASE_URL, extra_args=["--LabApp.expose_app_in_browser=True"]
+    ).start()
     yield server
     server.stop()
 
 
 def test_panel_plus_starts_a_worker(lab, tmp_path):
     (tmp_path / "work").mkdir()
-    lab.put_notebook("panel.ipynb", [
-        "%load_ext scalable",
-        f"%scalable cluster --local --work-dir {tmp_path / 'work'}",
-        "%scalable container demo --cpus 1 --memory 512M",
-        "%scalable panel",
-        "%%scalable demo\nimport os\nprint('cell ran in pid', os.getpid())\n6 * 7",
-    ])
+    lab.put_notebook(
+        "panel.ipynb",
+        [
+            "%load_ext scalable",
+            f"%scalable cluster --local --work-dir {tmp_path / 'work'}",
+            "%scalable container demo --cpus 1 --memory 512M",
+            "%scalable panel",
+            "%%scalable demo\nimport os\nprint('cell ran in pid', os.getpid())\n6 * 7",
+        ],
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium_page() as page:
         try:
@@ -59,8 +63,9 @@ def wait_for_panel(page, timeout=120):
 
 def drive(page, lab):
     page.goto(f"{lab.url}lab/tree/panel.ipynb?token={lab.token}")
-    page.wait_for_function("() => window.jupyterapp && "
-                           "document.querySelector('.jp-Notebook .jp-Cell')", timeout=60_000)
+    page.wait_for_function(
+        "() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", timeout=60_000
+    )
     accept_kernel_dialog(page)
     page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel ready
     # Run > Run All Cells (not awaited: the command's promise ends with the last cell)
@@ -78,7 +83,9 @@ def drive(page, lab):
     row.locator("button.scalable-plus").click()
     page.wait_for_function(
         "() => /running\\s*1/.test(document.querySelector("
-        "'.scalable-row-demo .scalable-row-counts').innerText)", timeout=120_000)
+        "'.scalable-row-demo .scalable-row-counts').innerText)",
+        timeout=120_000,
+    )
     assert row.locator(".scalable-target input").input_value() == "1"
 
     # the last cell failed during Run All (no worker then); now a worker runs it
@@ -87,8 +94,9 @@ def drive(page, lab):
     cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Control+Enter")  # run in place
     # the result exactly: the printed pid may contain "42" too
-    cell.locator(".jp-OutputArea-output[data-mime-type='text/plain']",
-                 has_text=re.compile(r"^\s*42\s*$")).wait_for(timeout=60_000)
+    cell.locator(
+        ".jp-OutputArea-output[data-mime-type='text/plain']", has_text=re.compile(r"^\s*42\s*$")
+    ).wait_for(timeout=60_000)
     text = cell.inner_text()
     assert "cell ran in pid" in text and "Traceback" not in text and "UsageError" not in text
     panel.scroll_into_view_if_needed()

@@ -134,6 +134,7 @@ class FakeBackend(PoolBackend):
         async def go():
             out = func(*args)
             return await out if asyncio.iscoroutine(out) else out
+
         return asyncio.run(go())
 
 
@@ -168,9 +169,9 @@ def test_scale_down_takes_owed_then_unstarted_then_idle_then_busy(backend, clock
     s.connect("gcam-2", busy=2)
     pool.owed.append(clock.now)
     assert pool.target == 5
-    assert pool.scale_to(4) == [] and pool.owed == []      # the owed replacement goes first
-    assert pool.scale_to(3) == ["gcam-3"]                  # then the job never connected
-    assert pool.scale_to(2) == ["gcam-1"]                  # then an idle worker
+    assert pool.scale_to(4) == [] and pool.owed == []  # the owed replacement goes first
+    assert pool.scale_to(3) == ["gcam-3"]  # then the job never connected
+    assert pool.scale_to(2) == ["gcam-1"]  # then an idle worker
     assert sorted(pool.scale_to(0)) == ["gcam-0", "gcam-2"]
     assert pool.target == 0 and backend.worker_spec == {}
 
@@ -183,8 +184,8 @@ def test_a_worker_holding_the_only_copy_of_a_result_stays_retiring_until_release
     assert pool.target == 0 and pool.names() == []
     assert "gcam-0" in pool.retiring and "gcam-0" in backend.worker_spec  # its job stays
     run(pool.drain())
-    assert "gcam-0" in pool.retiring                        # still holds the result
-    ws.has_what.clear()                                     # the user released it
+    assert "gcam-0" in pool.retiring  # still holds the result
+    ws.has_what.clear()  # the user released it
     run(pool.drain())
     assert pool.retiring == {} and backend.worker_spec == {} and backend.workers == {}
 
@@ -199,7 +200,7 @@ def test_a_retiring_worker_leaves_once_another_worker_can_take_its_results(backe
     theirs = backend.scheduler.connect("stitches-0")
     run(gcam.drain())
     assert gcam.retiring == {} and "gcam-0" not in backend.worker_spec
-    assert theirs.has_what == {"key0", "key1"}              # the results moved, to any tag
+    assert theirs.has_what == {"key0", "key1"}  # the results moved, to any tag
 
 
 def test_results_move_when_other_workers_exist_and_force_drops_them(backend, clock):
@@ -207,19 +208,20 @@ def test_results_move_when_other_workers_exist_and_force_drops_them(backend, clo
     pool.scale_to(2)
     backend.scheduler.connect("gcam-0", data=1)
     keeper = backend.scheduler.connect("gcam-1", data=2)
-    assert pool.scale_to(1) == ["gcam-0"]                   # the one with less to move
+    assert pool.scale_to(1) == ["gcam-0"]  # the one with less to move
     assert pool.retiring == {} and keeper.has_what == {"key0", "key1"}
     calls = len(backend.scheduler.retire_calls)
     assert pool.scale_to(0, force=True) == ["gcam-1"]
     assert pool.retiring == {} and backend.worker_spec == {}
-    assert len(backend.scheduler.retire_calls) == calls     # forced: no graceful retirement
+    assert len(backend.scheduler.retire_calls) == calls  # forced: no graceful retirement
 
 
 def test_a_manual_scale_stops_adapt_and_adapt_scaling_does_not(backend, clock):
     pool = backend.add_pool("gcam", clock)
     stopped = []
-    pool.adaptive = types.SimpleNamespace(stop=lambda reason: stopped.append(reason),
-                                          minimum=0, maximum=math.inf)
+    pool.adaptive = types.SimpleNamespace(
+        stop=lambda reason: stopped.append(reason), minimum=0, maximum=math.inf
+    )
     assert pool.adapt_range == {"minimum": 0, "maximum": None}
     run(pool.scale_to(2, asynchronous=True, manual=False))
     assert stopped == [] and pool.adaptive is not None
@@ -267,11 +269,11 @@ def test_failed_starts_back_off_then_give_up_with_the_tags_error(backend, clock)
     w = watcher(backend, clock)
     for attempt in (1, 2):
         job = next(iter(pool.workers().values()))
-        backend.live.discard(job.job_id)                    # ended before connecting
+        backend.live.discard(job.job_id)  # ended before connecting
         run(w.check())
-        assert pool.failures == attempt and pool.owed == [clock.now + 2.0 ** attempt]
-        assert pool.target == 1                             # the replacement is still owed
-        clock.now += 2.0 ** attempt
+        assert pool.failures == attempt and pool.owed == [clock.now + 2.0**attempt]
+        assert pool.target == 1  # the replacement is still owed
+        clock.now += 2.0**attempt
         run(w.check())
         assert pool.owed == [] and len(pool.workers()) == 1
     job = next(iter(pool.workers().values()))
@@ -279,7 +281,7 @@ def test_failed_starts_back_off_then_give_up_with_the_tags_error(backend, clock)
     with pytest.warns(RuntimeWarning, match="3 workers of tag 'gcam' in a row"):
         run(w.check())
     assert pool.error and pool.target == 0 and pool.owed == []
-    pool.scale_to(1)                                        # asking again forgets the past
+    pool.scale_to(1)  # asking again forgets the past
     assert pool.error is None and pool.failures == 0 and pool.target == 1
 
 
@@ -318,10 +320,10 @@ def adaptive(pool, **kw):
 
 def test_demand():
     assert demand(0, 0, 1, 5) == 0
-    assert demand(1, 0.1, 1, 5) == 1          # any task wants a worker
-    assert demand(100, 50, 1, 5) == 10        # 50 s of work in about 5 s
-    assert demand(4, 500, 1, 5) == 4          # never more workers than tasks
-    assert demand(100, 50, 2, 5) == 5         # threads per worker count
+    assert demand(1, 0.1, 1, 5) == 1  # any task wants a worker
+    assert demand(100, 50, 1, 5) == 10  # 50 s of work in about 5 s
+    assert demand(4, 500, 1, 5) == 4  # never more workers than tasks
+    assert demand(100, 50, 2, 5) == 5  # threads per worker count
 
 
 def test_adapt_target_counts_only_the_tags_own_tasks(backend, clock):
@@ -332,10 +334,10 @@ def test_adapt_target_counts_only_the_tags_own_tasks(backend, clock):
         s.unrunnable[TS("gcam", 2.0)] = 0
     s.unrunnable[TS("other", 100.0)] = 0
     a = adaptive(pool, minimum=0, maximum=4)
-    assert run(a.target()) == 3               # 12 s of gcam work, about 5 s wanted
+    assert run(a.target()) == 3  # 12 s of gcam work, about 5 s wanted
     assert run(a.safe_target()) == 3
     s.unrunnable = {TS("gcam", 60.0): 0 for _ in range(10)}
-    assert run(a.safe_target()) == 4          # capped at the maximum
+    assert run(a.safe_target()) == 4  # capped at the maximum
 
 
 def test_adapt_grows_through_scale_to_and_shrinks_idle_workers_of_its_tag(backend, clock):
@@ -348,8 +350,8 @@ def test_adapt_grows_through_scale_to_and_shrinks_idle_workers_of_its_tag(backen
     rec = run(a.recommendations(3))
     assert rec == {"status": "up", "n": 3}
     run(a.scale_up(3))
-    assert backend.starts[-1] == ["gcam-0", "gcam-1", "gcam-2"]   # one burst
-    assert pool.adaptive is a                                     # adapt is not "manual"
+    assert backend.starts[-1] == ["gcam-0", "gcam-1", "gcam-2"]  # one burst
+    assert pool.adaptive is a  # adapt is not "manual"
     backend.scheduler.connect("gcam-0", busy=1)
     backend.scheduler.connect("gcam-1")
     backend.scheduler.connect("gcam-2")

@@ -55,20 +55,33 @@ def scalable_python(*args, **kwargs):
 
 
 def test_split_leaves_pythons_own_options_alone():
-    assert split(["-c", "print(1)", "--image", "x"]) == ({"bind": [], "env": []}, ["-c", "print(1)", "--image", "x"])
+    assert split(["-c", "print(1)", "--image", "x"]) == (
+        {"bind": [], "env": []},
+        ["-c", "print(1)", "--image", "x"],
+    )
     assert split(["--work-dir", "/w", "--bind=/a", "--bind", "/b:/c", "--", "-i"]) == (
-        {"bind": ["/a", "/b:/c"], "env": [], "work_dir": "/w"}, ["-i"])
+        {"bind": ["/a", "/b:/c"], "env": [], "work_dir": "/w"},
+        ["-i"],
+    )
     with pytest.raises(UsageError, match="--image needs a value"):
         split(["--image"])
 
 
 @pytest.mark.root
 def test_argv_stdin_and_exit_status_pass_through(work):
-    code = ("import json, os, shutil, sys; print(json.dumps({'argv': sys.argv[1:], 'in': sys.stdin.read(), "
-            "'image': os.environ.get('APPTAINER_NAME'), 'cwd': os.getcwd(), 'sbatch': shutil.which('sbatch'), "
-            "'work': os.environ.get('DASK_SCALABLE__WORK_DIRECTORY')})); sys.exit(7)")
-    r = subprocess.run(scalable_python("-c", code, "a b", "--image"), input="from stdin", capture_output=True,
-                       text=True, timeout=120, check=False)
+    code = (
+        "import json, os, shutil, sys; print(json.dumps({'argv': sys.argv[1:], 'in': sys.stdin.read(), "
+        "'image': os.environ.get('APPTAINER_NAME'), 'cwd': os.getcwd(), 'sbatch': shutil.which('sbatch'), "
+        "'work': os.environ.get('DASK_SCALABLE__WORK_DIRECTORY')})); sys.exit(7)"
+    )
+    r = subprocess.run(
+        scalable_python("-c", code, "a b", "--image"),
+        input="from stdin",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 7, r.stderr
     got = json.loads(r.stdout)
     assert got["argv"] == ["a b", "--image"] and got["in"] == "from stdin"
@@ -78,12 +91,20 @@ def test_argv_stdin_and_exit_status_pass_through(work):
 
 
 def test_a_missing_image_is_one_sentence(work):
-    r = subprocess.run(scalable_python("--image", str(work / "nope.sif"), "-c", "pass"),
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        scalable_python("--image", str(work / "nope.sif"), "-c", "pass"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        (f"scalable python: image {work / 'nope.sif'} does not exist; copy it there (scalable bootstrap) "
-         f"or give scalable python --image PATH")]
+        (
+            f"scalable python: image {work / 'nope.sif'} does not exist; copy it there (scalable bootstrap) "
+            f"or give scalable python --image PATH"
+        )
+    ]
 
 
 WAITER = """
@@ -100,7 +121,9 @@ except KeyboardInterrupt:
 @pytest.mark.root
 def test_sigint_to_the_command_reaches_python_once(work):
     (work / "waiter.py").write_text(WAITER)
-    proc = subprocess.Popen(scalable_python("waiter.py"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        scalable_python("waiter.py"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
     assert proc.stdout.read().strip() == "interrupted"
@@ -171,8 +194,13 @@ def test_wrapper_runs_scalable_python(work, tmp_path):
     text = wrapper_text(ns, module_load="true  # module load apptainer")
     assert text.startswith("#!/bin/sh\n") and "true  # module load apptainer\n" in text
     path = write_wrapper(str(work / "python3"), text)
-    r = subprocess.run([path, "-c", "import os, sys; print(os.environ['A']); sys.exit(4)"],
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [path, "-c", "import os, sys; print(os.environ['A']); sys.exit(4)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert (r.returncode, r.stdout) == (4, "1\n"), r.stderr
     (tmp_path / "target").write_text("")
     os.symlink(tmp_path / "target", tmp_path / "link")
@@ -201,17 +229,29 @@ sys.exit(3)
 
 
 @pytest.mark.slurm
-def test_a_batch_workflow_creates_a_slurm_cluster_through_the_relay(slurm, work, tmp_path, make_image):
+def test_a_batch_workflow_creates_a_slurm_cluster_through_the_relay(
+    slurm, work, tmp_path, make_image
+):
     from test_relay_slurm import hide_slurm_binds
 
     make_image("gcam", work / "containers")
     (work / "workflow.py").write_text(WORKFLOW)
     hide = [f"--bind={b}" for b in hide_slurm_binds(tmp_path) if b != "--bind"]
-    r = subprocess.run(scalable_python(*hide, "workflow.py", "ssp2"), capture_output=True, text=True, timeout=400, check=False)
+    r = subprocess.run(
+        scalable_python(*hide, "workflow.py", "ssp2"),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
     assert r.returncode == 3, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["sbatch"].startswith(os.environ["XDG_RUNTIME_DIR"])  # the relay's shim, not Slurm's
-    assert got["image"] == "gcam_container.sif" and got["work"] == str(work) and got["args"] == ["ssp2"]
+    assert (
+        got["image"] == "gcam_container.sif"
+        and got["work"] == str(work)
+        and got["args"] == ["ssp2"]
+    )
     assert got["jobs"]
     deadline = time.monotonic() + 30
     while {j["job_id"].split("_")[0] for j in slurm.squeue()} & set(got["jobs"]):
@@ -224,25 +264,52 @@ def test_a_batch_workflow_creates_a_slurm_cluster_through_the_relay(slurm, work,
 def test_bootstrap_installs_the_python3_wrapper_when_asked(host, laptop, tmp_path):  # noqa: F811
     # The host's Python must import this checkout of scalable, as an installed one would.
     remote_python = tmp_path / "host-python"
-    remote_python.write_text(f"#!/bin/sh\nPYTHONPATH={PROJECT} exec {sys.executable} \"$@\"\n")
+    remote_python.write_text(f'#!/bin/sh\nPYTHONPATH={PROJECT} exec {sys.executable} "$@"\n')
     remote_python.chmod(0o755)
-    args = bootstrap_args(host, "--until", "kernel", "--remote-python", str(remote_python),
-                          "--module-load", f"export PATH={TESTS_BIN}:{HERE / 'fake_docker'}:$PATH")
+    args = bootstrap_args(
+        host,
+        "--until",
+        "kernel",
+        "--remote-python",
+        str(remote_python),
+        "--module-load",
+        f"export PATH={TESTS_BIN}:{HERE / 'fake_docker'}:$PATH",
+    )
     r = run_bootstrap(laptop, args)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (host.work_dir / "python3").exists()  # opt-in
-    r = run_bootstrap(laptop, [*args, "--python3-wrapper"])  # a re-run with the flag redoes the kernel step
+    r = run_bootstrap(
+        laptop, [*args, "--python3-wrapper"]
+    )  # a re-run with the flag redoes the kernel step
     assert r.returncode == 0, r.stdout + r.stderr
     wrapper = host.work_dir / "python3"
     assert f"{wrapper} runs Python in the scalable image" in r.stdout
-    assert json.loads((Path(laptop["XDG_CONFIG_HOME"]) / "scalable" / "bootstrap.json").read_text())["python3_wrapper"]
+    assert json.loads(
+        (Path(laptop["XDG_CONFIG_HOME"]) / "scalable" / "bootstrap.json").read_text()
+    )["python3_wrapper"]
     # The wrapper loads the site's module line itself, so it works from a plain login shell.
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "PYTHONPATH": PROJECT}
-    code = ("import os, shutil, sys; print(os.environ['APPTAINER_NAME'], shutil.which('sbatch') is not None, "
-            "os.environ['DASK_SCALABLE__WORK_DIRECTORY']); sys.exit(2)")
-    out = subprocess.run([str(wrapper), "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         check=False)
-    assert (out.returncode, out.stdout.split()) == (2, ["scalable_container.sif", "True", str(host.work_dir)]), out.stderr
+    env = {
+        **os.environ,
+        "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin",
+        "PYTHONPATH": PROJECT,
+    }
+    code = (
+        "import os, shutil, sys; print(os.environ['APPTAINER_NAME'], shutil.which('sbatch') is not None, "
+        "os.environ['DASK_SCALABLE__WORK_DIRECTORY']); sys.exit(2)"
+    )
+    out = subprocess.run(
+        [str(wrapper), "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (out.returncode, out.stdout.split()) == (
+        2,
+        ["scalable_container.sif", "True", str(host.work_dir)],
+    ), out.stderr
 
 
 def test_scalable_bootstrap_is_an_alias_of_scalable_bootstrap(capsys):

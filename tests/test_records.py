@@ -50,7 +50,7 @@ def test_which_clusters_are_dead():
 
 def test_job_names_carry_the_cluster_id():
     assert records.job_prefix("3f2a") == "sc-3f2a-"
-    rows = records.parse_squeue("12_0|sc-3f2a-gcam|RUNNING\nnot|enough\n13|x|PENDING|extra\n",
-                                ("job_id", "name", "state"))
+    rows = records.parse_squeue(
+        "12_0|sc-3f2a-gcam|RUNNING\nnot|enough\n13|x|PENDING|extra\n", ("job_id", "name", "state")
+    )
     assert rows == [{"job_id": "12_0", "name": "sc-3f2a-gcam", "state": "RUNNING"}]
-

@@ -26,19 +26,34 @@ def record_dir(work):
 
 
 def dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout)
 
 
 def record(cluster_id, pid, **extra):
-    return {"id": cluster_id, "host": socket.gethostname(), "pid": pid,
-            "pidns": records.pid_namespace(), **extra}
+    return {
+        "id": cluster_id,
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pidns": records.pid_namespace(),
+        **extra,
+    }
 
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "scalable.cli", *args], check=False, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "scalable.cli", *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 MALFORMED = {
@@ -129,29 +144,36 @@ def test_a_record_of_another_user_is_never_read(other_user):
 
 # -- on the real test Slurm, with live clusters beside the records -------------------------------
 
+
 def started(pid) -> int:
     """Process ``pid``'s start time (clock ticks since boot), read here, not through scalable."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
 
 
 def live_jobs(cluster_id):
     out = run(["squeue", "--noheader", "--array", "--format=%i|%j|%T"]).stdout
-    return [line.split("|")[0] for line in out.splitlines()
-            if f"sc-{cluster_id}-" in line and "COMPLETING" not in line]
+    return [
+        line.split("|")[0]
+        for line in out.splitlines()
+        if f"sc-{cluster_id}-" in line and "COMPLETING" not in line
+    ]
 
 
 @pytest.mark.slurm
-def test_cleanup_never_cancels_a_job_of_a_live_cluster(tmp_path, slurm, make_image, apptainer,
-                                                       monkeypatch):
+def test_cleanup_never_cancels_a_job_of_a_live_cluster(
+    tmp_path, slurm, make_image, apptainer, monkeypatch
+):
     here, there = tmp_path / "here", tmp_path / "there"
     for work in (here, there):
         make_image("gcam", work / "containers")
     monkeypatch.chdir(here)
     pending = {"job_extra_directives": ["--begin=now+3600"]}  # jobs that wait, never start
-    with SlurmCluster(queue="slurm", interface="lo", work_dir=str(here), **pending) as live, \
-            SlurmCluster(queue="slurm", interface="lo", work_dir=str(there), **pending) as other:
+    with (
+        SlurmCluster(queue="slurm", interface="lo", work_dir=str(here), **pending) as live,
+        SlurmCluster(queue="slurm", interface="lo", work_dir=str(there), **pending) as other,
+    ):
         for cluster in (live, other):
             cluster.add_container(tag="gcam", cpus=1, memory="512M")
             cluster.add_workers(tag="gcam", n=1)
@@ -163,12 +185,24 @@ def test_cleanup_never_cancels_a_job_of_a_live_cluster(tmp_path, slurm, make_ima
         # a stale file whose JSON names the live cluster, with a dead pid
         (d / "stale.json").write_text(json.dumps(record(live.cluster_id, dead_pid())))
         # a dead record naming a cluster that lives in another work directory
-        (d / f"{other.cluster_id}.json").write_text(json.dumps(record(other.cluster_id, dead_pid())))
+        (d / f"{other.cluster_id}.json").write_text(
+            json.dumps(record(other.cluster_id, dead_pid()))
+        )
         # a dead cluster of this work directory whose pid now belongs to a later process
         reused = record("deadc0ffee", os.getpid(), pid_start=started(os.getpid()) - 1)
         (d / "deadc0ffee.json").write_text(json.dumps(reused))
-        dead_job = run(["sbatch", "--parsable", "-J", "sc-deadc0ffee-gcam", "--begin=now+3600",
-                        "--wrap", "true"], cwd=str(here)).stdout.strip()
+        dead_job = run(
+            [
+                "sbatch",
+                "--parsable",
+                "-J",
+                "sc-deadc0ffee-gcam",
+                "--begin=now+3600",
+                "--wrap",
+                "true",
+            ],
+            cwd=str(here),
+        ).stdout.strip()
 
         out = cli("cleanup", cwd=here)
         assert live_jobs(live.cluster_id) == mine and live_jobs(other.cluster_id) == theirs
@@ -176,7 +210,9 @@ def test_cleanup_never_cancels_a_job_of_a_live_cluster(tmp_path, slurm, make_ima
         assert out.returncode == 0, out.stderr
         assert "stale.json" in out.stderr
         assert "cancelled 1 job(s)" in out.stdout and dead_job in out.stdout
-        wait_for(lambda: not live_jobs("deadc0ffee"), 60, "cleanup to cancel the dead cluster's job")
+        wait_for(
+            lambda: not live_jobs("deadc0ffee"), 60, "cleanup to cancel the dead cluster's job"
+        )
 
         # malformed records beside them: warned about by name, nothing else changes
         for name, text in MALFORMED.items():

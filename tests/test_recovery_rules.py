@@ -136,8 +136,9 @@ def test_failed_starts_back_off_then_the_tag_gives_up_with_the_log(clock):
     third = cluster.submissions[-1]
     assert len(cluster.submissions) == 3
     cluster.end(third)
-    with pytest.warns(RuntimeWarning, match="3 workers of tag 'gcam' in a row ended before "
-                                            "connecting"):
+    with pytest.warns(
+        RuntimeWarning, match="3 workers of tag 'gcam' in a row ended before connecting"
+    ):
         check()
     assert "FATAL: could not open image" in gcam(cluster).error
     assert cluster.last_error == gcam(cluster).error
@@ -188,7 +189,7 @@ def test_jobs_ended_by_slurm_before_connecting_are_replaced_never_given_up(clock
     for n in range(1, 6):
         cluster.end(name, by_slurm=True)  # cancelled while pending, preempted...
         check()
-        delay = 0 if n == 1 else min(2.0 ** n, 60)
+        delay = 0 if n == 1 else min(2.0**n, 60)
         if delay:
             clock.now += delay - 0.1
             check()

@@ -10,8 +10,12 @@ from scalable.jupyter import registry
 
 
 def entry(cluster_id):
-    return {"id": cluster_id, "scheduler_address": "tcp://127.0.0.1:1", "pid": os.getpid(),
-            "host": "elsewhere"}
+    return {
+        "id": cluster_id,
+        "scheduler_address": "tcp://127.0.0.1:1",
+        "pid": os.getpid(),
+        "host": "elsewhere",
+    }
 
 
 @pytest.mark.root
@@ -28,6 +32,7 @@ def test_entries_of_other_users_and_shared_directories_are_ignored(tmp_path):
 
 
 # -- the rule, unit by unit: no root, no service ---------------------------------------------------
+
 
 @pytest.fixture
 def reg(tmp_path):
@@ -102,6 +107,7 @@ def test_an_existing_shared_registry_directory_is_refused_not_chmodded(monkeypat
 
 
 # -- as another user of the machine ----------------------------------------------------------------
+
 
 @pytest.mark.root
 def test_files_of_another_user_are_never_read(other_user):

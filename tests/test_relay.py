@@ -126,15 +126,18 @@ def test_runner_uses_the_relay_for_missing_programs(use_relay, monkeypatch, tmp_
     assert run(["ls", "/no/such/dir"], check=False).returncode == 2
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["rm", "-rf", "/"], "not allowed through the relay"),
-    (["/bin/echo", "x"], "bare name"),
-    (["../bin/echo", "x"], "bare name"),
-    (["echo;id"], "shell syntax"),
-    (["echo hi"], "shell syntax"),
-    (["$(id)"], "shell syntax"),
-    (["echo|cat"], "shell syntax"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["rm", "-rf", "/"], "not allowed through the relay"),
+        (["/bin/echo", "x"], "bare name"),
+        (["../bin/echo", "x"], "bare name"),
+        (["echo;id"], "shell syntax"),
+        (["echo hi"], "shell syntax"),
+        (["$(id)"], "shell syntax"),
+        (["echo|cat"], "shell syntax"),
+    ],
+)
 def test_refusals_are_clear(use_relay, argv, words):
     with pytest.raises(CommandError) as e:
         relay_run(argv)
@@ -198,7 +201,10 @@ def _procs_with(needle: str) -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip() == needle.encode():
+            if (
+                Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+                == needle.encode()
+            ):
                 found.append(int(pid))
         except OSError:
             pass
@@ -206,9 +212,10 @@ def _procs_with(needle: str) -> list[int]:
 
 
 def test_killed_client_leaves_the_server_serving(use_relay):
-    code = ("import sys; from scalable.relay.client import relay_run; "
-            "relay_run(['sleep', '41.5'])")
-    client = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SCALABLE_RELAY": use_relay})
+    code = "import sys; from scalable.relay.client import relay_run; relay_run(['sleep', '41.5'])"
+    client = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "SCALABLE_RELAY": use_relay}
+    )
     deadline = time.monotonic() + 20
     while not _procs_with("sleep 41.5"):
         assert time.monotonic() < deadline, "the relayed command never started"
@@ -238,25 +245,37 @@ def _raw(sock_path, payload: bytes, close_write=True) -> bytes:
 
 def _error_of(reply: bytes) -> str:
     (n,) = struct.unpack(">I", reply[:4])
-    return protocol.decode_header(reply[4:4 + n])["error"]
+    return protocol.decode_header(reply[4 : 4 + n])["error"]
 
 
 def test_bad_requests_never_break_the_server(use_relay):
     good = protocol.request_header(["echo"], "/", None, 0)
     assert "not UTF-8 JSON" in _error_of(_raw(use_relay, struct.pack(">I", 5) + b"\xff{{{{"))
     assert "exceeds" in _error_of(_raw(use_relay, struct.pack(">I", 1 << 30)))
-    assert "unknown request field" in _error_of(_raw(use_relay, protocol.encode_header({**good, "shell": True})))
-    assert "missing" in _error_of(_raw(use_relay, protocol.encode_header({"v": 1, "argv": ["echo"]})))
-    assert "wrong type" in _error_of(_raw(use_relay, protocol.encode_header({**good, "argv": "echo hi"})))
-    assert "NUL" in _error_of(_raw(use_relay, protocol.encode_header({**good, "argv": ["echo", "a\0b"]})))
+    assert "unknown request field" in _error_of(
+        _raw(use_relay, protocol.encode_header({**good, "shell": True}))
+    )
+    assert "missing" in _error_of(
+        _raw(use_relay, protocol.encode_header({"v": 1, "argv": ["echo"]}))
+    )
+    assert "wrong type" in _error_of(
+        _raw(use_relay, protocol.encode_header({**good, "argv": "echo hi"}))
+    )
+    assert "NUL" in _error_of(
+        _raw(use_relay, protocol.encode_header({**good, "argv": ["echo", "a\0b"]}))
+    )
     for bad in (float("nan"), -1, 0):
-        assert "timeout must be" in _error_of(_raw(use_relay, protocol.encode_header({**good, "timeout": bad})))
+        assert "timeout must be" in _error_of(
+            _raw(use_relay, protocol.encode_header({**good, "timeout": bad}))
+        )
     # Clients that hang up before reading their refusal harm nothing.
     for _ in range(20):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(use_relay)
             s.sendall(protocol.encode_header({**good, "argv": ["rm"]}))
-    assert "stdin of" in _error_of(_raw(use_relay, protocol.encode_header({**good, "stdin": 1 << 40})))
+    assert "stdin of" in _error_of(
+        _raw(use_relay, protocol.encode_header({**good, "stdin": 1 << 40}))
+    )
     # A truncated request (promises 100 bytes of stdin, sends 3, hangs up) gets no reply.
     assert _raw(use_relay, protocol.encode_header({**good, "stdin": 100}) + b"abc") == b""
     # Clients that connect and say nothing, more of them than command slots, hold nothing up.
@@ -276,15 +295,31 @@ def test_bad_requests_never_break_the_server(use_relay):
 
 def _nobody_can_run(python_dir: str, sock: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-         "/usr/bin/python3", os.path.join(python_dir, "echo"), "from", "nobody"],
+        [
+            "setpriv",
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            os.path.join(python_dir, "echo"),
+            "from",
+            "nobody",
+        ],
         env={"SCALABLE_RELAY": sock, "PATH": "/usr/bin:/bin"},
-        check=False, capture_output=True, text=True, timeout=30, cwd="/",
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
     )
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+)
 def test_other_uid_is_refused():
     top = tempfile.mkdtemp(prefix="scalable-relay-uid-")
     try:
@@ -306,13 +341,33 @@ def test_other_uid_is_refused():
             assert f"the relay socket {sock} is served by uid 0, not by you (uid 65534)" in r.stderr
             assert "from nobody" not in r.stdout
             # ...and a client that does not check is refused by the relay's SO_PEERCRED check.
-            raw = ("import socket, struct, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
-                   "s.sendall(bytes.fromhex(sys.argv[2])); s.shutdown(socket.SHUT_WR); "
-                   "sys.stdout.buffer.write(s.recv(65536))")
-            request = protocol.encode_header(protocol.request_header(["echo", "from nobody"], "/", None, 0))
-            r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-                                "/usr/bin/python3", "-c", raw, sock, request.hex()],
-                               check=False, capture_output=True, timeout=30, cwd="/")
+            raw = (
+                "import socket, struct, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                "s.sendall(bytes.fromhex(sys.argv[2])); s.shutdown(socket.SHUT_WR); "
+                "sys.stdout.buffer.write(s.recv(65536))"
+            )
+            request = protocol.encode_header(
+                protocol.request_header(["echo", "from nobody"], "/", None, 0)
+            )
+            r = subprocess.run(
+                [
+                    "setpriv",
+                    "--reuid",
+                    "nobody",
+                    "--regid",
+                    "nogroup",
+                    "--clear-groups",
+                    "/usr/bin/python3",
+                    "-c",
+                    raw,
+                    sock,
+                    request.hex(),
+                ],
+                check=False,
+                capture_output=True,
+                timeout=30,
+                cwd="/",
+            )
             assert "serves only uid 0; uid 65534 is refused" in _error_of(r.stdout), r
             assert b"from nobody" not in r.stdout
         finally:
@@ -325,11 +380,17 @@ def test_shims_forward_argv_stdout_stderr_exit_code_cwd(use_relay, tmp_path):
     shims = tmp_path / "shims"
     write_shims(str(shims), names=["echo", "ls", "pwd"], python=sys.executable)
     env = {**os.environ, "PATH": f"{shims}:/usr/bin:/bin"}
-    r = subprocess.run([str(shims / "echo"), "a b", "c|d"], env=env, check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [str(shims / "echo"), "a b", "c|d"], env=env, check=False, capture_output=True, text=True
+    )
     assert (r.returncode, r.stdout) == (0, "a b c|d\n")
-    r = subprocess.run([str(shims / "ls"), "/no/such"], env=env, check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [str(shims / "ls"), "/no/such"], env=env, check=False, capture_output=True, text=True
+    )
     assert r.returncode == 2 and "/no/such" in r.stderr
-    r = subprocess.run([str(shims / "pwd")], env=env, check=False, capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [str(shims / "pwd")], env=env, check=False, capture_output=True, text=True, cwd=tmp_path
+    )
     assert r.stdout.strip() == str(tmp_path)
     del env["SCALABLE_RELAY"]
     r = subprocess.run([str(shims / "echo")], env=env, check=False, capture_output=True, text=True)
@@ -338,8 +399,12 @@ def test_shims_forward_argv_stdout_stderr_exit_code_cwd(use_relay, tmp_path):
 
 
 def test_shims_command_writes_every_slurm_shim(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "shims", str(tmp_path / "bin")],
-                       check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "scalable.cli", "relay", "shims", str(tmp_path / "bin")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     for name in ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct"):
         assert os.access(tmp_path / "bin" / name, os.X_OK)
@@ -349,13 +414,20 @@ def test_shims_command_writes_every_slurm_shim(tmp_path):
 def test_shims_start_without_importing_dask(tmp_path):
     shims = tmp_path / "shims"
     write_shims(str(shims), python=sys.executable)
-    code = (f"import sys, runpy; sys.argv = ['{shims}/squeue']; "
-            f"sys.path.insert(0, '{shims}')\n"
-            "try:\n runpy.run_path(sys.argv[0], run_name='__main__')\n"
-            "except SystemExit: pass\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'scalable', 'distributed')))")
-    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                       env={k: v for k, v in os.environ.items() if k != "SCALABLE_RELAY"})
+    code = (
+        f"import sys, runpy; sys.argv = ['{shims}/squeue']; "
+        f"sys.path.insert(0, '{shims}')\n"
+        "try:\n runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'scalable', 'distributed')))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "SCALABLE_RELAY"},
+    )
     assert r.stdout.strip() == "[]", r
 
 
@@ -365,9 +437,14 @@ def test_sbatch_script_goes_on_stdin(tmp_path):
     s = str(script)
     body = script.read_bytes()
     assert sbatch_stdin(["sbatch", s]) == (["sbatch"], body)
-    assert sbatch_stdin(["sbatch", "--parsable", "-p", "debug", "-Q", s]) == \
-        (["sbatch", "--parsable", "-p", "debug", "-Q"], body)
-    assert sbatch_stdin(["sbatch", "--array=0-3", "-pdebug", s]) == (["sbatch", "--array=0-3", "-pdebug"], body)
+    assert sbatch_stdin(["sbatch", "--parsable", "-p", "debug", "-Q", s]) == (
+        ["sbatch", "--parsable", "-p", "debug", "-Q"],
+        body,
+    )
+    assert sbatch_stdin(["sbatch", "--array=0-3", "-pdebug", s]) == (
+        ["sbatch", "--array=0-3", "-pdebug"],
+        body,
+    )
     # An option's value that happens to be a file is not the script; nor is a missing file.
     assert sbatch_stdin(["sbatch", "-o", s]) == (["sbatch", "-o", s], b"")
     assert sbatch_stdin(["sbatch", str(tmp_path / "nope.sh")])[1] == b""
@@ -386,12 +463,35 @@ def test_stale_socket_is_replaced_and_live_one_refused(tmp_path):
     proc, sock2 = start_relay(str(tmp_path), "echo")
     try:
         assert sock2 == sock
-        assert subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "run", "--socket", sock,
-                               "--", "echo", "hi"], check=False, capture_output=True, text=True).stdout == "hi\n"
+        assert (
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "scalable.cli",
+                    "relay",
+                    "run",
+                    "--socket",
+                    sock,
+                    "--",
+                    "echo",
+                    "hi",
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            ).stdout
+            == "hi\n"
+        )
         with pytest.raises(RelayError, match="already serving"):
             clear_stale_socket(sock)
-        second = subprocess.run([sys.executable, "-m", "scalable.cli", "relay", "--socket", sock],
-                                check=False, capture_output=True, text=True, timeout=30)
+        second = subprocess.run(
+            [sys.executable, "-m", "scalable.cli", "relay", "--socket", sock],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert second.returncode == 1 and "already serving" in second.stderr
     finally:
         stop(proc)
@@ -459,7 +559,9 @@ def test_allowlist_and_limits_come_from_config(tmp_path):
 
     sock = str(tmp_path / "r" / "relay.sock")
     assert RelayServer(sock).allowlist == frozenset(DEFAULT_ALLOWLIST)
-    with dask.config.set({"scalable.relay.allowlist": ["squeue", "sinfo"], "scalable.relay.timeout": 5}):
+    with dask.config.set(
+        {"scalable.relay.allowlist": ["squeue", "sinfo"], "scalable.relay.timeout": 5}
+    ):
         server = RelayServer(sock)
         assert (server.allowlist, server.timeout) == (frozenset({"squeue", "sinfo"}), 5.0)
         assert RelayServer(sock, allowlist=["sacct"], timeout=9).allowlist == frozenset({"sacct"})

@@ -19,8 +19,24 @@ from scalable.relay.shim import write_shims
 pytestmark = pytest.mark.slurm
 
 TESTS_BIN = Path(__file__).parent / "bin"
-SLURM_PROGRAMS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct", "srun", "salloc",
-                  "sacctmgr", "sattach", "sbcast", "sstat", "sprio", "sshare", "sdiag", "sreport")
+SLURM_PROGRAMS = (
+    "sbatch",
+    "squeue",
+    "scancel",
+    "sinfo",
+    "scontrol",
+    "sacct",
+    "srun",
+    "salloc",
+    "sacctmgr",
+    "sattach",
+    "sbcast",
+    "sstat",
+    "sprio",
+    "sshare",
+    "sdiag",
+    "sreport",
+)
 
 
 def hide_slurm_binds(scratch) -> list[str]:
@@ -42,8 +58,12 @@ def host_relay(slurm):
     top = tempfile.mkdtemp(prefix="scalable-relay-t-")
     sock = os.path.join(top, "relay", "relay.sock")
     env = {**os.environ, "PATH": f"{TESTS_BIN}:{os.environ['PATH']}", "SLURM_CONF": slurm.conf}
-    proc = subprocess.Popen([sys.executable, "-m", "scalable.cli", "relay", "--socket", sock],
-                            env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scalable.cli", "relay", "--socket", sock],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().startswith("scalable relay serving")
     yield sock
     proc.terminate()
@@ -54,13 +74,28 @@ def host_relay(slurm):
 
 def in_container(argv, *, work, relay_sock, image, extra=(), timeout=300):
     relay_dir = os.path.dirname(relay_sock)
-    cmd = ["apptainer", "exec", *hide_slurm_binds(relay_dir), "--bind", f"{work}:{work}",
-           "--bind", f"{relay_dir}:{relay_dir}", "--env", f"SCALABLE_RELAY={relay_sock}",
-           "--pwd", str(work), *extra, image, *argv]
+    cmd = [
+        "apptainer",
+        "exec",
+        *hide_slurm_binds(relay_dir),
+        "--bind",
+        f"{work}:{work}",
+        "--bind",
+        f"{relay_dir}:{relay_dir}",
+        "--env",
+        f"SCALABLE_RELAY={relay_sock}",
+        "--pwd",
+        str(work),
+        *extra,
+        image,
+        *argv,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def test_shims_run_slurm_from_inside_the_container(slurm, host_relay, apptainer, make_image, tmp_path):
+def test_shims_run_slurm_from_inside_the_container(
+    slurm, host_relay, apptainer, make_image, tmp_path
+):
     work = tmp_path
     image = make_image("scalable", work / "containers")
     shims = work / "shims"
@@ -68,11 +103,17 @@ def test_shims_run_slurm_from_inside_the_container(slurm, host_relay, apptainer,
     script = "import shutil, subprocess; print(shutil.which('sbatch'))"
     r = in_container([sys.executable, "-c", script], work=work, relay_sock=host_relay, image=image)
     assert r.stdout.strip() == "None", "the container must not see Slurm's own sbatch"
-    job = "#!/bin/bash\n#SBATCH -J relayed\n#SBATCH -o relayed-%j.out\necho ran on $SLURMD_NODENAME\n"
+    job = (
+        "#!/bin/bash\n#SBATCH -J relayed\n#SBATCH -o relayed-%j.out\necho ran on $SLURMD_NODENAME\n"
+    )
     (work / "job.sh").write_text(job)
     path = f"PATH={shims}:{os.environ['PATH']}"
-    r = in_container(["env", path, "sbatch", "--parsable", "job.sh"], work=work,
-                     relay_sock=host_relay, image=image)
+    r = in_container(
+        ["env", path, "sbatch", "--parsable", "job.sh"],
+        work=work,
+        relay_sock=host_relay,
+        image=image,
+    )
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip()
     assert job_id.isdigit()
@@ -81,11 +122,16 @@ def test_shims_run_slurm_from_inside_the_container(slurm, host_relay, apptainer,
     while not (out.exists() and "ran on cn" in out.read_text()):
         assert time.monotonic() < deadline, "the relayed job never ran"
         time.sleep(0.3)
-    r = in_container(["env", path, "scontrol", "show", "job", "999999"], work=work,
-                     relay_sock=host_relay, image=image)
+    r = in_container(
+        ["env", path, "scontrol", "show", "job", "999999"],
+        work=work,
+        relay_sock=host_relay,
+        image=image,
+    )
     assert r.returncode == 1 and "Invalid job id" in r.stderr  # exit code and stderr travel back
-    r = in_container(["env", path, "sinfo", "-h", "-o", "%P|%D"], work=work, relay_sock=host_relay,
-                     image=image)
+    r = in_container(
+        ["env", path, "sinfo", "-h", "-o", "%P|%D"], work=work, relay_sock=host_relay, image=image
+    )
     assert "slurm*|3" in r.stdout.split()
 
 
@@ -98,11 +144,17 @@ print(run(["sbatch", "--parsable", "/tmp/private-job.sh"]).stdout.strip())
 """
 
 
-def test_job_script_in_the_containers_private_tmp(slurm, host_relay, apptainer, make_image, tmp_path):
+def test_job_script_in_the_containers_private_tmp(
+    slurm, host_relay, apptainer, make_image, tmp_path
+):
     work = tmp_path
     assert not os.path.exists("/tmp/private-job.sh")
-    r = in_container([sys.executable, "-c", PRIVATE_TMP_JOB], work=work, relay_sock=host_relay,
-                     image=make_image("scalable", work / "containers"))
+    r = in_container(
+        [sys.executable, "-c", PRIVATE_TMP_JOB],
+        work=work,
+        relay_sock=host_relay,
+        image=make_image("scalable", work / "containers"),
+    )
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip().split(";")[0]
     out = work / f"private-{job_id}.out"
@@ -136,13 +188,18 @@ print("RESULT " + json.dumps({"results": results, "jobs": jobs}))
 """
 
 
-def test_slurm_cluster_inside_the_container_through_the_relay(slurm, host_relay, apptainer,
-                                                              make_image, tmp_path):
+def test_slurm_cluster_inside_the_container_through_the_relay(
+    slurm, host_relay, apptainer, make_image, tmp_path
+):
     work = tmp_path
     image = make_image("gcam", work / "containers")
     (work / "workflow.py").write_text(textwrap.dedent(SLURM_WORKFLOW))
-    r = in_container([sys.executable, "workflow.py"], work=work, relay_sock=host_relay,
-                     image=make_image("scalable", work / "containers"))
+    r = in_container(
+        [sys.executable, "workflow.py"],
+        work=work,
+        relay_sock=host_relay,
+        image=make_image("scalable", work / "containers"),
+    )
     lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stdout[-3000:] + r.stderr[-5000:]
     got = json.loads(lines[0][7:])

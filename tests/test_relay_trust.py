@@ -72,8 +72,11 @@ class Neighbour:
 
     def __init__(self):
         self.name = f"sct{os.getpid()}{secrets.token_hex(3)}"
-        subprocess.run(["useradd", "-M", "-U", "-s", "/usr/sbin/nologin", self.name], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["useradd", "-M", "-U", "-s", "/usr/sbin/nologin", self.name],
+            check=True,
+            capture_output=True,
+        )
         import pwd
 
         entry = pwd.getpwnam(self.name)
@@ -83,7 +86,15 @@ class Neighbour:
         self.procs: list[subprocess.Popen] = []
 
     def argv(self, *argv) -> list[str]:
-        return ["setpriv", "--reuid", str(self.uid), "--regid", str(self.gid), "--clear-groups", *argv]
+        return [
+            "setpriv",
+            "--reuid",
+            str(self.uid),
+            "--regid",
+            str(self.gid),
+            "--clear-groups",
+            *argv,
+        ]
 
     def run(self, *argv):
         return subprocess.run(self.argv(*argv), check=True, capture_output=True, cwd="/")
@@ -123,8 +134,13 @@ def relay_env(**extra) -> dict:
 
 
 def start(*extra, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "scalable.cli", "relay", "--allow", "echo", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or relay_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "scalable.cli", "relay", "--allow", "echo", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or relay_env(),
+    )
 
 
 def served_path(proc: subprocess.Popen) -> str:
@@ -132,7 +148,10 @@ def served_path(proc: subprocess.Popen) -> str:
     ready, _, _ = select.select([proc.stdout], [], [], 60)
     assert ready, "the relay printed nothing within 60 s"
     line = proc.stdout.readline()
-    assert line.startswith("scalable relay serving "), (line, proc.poll() is not None and proc.stderr.read())
+    assert line.startswith("scalable relay serving "), (
+        line,
+        proc.poll() is not None and proc.stderr.read(),
+    )
     return line.split()[3]
 
 
@@ -161,6 +180,7 @@ def mode(path) -> int:
 
 
 # --- the socket directory and the log --------------------------------------------------------
+
 
 @pytest.mark.root
 def test_a_link_planted_at_the_old_default_directory_is_not_followed(neighbour):
@@ -280,6 +300,7 @@ def test_the_relay_removes_only_the_socket_it_made(tmp_path):
 
 # --- the client checks who serves the socket -------------------------------------------------
 
+
 @pytest.mark.root
 def test_a_relay_of_another_uid_gets_nothing_from_the_client(neighbour, tmp_path, monkeypatch):
     fake_dir = neighbour.shared / "fake"
@@ -291,11 +312,15 @@ def test_a_relay_of_another_uid_gets_nothing_from_the_client(neighbour, tmp_path
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/sh\necho secret-job-script\n")
     monkeypatch.setenv("SCALABLE_RELAY", str(sock))
-    expected = f"the relay socket {sock} is served by uid {neighbour.uid}, not by you (uid {os.getuid()})"
+    expected = (
+        f"the relay socket {sock} is served by uid {neighbour.uid}, not by you (uid {os.getuid()})"
+    )
 
     def sent_per_connection(n):
-        return wait_for(lambda: record.exists() and len(lines := record.read_text().split()) >= n and lines,
-                        what=f"{n} connections recorded by the fake relay")
+        return wait_for(
+            lambda: record.exists() and len(lines := record.read_text().split()) >= n and lines,
+            what=f"{n} connections recorded by the fake relay",
+        )
 
     with pytest.raises(CommandError, match="served by uid") as e:
         relay_run(["sbatch", str(script)])
@@ -304,12 +329,19 @@ def test_a_relay_of_another_uid_gets_nothing_from_the_client(neighbour, tmp_path
         asyncio.run(relay_arun(["sbatch", str(script)]))
     shims = tmp_path / "shims"
     write_shims(str(shims), names=["sbatch"], python=sys.executable)
-    r = subprocess.run([str(shims / "sbatch"), str(script)], check=False, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(shims / "sbatch"), str(script)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 126 and expected in r.stderr and "666" not in r.stdout
     assert sent_per_connection(3) == ["0", "0", "0"], "the client sent something to another uid"
 
 
 # --- load: threads, deadlines ----------------------------------------------------------------
+
 
 def request_threads() -> int:
     return sum(t.name == "relay-request" for t in threading.enumerate())
@@ -357,8 +389,10 @@ def test_a_thread_that_cannot_start_answers_busy_and_the_relay_keeps_serving(tmp
         try:
             header = raw_reply(sock, request)
             assert header["retry"] and "too busy" in header["error"], header
-            with dask.config.set({"scalable.relay.connect-timeout": 1}), \
-                    pytest.raises(CommandError, match="too busy"):
+            with (
+                dask.config.set({"scalable.relay.connect-timeout": 1}),
+                pytest.raises(CommandError, match="too busy"),
+            ):
                 relay_run(["echo", "hi"])
         finally:
             threading.Thread.start = real_start
@@ -377,8 +411,13 @@ def silent_clients(sock, n) -> list[socket.socket]:
     return clients
 
 
-def test_request_threads_are_bounded_and_past_the_bound_clients_are_told_to_retry(tmp_path, monkeypatch):
-    with dask.config.set({"scalable.relay.max-threads": 8}), relay_in_process(tmp_path, monkeypatch) as sock:
+def test_request_threads_are_bounded_and_past_the_bound_clients_are_told_to_retry(
+    tmp_path, monkeypatch
+):
+    with (
+        dask.config.set({"scalable.relay.max-threads": 8}),
+        relay_in_process(tmp_path, monkeypatch) as sock,
+    ):
         silent = silent_clients(sock, 12)
         try:
             for s in silent[8:]:  # past the bound: told at once to retry
@@ -391,8 +430,12 @@ def test_request_threads_are_bounded_and_past_the_bound_clients_are_told_to_retr
                 s.close()
         # and a burst larger than the bound is served in full: busy clients retry by themselves
         results = {}
-        burst = [threading.Thread(target=lambda i=i: results.update({i: relay_run(["echo", str(i)]).stdout}))
-                 for i in range(30)]
+        burst = [
+            threading.Thread(
+                target=lambda i=i: results.update({i: relay_run(["echo", str(i)]).stdout})
+            )
+            for i in range(30)
+        ]
         for t in burst:
             t.start()
         for t in burst:
@@ -402,7 +445,10 @@ def test_request_threads_are_bounded_and_past_the_bound_clients_are_told_to_retr
 
 
 def test_idle_request_threads_end_after_a_burst(tmp_path, monkeypatch):
-    with dask.config.set({"scalable.relay.idle-timeout": 0.5}), relay_in_process(tmp_path, monkeypatch) as sock:
+    with (
+        dask.config.set({"scalable.relay.idle-timeout": 0.5}),
+        relay_in_process(tmp_path, monkeypatch) as sock,
+    ):
         silent = silent_clients(sock, 40)
         try:
             wait_for(lambda: request_threads() >= 40, what="a thread for each of 40 clients")
@@ -430,10 +476,19 @@ def test_a_relay_that_never_answers_is_an_error_not_a_hang(tmp_path, monkeypatch
             results[key] = e
 
     try:
-        with dask.config.set({"scalable.relay.reply-timeout": 2, "scalable.relay.connect-timeout": 2}):
-            calls = [threading.Thread(target=call, args=("sync", lambda: relay_run(["squeue"])), daemon=True),
-                     threading.Thread(target=call, args=("async", lambda: asyncio.run(relay_arun(["squeue"]))),
-                                      daemon=True)]
+        with dask.config.set(
+            {"scalable.relay.reply-timeout": 2, "scalable.relay.connect-timeout": 2}
+        ):
+            calls = [
+                threading.Thread(
+                    target=call, args=("sync", lambda: relay_run(["squeue"])), daemon=True
+                ),
+                threading.Thread(
+                    target=call,
+                    args=("async", lambda: asyncio.run(relay_arun(["squeue"]))),
+                    daemon=True,
+                ),
+            ]
             for t in calls:  # the backlog holds the first connection; the second is never taken
                 t.start()
             for t in calls:
@@ -443,10 +498,13 @@ def test_a_relay_that_never_answers_is_an_error_not_a_hang(tmp_path, monkeypatch
         listener.close()
     for key in ("sync", "async"):
         assert isinstance(results[key], CommandError), results[key]
-        assert "did not answer within 2 s" in str(results[key]) or "cannot reach" in str(results[key])
+        assert "did not answer within 2 s" in str(results[key]) or "cannot reach" in str(
+            results[key]
+        )
 
 
 # --- input the relay cannot log or parse -----------------------------------------------------
+
 
 def test_argv_that_is_not_text_is_refused_and_every_command_is_logged(tmp_path, monkeypatch):
     with relay_in_process(tmp_path, monkeypatch) as sock:
@@ -455,18 +513,24 @@ def test_argv_that_is_not_text_is_refused_and_every_command_is_logged(tmp_path, 
             relay_run(["echo", "caf\udce9"])
         shims = tmp_path / "shims"
         write_shims(str(shims), names=["echo"], python=sys.executable)
-        r = subprocess.run([str(shims / "echo").encode(), b"caf\xe9"], check=False, capture_output=True, timeout=60)
+        r = subprocess.run(
+            [str(shims / "echo").encode(), b"caf\xe9"], check=False, capture_output=True, timeout=60
+        )
         assert r.returncode == 126 and b"not valid UTF-8" in r.stderr and r.stdout == b"", r
         odd = "na\u00efve \u2603 \u2028 \x1b[0m tab\there"
         assert relay_run(["echo", odd]).stdout == odd + "\n"
-        wait_for(lambda: log.read_text().count("caf\\udce9") >= 2 and "\u2603" in log.read_text(),
-                 what="every request in the relay log")
+        wait_for(
+            lambda: log.read_text().count("caf\\udce9") >= 2 and "\u2603" in log.read_text(),
+            what="every request in the relay log",
+        )
 
 
 def test_json_nested_too_deeply_gets_a_sentence(tmp_path, monkeypatch):
     with relay_in_process(tmp_path, monkeypatch) as sock:
-        for payload in (b"[" * 200_000 + b"]" * 200_000,
-                        b'{"v": 1, "argv": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"):
+        for payload in (
+            b"[" * 200_000 + b"]" * 200_000,
+            b'{"v": 1, "argv": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+        ):
             header = raw_reply(sock, struct.pack(">I", len(payload)) + payload)
             assert "nested too deeply" in header["error"], header
         assert relay_run(["echo", "fine"]).stdout == "fine\n"

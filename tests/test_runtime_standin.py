@@ -34,15 +34,39 @@ def test_binds_env_home_cwd_and_name(apptainer, make_image, tmp_path):
     (data / "input.txt").write_text("from the host")
     home = tmp_path / "home"
     home.mkdir()
-    script = ("import os; print(open('input.txt').read()); print(os.getcwd()); "
-              "print(os.environ['HOME']); print(os.environ['MODEL']); "
-              "print(os.environ['APPTAINER_NAME']); print(os.environ['APPTAINER_CONTAINER']); "
-              "open('written.txt', 'w').write('from the container')")
-    out = run(["apptainer", "exec", "--bind", f"{data}:/model", "--env", "MODEL=gcam",
-               "--home", str(home), "--pwd", "/model", image, sys.executable, "-c", script])
+    script = (
+        "import os; print(open('input.txt').read()); print(os.getcwd()); "
+        "print(os.environ['HOME']); print(os.environ['MODEL']); "
+        "print(os.environ['APPTAINER_NAME']); print(os.environ['APPTAINER_CONTAINER']); "
+        "open('written.txt', 'w').write('from the container')"
+    )
+    out = run(
+        [
+            "apptainer",
+            "exec",
+            "--bind",
+            f"{data}:/model",
+            "--env",
+            "MODEL=gcam",
+            "--home",
+            str(home),
+            "--pwd",
+            "/model",
+            image,
+            sys.executable,
+            "-c",
+            script,
+        ]
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["from the host", "/model", str(home), "gcam",
-                                       "gcam_container.sif", image]
+    assert out.stdout.splitlines() == [
+        "from the host",
+        "/model",
+        str(home),
+        "gcam",
+        "gcam_container.sif",
+        image,
+    ]
     assert (data / "written.txt").read_text() == "from the container"  # the bind is read-write
 
 
@@ -53,8 +77,13 @@ def test_exec_argv_of_the_product_runs(apptainer, make_image, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     argv = ContainerRuntime().exec_argv(
-        image, ["sh", "-c", "pwd; echo $TAG; ls /work/x"], binds={str(work): "/work/x"},
-        env={"TAG": "stitches"}, home=str(work), cwd="/work/x")
+        image,
+        ["sh", "-c", "pwd; echo $TAG; ls /work/x"],
+        binds={str(work): "/work/x"},
+        env={"TAG": "stitches"},
+        home=str(work),
+        cwd="/work/x",
+    )
     (work / "marker").touch()
     out = run(argv)
     assert out.returncode == 0, out.stderr
@@ -65,8 +94,16 @@ def test_exec_argv_of_the_product_runs(apptainer, make_image, tmp_path):
 def test_private_tmp_hides_unbound_paths(apptainer, make_image, tmp_path):
     image = make_image("osiris")
     (tmp_path / "secret.txt").write_text("host only")
-    out = run(["apptainer", "exec", image, "sh", "-c",
-               f"ls {tmp_path}/secret.txt; touch /tmp/inside; ls /tmp"])
+    out = run(
+        [
+            "apptainer",
+            "exec",
+            image,
+            "sh",
+            "-c",
+            f"ls {tmp_path}/secret.txt; touch /tmp/inside; ls /tmp",
+        ]
+    )
     assert "No such file" in out.stderr
     # Only what the test made, plus the scalable checkout itself when it was cloned under /tmp.
     project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +129,20 @@ def test_hidden_host_paths(apptainer, make_image, tmp_path):
     empty.mkdir()
     sbatch = shutil.which("sbatch")
     assert sbatch, "slurm-wlm is installed on test machines"
-    out = run(["apptainer", "exec", "--bind", f"/dev/null:{sbatch}", "--bind", f"{empty}:/run/munge",
-               image, "sh", "-c", "command -v sbatch || echo no-sbatch; ls -A /run/munge | wc -l"])
+    out = run(
+        [
+            "apptainer",
+            "exec",
+            "--bind",
+            f"/dev/null:{sbatch}",
+            "--bind",
+            f"{empty}:/run/munge",
+            image,
+            "sh",
+            "-c",
+            "command -v sbatch || echo no-sbatch; ls -A /run/munge | wc -l",
+        ]
+    )
     assert out.stdout.split() == ["no-sbatch", "0"], out.stderr
 
 
@@ -114,11 +163,14 @@ def test_missing_bind_source_is_refused(apptainer, make_image, tmp_path):
 def test_exit_code_and_signals_reach_the_command(apptainer, make_image):
     image = make_image("basd")
     assert run(["apptainer", "exec", image, "sh", "-c", "exit 7"]).returncode == 7
-    code = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
-            "print('up', flush=True)\ntime.sleep(60)\n")
-    proc = subprocess.Popen(["apptainer", "exec", image, sys.executable, "-c", code],
-                            stdout=subprocess.PIPE, text=True)
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+        "print('up', flush=True)\ntime.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        ["apptainer", "exec", image, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "up"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 3  # the command handled SIGTERM itself
@@ -154,9 +206,19 @@ def test_bind_never_creates_directories_on_the_host(apptainer, make_image, tmp_p
         source.mkdir()
         (source / "marker").touch()
         target = parent / "new" / "data"
-        out = run(["apptainer", "exec", "--bind", f"{source}:{target}", image, "sh", "-c",
-                   f"ls {target}; cat {parent}/file.txt {parent}/link/inner; ls {parent}; "
-                   f"echo written > {parent}/dir/out"])
+        out = run(
+            [
+                "apptainer",
+                "exec",
+                "--bind",
+                f"{source}:{target}",
+                image,
+                "sh",
+                "-c",
+                f"ls {target}; cat {parent}/file.txt {parent}/link/inner; ls {parent}; "
+                f"echo written > {parent}/dir/out",
+            ]
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["marker", "kept", "inner", "dir", "file.txt", "link", "new"]
         assert listing(parent) == ["dir", "file.txt", "link"]  # nothing made on the host
@@ -164,8 +226,18 @@ def test_bind_never_creates_directories_on_the_host(apptainer, make_image, tmp_p
     finally:
         shutil.rmtree(parent)
     # A new top-level directory lives only in the container's own root.
-    out = run(["apptainer", "exec", "--bind", f"{tmp_path}:/scalable-new/data", image, "ls", "-d",
-               "/scalable-new/data"])
+    out = run(
+        [
+            "apptainer",
+            "exec",
+            "--bind",
+            f"{tmp_path}:/scalable-new/data",
+            image,
+            "ls",
+            "-d",
+            "/scalable-new/data",
+        ]
+    )
     assert out.returncode == 0, out.stderr
     assert not os.path.exists("/scalable-new")
 
@@ -177,9 +249,22 @@ def test_bind_below_another_bind_that_lacks_the_destination(apptainer, make_imag
     for folder in (outer, inner):
         folder.mkdir()
         (folder / f"in-{folder.name}").touch()
-    out = run(["apptainer", "exec", "--bind", f"{outer}:/model", "--bind", f"{inner}:/model/a/b",
-               "--bind", f"{inner}:{outer}/c", image, "sh", "-c",
-               f"ls /model; ls /model/a/b; ls {outer}/c"])
+    out = run(
+        [
+            "apptainer",
+            "exec",
+            "--bind",
+            f"{outer}:/model",
+            "--bind",
+            f"{inner}:/model/a/b",
+            "--bind",
+            f"{inner}:{outer}/c",
+            image,
+            "sh",
+            "-c",
+            f"ls /model; ls /model/a/b; ls {outer}/c",
+        ]
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["a", "in-outer", "in-inner", "in-inner"]
     assert listing(outer) == ["in-outer"] and listing(inner) == ["in-inner"]
@@ -187,8 +272,7 @@ def test_bind_below_another_bind_that_lacks_the_destination(apptainer, make_imag
 
 @pytest.mark.root
 @pytest.mark.parametrize("top", ["/home", "/srv", "/work", "/opt", "/mnt"])
-def test_bind_to_a_new_path_under_an_existing_host_directory(apptainer, make_image, tmp_path,
-                                                             top):
+def test_bind_to_a_new_path_under_an_existing_host_directory(apptainer, make_image, tmp_path, top):
     # e.g. a kernel's work directory bound at /home/kernel on a host whose /home holds other homes
     if not os.path.isdir(top):
         pytest.skip(f"{top} does not exist on this host")
@@ -199,8 +283,20 @@ def test_bind_to_a_new_path_under_an_existing_host_directory(apptainer, make_ima
     source = tmp_path / "source"
     source.mkdir()
     (source / "marker").touch()
-    out = run(["apptainer", "exec", "--bind", f"{source}:{target}", "--pwd", target, image,
-               sys.executable, "-c", f"import os; print(os.listdir('.')); print(os.listdir('{top}'))"])
+    out = run(
+        [
+            "apptainer",
+            "exec",
+            "--bind",
+            f"{source}:{target}",
+            "--pwd",
+            target,
+            image,
+            sys.executable,
+            "-c",
+            f"import os; print(os.listdir('.')); print(os.listdir('{top}'))",
+        ]
+    )
     assert out.returncode == 0, out.stderr
     inside, top_inside = out.stdout.splitlines()
     assert inside == "['marker']"

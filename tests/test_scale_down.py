@@ -36,13 +36,16 @@ def held_result_survives_with_no_other_worker(cluster, client, timeout):
     wait(fut, timeout=timeout)
     (name,) = list(cluster.workers)
     cluster.remove_workers("gcam", 1)
-    assert fut.result(timeout=timeout)["i"] == 7      # was lost before: result() hung
+    assert fut.result(timeout=timeout)["i"] == 7  # was lost before: result() hung
     s = cluster.tag_status()["gcam"]
     assert (s["target"], s["retiring"], s["running"]) == (0, 1, 0)
-    assert name in cluster.workers                       # its job stays while the result is held
-    del fut                                              # released: the worker leaves
-    wait_for(lambda: not cluster.workers and cluster.tag_status()["gcam"]["retiring"] == 0,
-             timeout, "the retiring worker to leave")
+    assert name in cluster.workers  # its job stays while the result is held
+    del fut  # released: the worker leaves
+    wait_for(
+        lambda: not cluster.workers and cluster.tag_status()["gcam"]["retiring"] == 0,
+        timeout,
+        "the retiring worker to leave",
+    )
     wait_for(lambda: not client.scheduler_info()["workers"], timeout, "its worker to be gone")
 
 
@@ -58,9 +61,14 @@ def held_result_moves_to_a_worker_of_another_tag(cluster, client, timeout):
     assert cluster.tag_status()["gcam"]["retiring"] == 0
     holders = client.who_has(fut)[fut.key]
     info = client.scheduler_info()["workers"]
-    assert [info[a]["name"] for a in holders] == [n for n in cluster.workers if n.startswith("stitches")]
+    assert [info[a]["name"] for a in holders] == [
+        n for n in cluster.workers if n.startswith("stitches")
+    ]
     # the natural next stage: feed gcam's result to stitches
-    assert client.submit(lambda r: r["i"] * 2, fut, tag="stitches", pure=False).result(timeout=timeout) == 6
+    assert (
+        client.submit(lambda r: r["i"] * 2, fut, tag="stitches", pure=False).result(timeout=timeout)
+        == 6
+    )
 
 
 def forced_removal_drops_at_once(cluster, client, timeout):
@@ -99,13 +107,21 @@ def test_tasks_left_without_workers_are_said(local):
     cluster, client = local
     cluster.add_workers("gcam", 1)
     futs = client.map(make_stage_one(), range(3), tag="gcam")
-    with pytest.warns(UserWarning, match=r"task\(s\) wait for tag 'gcam', which has no workers: "
-                                         r"cluster.add_workers\('gcam', 1\) runs them"):
+    with pytest.warns(
+        UserWarning,
+        match=r"task\(s\) wait for tag 'gcam', which has no workers: "
+        r"cluster.add_workers\('gcam', 1\) runs them",
+    ):
         cluster.remove_workers("gcam", 1)
-    s = wait_for(lambda: (lambda s: s if s["waiting_tasks"] == 3 else None)(
-        cluster.tag_status()["gcam"]), 60, "3 waiting tasks")
-    assert s["warning"] == ("3 task(s) wait for tag 'gcam', which has no workers: "
-                            "cluster.add_workers('gcam', 1) runs them.")
+    s = wait_for(
+        lambda: (lambda s: s if s["waiting_tasks"] == 3 else None)(cluster.tag_status()["gcam"]),
+        60,
+        "3 waiting tasks",
+    )
+    assert s["warning"] == (
+        "3 task(s) wait for tag 'gcam', which has no workers: "
+        "cluster.add_workers('gcam', 1) runs them."
+    )
     assert cluster.tag_status()["stitches"]["warning"] is None
     cluster.add_workers("gcam", 1)
     assert [f.result(timeout=120)["i"] for f in futs] == [0, 1, 2]
@@ -119,8 +135,9 @@ def on_slurm(tmp_path, apptainer, make_image, slurm):
 
     for tag in ("gcam", "stitches"):
         make_image(tag, tmp_path / "containers")
-    with SlurmCluster(queue="slurm", walltime="00:30:00", work_dir=str(tmp_path),
-                      interface="lo") as cluster:
+    with SlurmCluster(
+        queue="slurm", walltime="00:30:00", work_dir=str(tmp_path), interface="lo"
+    ) as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
         cluster.add_container(tag="stitches", cpus=1, memory="512M")
         with ScalableClient(cluster) as client:

@@ -24,7 +24,9 @@ def test_queued_tasks_survive_repeated_worker_deaths(tmp_path):
         with ScalableClient(cluster) as client:
             client.wait_for_workers(1, timeout=180)
             futs = client.map(slow, range(8), tag="m")
-            for _ in range(4):  # Dask's default fails a task after 3 dead workers (allowed-failures)
+            for _ in range(
+                4
+            ):  # Dask's default fails a task after 3 dead workers (allowed-failures)
                 wait_for(lambda: client.scheduler_info()["workers"], 60, "a worker")
                 time.sleep(0.3)  # mid-task, before any heartbeat says what runs
                 try:

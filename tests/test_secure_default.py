@@ -79,20 +79,43 @@ def as_neighbour(name: str, code: str, *args: str) -> subprocess.CompletedProces
     python = os.path.realpath(sys.executable)
     binds = []
     if python.startswith("/root/"):  # /root is 0700: show the neighbour only the interpreter
-        top = "/root/" + python[len("/root/"):].split("/")[0]
+        top = "/root/" + python[len("/root/") :].split("/")[0]
         binds = ["--tmpfs", "/root", "--ro-bind", top, top]
-    argv = ["bwrap", "--bind", "/", "/", "--dev-bind", "/dev", "/dev", *binds, "--",
-            "setpriv", "--reuid", name, "--regid", name, "--clear-groups",
-            "env", "-i", "HOME=/nonexistent", "PATH=/usr/bin:/bin",
-            python, "-c", code, *args]
+    argv = [
+        "bwrap",
+        "--bind",
+        "/",
+        "/",
+        "--dev-bind",
+        "/dev",
+        "/dev",
+        *binds,
+        "--",
+        "setpriv",
+        "--reuid",
+        name,
+        "--regid",
+        name,
+        "--clear-groups",
+        "env",
+        "-i",
+        "HOME=/nonexistent",
+        "PATH=/usr/bin:/bin",
+        python,
+        "-c",
+        code,
+        *args,
+    ]
     return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=300, cwd="/")
 
 
 def attack(name, cluster, tls_dir) -> dict:
     ports = [cluster.dashboard_port] + [
-        ws.services["dashboard"] for ws in list(cluster.scheduler.workers.values())]
-    proc = as_neighbour(name, NEIGHBOUR, cluster.scheduler_address, json.dumps(ports), tls_dir,
-                        SECRET_WORD)
+        ws.services["dashboard"] for ws in list(cluster.scheduler.workers.values())
+    ]
+    proc = as_neighbour(
+        name, NEIGHBOUR, cluster.scheduler_address, json.dumps(ports), tls_dir, SECRET_WORD
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -101,8 +124,10 @@ def run_owner_tasks(cluster, tag):
     """Tasks whose names (``quietlemur-...``) a leaking dashboard or metrics page would show."""
     with ScalableClient(cluster) as client:
         client.wait_for_workers(1, timeout=180)
-        futures = [client.submit(pow, 2, i, tag=tag, key=f"{SECRET_WORD}-{uuid.uuid4().hex}")
-                   for i in range(3)]
+        futures = [
+            client.submit(pow, 2, i, tag=tag, key=f"{SECRET_WORD}-{uuid.uuid4().hex}")
+            for i in range(3)
+        ]
         assert client.gather(futures) == [1, 2, 4]
 
 
@@ -148,8 +173,9 @@ def test_neighbour_reaches_nothing_of_a_local_cluster(neighbour, tmp_path, appta
 
 @pytest.mark.root
 @pytest.mark.slurm
-def test_neighbour_reaches_nothing_of_a_slurm_cluster(neighbour, tmp_path, apptainer, make_image,
-                                                      monkeypatch):
+def test_neighbour_reaches_nothing_of_a_slurm_cluster(
+    neighbour, tmp_path, apptainer, make_image, monkeypatch
+):
     make_image("gcam", tmp_path / "containers")
     monkeypatch.chdir(tmp_path)
     with SlurmCluster(queue="slurm", interface="lo") as cluster:
@@ -161,14 +187,16 @@ def test_neighbour_reaches_nothing_of_a_slurm_cluster(neighbour, tmp_path, appta
         wait_for(lambda: len(cluster.scheduler.workers) == 2, 180, "both workers")
         # were the work directory open to others, its keys would still be the owner's only
         assert stat.S_IMODE(os.lstat(tls_dir).st_mode) == 0o700
-        assert {stat.S_IMODE(os.lstat(os.path.join(tls_dir, f)).st_mode)
-                for f in os.listdir(tls_dir)} == {0o600}
+        assert {
+            stat.S_IMODE(os.lstat(os.path.join(tls_dir, f)).st_mode) for f in os.listdir(tls_dir)
+        } == {0o600}
         seen = attack(neighbour, cluster, tls_dir)
         assert_nothing_reached(seen, cluster)
     assert not os.path.exists(tls_dir)
 
 
 # -- the same user: defaults, opt-out, the private directory ------------------------------------
+
 
 def test_tls_by_default_files_private_and_removed_at_close(tmp_path):
     with LocalCluster(work_dir=str(tmp_path)) as a, LocalCluster(work_dir=str(tmp_path)) as b:
@@ -177,8 +205,9 @@ def test_tls_by_default_files_private_and_removed_at_close(tmp_path):
         assert d != b._tls.directory  # never reused
         assert stat.S_IMODE(os.lstat(d).st_mode) == 0o700 and not os.path.islink(d)
         files = os.listdir(d)
-        assert files and all(stat.S_IMODE(os.lstat(os.path.join(d, f)).st_mode) == 0o600
-                             for f in files)
+        assert files and all(
+            stat.S_IMODE(os.lstat(os.path.join(d, f)).st_mode) == 0o600 for f in files
+        )
         a.add_container(tag="t", cpus=1, memory="1G")
         a.add_workers(tag="t", n=1)
         with ScalableClient(a) as client:  # takes the cluster's credentials
@@ -220,21 +249,27 @@ def test_dashboard_secret_is_compared_in_constant_time(tmp_path, monkeypatch):
     with LocalCluster(work_dir=str(tmp_path)) as cluster:
         secret = cluster.dashboard_prefix
         with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(f"http://127.0.0.1:{cluster.dashboard_port}{secret[:-1]}x/",
-                                   timeout=30)
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{cluster.dashboard_port}{secret[:-1]}x/", timeout=30
+            )
         with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as page:
             assert page.status == 200
     assert compared.count(secret.strip("/").encode()) >= 2
 
 
 def test_security_false_warns_and_speaks_plain_tcp(tmp_path):
-    with pytest.warns(InsecureClusterWarning, match="anyone who can reach it .* can run code as you"):
+    with pytest.warns(
+        InsecureClusterWarning, match="anyone who can reach it .* can run code as you"
+    ):
         cluster = LocalCluster(work_dir=str(tmp_path), security=False)
     with cluster:
         assert cluster.scheduler_address.startswith("tcp://") and cluster._tls is None
         assert cluster._registry_entry()["tls"] is None
-    with dask.config.set({"scalable.security": False}), pytest.warns(InsecureClusterWarning), \
-            LocalCluster(work_dir=str(tmp_path)) as cluster:
+    with (
+        dask.config.set({"scalable.security": False}),
+        pytest.warns(InsecureClusterWarning),
+        LocalCluster(work_dir=str(tmp_path)) as cluster,
+    ):
         assert cluster.scheduler_address.startswith("tcp://")
 
 
@@ -278,14 +313,18 @@ def test_slurm_tls_directory_in_the_work_dir_must_be_private(tmp_path, monkeypat
 
 # -- keys a killed process left -----------------------------------------------------------------
 
+
 @pytest.mark.slurm
 def test_cleanup_removes_the_keys_of_a_killed_cluster_and_nothing_else(slurm, tmp_path):
-    script = ("import time; from scalable import SlurmCluster\n"
-              "c = SlurmCluster(queue='slurm', interface='lo')\n"
-              "print(c.cluster_id, c._tls.directory, flush=True)\n"
-              "time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
-                            text=True)
+    script = (
+        "import time; from scalable import SlurmCluster\n"
+        "c = SlurmCluster(queue='slurm', interface='lo')\n"
+        "print(c.cluster_id, c._tls.directory, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
     try:
         ready = select.select([proc.stdout], [], [], 180)[0]  # never wait for ever in CI
         assert ready, "the cluster process did not start within 180 s"
@@ -305,11 +344,19 @@ def test_cleanup_removes_the_keys_of_a_killed_cluster_and_nothing_else(slurm, tm
     odd.mkdir()
     (odd / "key0.pem").write_text("x")
     (odd / "notes.txt").write_text("x")
-    with pytest.warns(UserWarning, match=r"1 TLS key director.*no longer running .*scalable cleanup"):
+    with pytest.warns(
+        UserWarning, match=r"1 TLS key director.*no longer running .*scalable cleanup"
+    ):
         live = SlurmCluster(queue="slurm", interface="lo", work_dir=str(tmp_path))
     with live:
-        out = subprocess.run([sys.executable, "-m", "scalable.cli", "cleanup"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "scalable.cli", "cleanup"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         assert keys in out.stdout and not os.path.exists(keys)
         assert os.listdir(live._tls.directory)  # a live cluster's keys are its own

@@ -86,8 +86,9 @@ class FakeScheduler:
             try:
                 if self.ssl_context is not None:
                     conn = self.ssl_context.wrap_socket(conn, server_side=True)
-                conn.sendall(frame({"compression": None, "python": (3, 11, 0),
-                                    "pickle-protocol": 5}))
+                conn.sendall(
+                    frame({"compression": None, "python": (3, 11, 0), "pickle-protocol": 5})
+                )
                 recv_message(conn)  # the caller's handshake
                 recv_message(conn)  # its request
                 conn.sendall(frame(self.reply))
@@ -117,10 +118,12 @@ def reg():
 
 @pytest.fixture
 def jp_server_config(reg):
-    return Config({
-        "ServerApp": {"jpserver_extensions": {"scalable": True}},
-        "ScalableServer": {"registry_dir": str(reg), "status_timeout": 30, "scale_timeout": 30},
-    })
+    return Config(
+        {
+            "ServerApp": {"jpserver_extensions": {"scalable": True}},
+            "ScalableServer": {"registry_dir": str(reg), "status_timeout": 30, "scale_timeout": 30},
+        }
+    )
 
 
 def evil_reply(marker):
@@ -130,8 +133,15 @@ def evil_reply(marker):
 
 
 def write_entry(directory, cluster_id, address, **extra):
-    entry = {"id": cluster_id, "name": cluster_id, "scheduler_address": address, "tags": ["gcam"],
-             "pid": os.getpid(), "host": socket.gethostname(), **extra}
+    entry = {
+        "id": cluster_id,
+        "name": cluster_id,
+        "scheduler_address": address,
+        "tags": ["gcam"],
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        **extra,
+    }
     (directory / f"{cluster_id}.json").write_text(json.dumps(entry))
     os.chmod(directory / f"{cluster_id}.json", 0o600)
 
@@ -195,18 +205,27 @@ async def test_a_fake_scheduler_cannot_run_code_in_the_server(jp_fetch, reg, tmp
 async def test_replies_that_are_not_a_status_mark_only_their_cluster_unreachable(jp_fetch, reg):
     # plain data, but 2 MiB of empty lists (about 150 MB once decoded, in the server's event
     # loop), a list, tags that are not a map, and bytes that JSON cannot carry
-    replies = {"inflated": {"status": "OK", "tags": {}, "pad": [[]] * (2 << 20)}, "alist": [1, 2],
-               "badtags": {"tags": ["gcam"]}, "binary": {"tags": {}, "name": b"\xff"}}
+    replies = {
+        "inflated": {"status": "OK", "tags": {}, "pad": [[]] * (2 << 20)},
+        "alist": [1, 2],
+        "badtags": {"tags": ["gcam"]},
+        "binary": {"tags": {}, "name": b"\xff"},
+    }
     fakes = {cid: FakeScheduler(reply) for cid, reply in replies.items()}
     good = FakeScheduler({"cluster_id": "good", "tags": {"gcam": {"target": 2}}})
     for cid, fake in [*fakes.items(), ("good", good)]:
         write_entry(reg, cid, fake.address)
     try:
-        listed = {m["id"]: m for m in (await fetch_json(jp_fetch, "scalable", "clusters"))["clusters"]}
+        listed = {
+            m["id"]: m for m in (await fetch_json(jp_fetch, "scalable", "clusters"))["clusters"]
+        }
         assert listed["good"]["reachable"] and listed["good"]["tags"][0]["target"] == 2
         for cid in replies:
             assert not listed[cid]["reachable"], cid
-            assert "not a scheduler's reply" in listed[cid]["error"] or "status" in listed[cid]["error"], cid
+            assert (
+                "not a scheduler's reply" in listed[cid]["error"]
+                or "status" in listed[cid]["error"]
+            ), cid
     finally:
         for fake in [*fakes.values(), good]:
             fake.close()
@@ -216,9 +235,15 @@ async def test_a_tls_cluster_answers_and_an_impostor_cannot(jp_fetch, reg, tmp_p
     from distributed.security import Security
 
     cluster, impostor = Security.temporary(), Security.temporary()
-    tls = {"ca": cluster.tls_ca_file, "cert": cluster.tls_client_cert, "key": cluster.tls_client_key}
-    real = FakeScheduler({"cluster_id": "real", "tags": {"gcam": {"target": 3}}},
-                         cluster.get_listen_args("scheduler")["ssl_context"])
+    tls = {
+        "ca": cluster.tls_ca_file,
+        "cert": cluster.tls_client_cert,
+        "key": cluster.tls_client_key,
+    }
+    real = FakeScheduler(
+        {"cluster_id": "real", "tags": {"gcam": {"target": 3}}},
+        cluster.get_listen_args("scheduler")["ssl_context"],
+    )
     marker = tmp_path / "ran"
     fake = FakeScheduler(evil_reply(marker), impostor.get_listen_args("scheduler")["ssl_context"])
     write_entry(reg, "real", real.address, tls=tls)
@@ -241,8 +266,15 @@ async def test_a_tls_cluster_answers_and_an_impostor_cannot(jp_fetch, reg, tmp_p
 async def test_entries_of_another_user_are_404_on_every_route(jp_fetch, reg, other_user):
     marker = other_user.base / "ran"
     fake = FakeScheduler(evil_reply(marker))
-    entry = json.dumps({"id": "theirs", "scheduler_address": fake.address, "tags": ["gcam"],
-                        "pid": os.getpid(), "host": socket.gethostname()})
+    entry = json.dumps(
+        {
+            "id": "theirs",
+            "scheduler_address": fake.address,
+            "tags": ["gcam"],
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+    )
     # written by them while the directory was shared, then the directory made private again
     os.chmod(reg, 0o1777)
     try:
@@ -267,20 +299,32 @@ async def test_entries_of_another_user_are_404_on_every_route(jp_fetch, reg, oth
     assert fake.replies == 0 and not marker.exists()  # never even asked
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"", "The request body is empty"),
-    (b"   ", "The request body is empty"),
-    # parsed or not depends on the recursion limit in force (libraries raise it): a sentence
-    # either way, never a RecursionError or a 500
-    (b"[" * 2000 + b"]" * 2000, ("not valid JSON", "must be a JSON object")),
-    (b'{"tag": "gcam", "n": 1, "pad": "' + b"x" * 5000 + b'"}', "larger than 4096 bytes"),
-], ids=["empty", "blank", "nested", "huge"])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "The request body is empty"),
+        (b"   ", "The request body is empty"),
+        # parsed or not depends on the recursion limit in force (libraries raise it): a sentence
+        # either way, never a RecursionError or a 500
+        (b"[" * 2000 + b"]" * 2000, ("not valid JSON", "must be a JSON object")),
+        (b'{"tag": "gcam", "n": 1, "pad": "' + b"x" * 5000 + b'"}', "larger than 4096 bytes"),
+    ],
+    ids=["empty", "blank", "nested", "huge"],
+)
 async def test_bad_scale_bodies_get_a_sentence(jp_fetch, reg, body, message):
     fake = FakeScheduler({"status": "OK", "target": 1})
     write_entry(reg, "c1", fake.address)
     try:
-        code, text = await error_of(jp_fetch, "scalable", "clusters", "c1", "scale",
-                                    method="POST", body=body, allow_nonstandard_methods=True)
+        code, text = await error_of(
+            jp_fetch,
+            "scalable",
+            "clusters",
+            "c1",
+            "scale",
+            method="POST",
+            body=body,
+            allow_nonstandard_methods=True,
+        )
     finally:
         fake.close()
     messages = (message,) if isinstance(message, str) else message

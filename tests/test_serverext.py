@@ -59,12 +59,22 @@ class ClusterProcess:
     """A LocalCluster living in a child process, registered in ``registry_dir``."""
 
     def __init__(self, registry_dir, work_dir, name="demo", tags=("alpha", "beta"), prefix=()):
-        env = {k: v for k, v in os.environ.items() if k not in ("SCALABLE_REGISTRY_DIR", "XDG_DATA_HOME")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SCALABLE_REGISTRY_DIR", "XDG_DATA_HOME")
+        }
         if registry_dir is not None:
             env["SCALABLE_REGISTRY_DIR"] = str(registry_dir)
         argv = [*prefix, sys.executable, "-c", CLUSTER_SCRIPT, str(work_dir), name, ",".join(tags)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(10)
@@ -91,8 +101,12 @@ def entry_security(tls: dict):
     """Schedulers speak TLS: the client credentials of a registry entry (its ``tls``)."""
     from distributed.security import Security
 
-    return Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"],
-                    tls_client_key=tls["key"], require_encryption=True)
+    return Security(
+        tls_ca_file=tls["ca"],
+        tls_client_cert=tls["cert"],
+        tls_client_key=tls["key"],
+        require_encryption=True,
+    )
 
 
 def scheduler_workers(address: str, tls: dict) -> list[dict]:
@@ -100,8 +114,10 @@ def scheduler_workers(address: str, tls: dict) -> list[dict]:
     from distributed import Client
 
     with Client(address, security=entry_security(tls), timeout=10) as client:
-        return [{"name": w["name"], "resources": w.get("resources", {})}
-                for w in client.scheduler_info()["workers"].values()]
+        return [
+            {"name": w["name"], "resources": w.get("resources", {})}
+            for w in client.scheduler_info()["workers"].values()
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +134,13 @@ def cluster(shared_registry, tmp_path_factory):
 
 @pytest.fixture
 def jp_server_config(shared_registry):
-    return Config({
-        "ServerApp": {"jpserver_extensions": {"scalable": True, "jupyter_server_proxy": True}},
-        # a loaded machine may take seconds to answer: unreachable must mean unreachable
-        "ScalableServer": {"registry_dir": str(shared_registry), "status_timeout": 30},
-    })
+    return Config(
+        {
+            "ServerApp": {"jpserver_extensions": {"scalable": True, "jupyter_server_proxy": True}},
+            # a loaded machine may take seconds to answer: unreachable must mean unreachable
+            "ScalableServer": {"registry_dir": str(shared_registry), "status_timeout": 30},
+        }
+    )
 
 
 async def fetch_json(jp_fetch, *parts, **kwargs):
@@ -138,6 +156,7 @@ async def error_of(jp_fetch, *parts, **kwargs) -> tuple[int, str]:
 
 
 # -- the registry on its own -------------------------------------------------------------------
+
 
 def test_registry_location(monkeypatch, tmp_path):
     monkeypatch.delenv("SCALABLE_REGISTRY_DIR", raising=False)
@@ -157,7 +176,9 @@ def test_registry_files_are_private_and_pruned(monkeypatch, tmp_path):
         # a scheduler that answers, in a live process (this one)
         server = socket.create_server(("127.0.0.1", 0))
         live = f"tcp://127.0.0.1:{server.getsockname()[1]}"
-        path = registry.register({"id": "live1", "name": "a", "scheduler_address": live, "tags": ["x"]})
+        path = registry.register(
+            {"id": "live1", "name": "a", "scheduler_address": live, "tags": ["x"]}
+        )
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -167,7 +188,9 @@ def test_registry_files_are_private_and_pruned(monkeypatch, tmp_path):
     assert entry["pid"] == os.getpid() and entry["host"] == socket.gethostname()
 
     # a dead pid on this host
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     registry.register({"id": "deadpid", "scheduler_address": live, "pid": int(done.stdout)})
     # a live pid whose scheduler is gone (closed without unregistering)
     closed = socket.create_server(("127.0.0.1", 0))
@@ -190,6 +213,7 @@ def test_registry_files_are_private_and_pruned(monkeypatch, tmp_path):
 
 # -- REST routes ---------------------------------------------------------------------------------
 
+
 async def test_clusters_lists_a_kernel_cluster(jp_fetch, cluster, jp_base_url):
     reply = await fetch_json(jp_fetch, "scalable", "clusters")
     (model,) = [c for c in reply["clusters"] if c["id"] == cluster.id]
@@ -200,16 +224,33 @@ async def test_clusters_lists_a_kernel_cluster(jp_fetch, cluster, jp_base_url):
     assert model["dashboard_url"] == f"{jp_base_url}proxy/{port}{secret}/"
     assert model["scheduler_address"].startswith("tls://")  # and the status came over TLS
     assert [t["tag"] for t in model["tags"]] == ["alpha", "beta"]
-    assert model["tags"][0] == {"tag": "alpha", "target": 0, "pending": 0, "running": 0,
-                                "idle": 0, "busy": 0, "waiting_tasks": 0,
-                                "image": None, "cpus": 1, "memory": "1G", "adapt": None}
+    assert model["tags"][0] == {
+        "tag": "alpha",
+        "target": 0,
+        "pending": 0,
+        "running": 0,
+        "idle": 0,
+        "busy": 0,
+        "waiting_tasks": 0,
+        "image": None,
+        "cpus": 1,
+        "memory": "1G",
+        "adapt": None,
+    }
     one = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id)
     assert one["id"] == cluster.id and one["tags"] == model["tags"]
 
 
 async def test_scale_adds_a_worker_seen_by_the_scheduler(jp_fetch, cluster):
-    model = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id, "scale", method="POST",
-                             body=json.dumps({"tag": "beta", "n": 1}))
+    model = await fetch_json(
+        jp_fetch,
+        "scalable",
+        "clusters",
+        cluster.id,
+        "scale",
+        method="POST",
+        body=json.dumps({"tag": "beta", "n": 1}),
+    )
     beta = next(t for t in model["tags"] if t["tag"] == "beta")
     assert beta["target"] == 1
     deadline = time.monotonic() + 180
@@ -221,21 +262,32 @@ async def test_scale_adds_a_worker_seen_by_the_scheduler(jp_fetch, cluster):
     workers = scheduler_workers(cluster.info["scheduler_address"], cluster.tls)
     assert [w["resources"] for w in workers] == [{"beta": 1}]
 
-    model = await fetch_json(jp_fetch, "scalable", "clusters", cluster.id, "scale", method="POST",
-                             body=json.dumps({"tag": "beta", "n": 0}))
+    model = await fetch_json(
+        jp_fetch,
+        "scalable",
+        "clusters",
+        cluster.id,
+        "scale",
+        method="POST",
+        body=json.dumps({"tag": "beta", "n": 0}),
+    )
     assert next(t for t in model["tags"] if t["tag"] == "beta")["target"] == 0
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"tag": "no such", "n": 1}, 400, "tag 'no such' is not valid"),
-    ({"tag": "gamma", "n": 1}, 400, "call cluster.add_container(tag='gamma'"),
-    ({"tag": "alpha", "n": -1}, 400, "n must be a whole number"),
-    ({"tag": "alpha", "n": "3"}, 400, "n must be a whole number"),
-    ([1, 2], 400, "Send a JSON body"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"tag": "no such", "n": 1}, 400, "tag 'no such' is not valid"),
+        ({"tag": "gamma", "n": 1}, 400, "call cluster.add_container(tag='gamma'"),
+        ({"tag": "alpha", "n": -1}, 400, "n must be a whole number"),
+        ({"tag": "alpha", "n": "3"}, 400, "n must be a whole number"),
+        ([1, 2], 400, "Send a JSON body"),
+    ],
+)
 async def test_scale_mistakes_come_back_as_sentences(jp_fetch, cluster, body, status, message):
-    code, text = await error_of(jp_fetch, "scalable", "clusters", cluster.id, "scale", method="POST",
-                                body=json.dumps(body))
+    code, text = await error_of(
+        jp_fetch, "scalable", "clusters", cluster.id, "scale", method="POST", body=json.dumps(body)
+    )
     assert code == status and message in text
 
 
@@ -243,16 +295,22 @@ async def test_open_sidebars_share_one_status_query(jp_fetch, cluster):
     from distributed.core import rpc
 
     async def answered():
-        conn = rpc(cluster.info["scheduler_address"],
-                   connection_args=entry_security(cluster.tls).get_connection_args("client"))
+        conn = rpc(
+            cluster.info["scheduler_address"],
+            connection_args=entry_security(cluster.tls).get_connection_args("client"),
+        )
         try:
             return await conn.test_status_count()
         finally:
             await conn.close_rpc()
 
     before = await answered()
-    replies = await asyncio.gather(*(fetch_json(jp_fetch, "scalable", "clusters") for _ in range(5)))
-    assert all(any(c["id"] == cluster.id and c["reachable"] for c in r["clusters"]) for r in replies)
+    replies = await asyncio.gather(
+        *(fetch_json(jp_fetch, "scalable", "clusters") for _ in range(5))
+    )
+    assert all(
+        any(c["id"] == cluster.id and c["reachable"] for c in r["clusters"]) for r in replies
+    )
     assert await answered() == before + 1
     await asyncio.sleep(2.2)  # ScalableServer.status_cache_seconds later, a fresh answer
     await fetch_json(jp_fetch, "scalable", "clusters")
@@ -260,8 +318,15 @@ async def test_open_sidebars_share_one_status_query(jp_fetch, cluster):
 
 
 async def test_unknown_cluster_is_404(jp_fetch, cluster):
-    code, text = await error_of(jp_fetch, "scalable", "clusters", "nope", "scale", method="POST",
-                                body=json.dumps({"tag": "alpha", "n": 1}))
+    code, text = await error_of(
+        jp_fetch,
+        "scalable",
+        "clusters",
+        "nope",
+        "scale",
+        method="POST",
+        body=json.dumps({"tag": "alpha", "n": 1}),
+    )
     assert code == 404 and "No cluster 'nope' is registered" in text
 
 
@@ -294,11 +359,19 @@ async def test_every_scalable_route_requires_authentication(jp_fetch, jp_servera
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             if getattr(handler, method.lower()) is getattr(RequestHandler, method.lower()):
                 continue  # not implemented by this handler (tornado answers 405)
-            body = json.dumps({"tag": "alpha", "n": 1}) if method in ("POST", "PUT", "PATCH") else None
+            body = (
+                json.dumps({"tag": "alpha", "n": 1}) if method in ("POST", "PUT", "PATCH") else None
+            )
             # no token, but a matching XSRF cookie and header: only authentication may refuse it
             headers = {"Authorization": "", "Cookie": "_xsrf=abc", "X-XSRFToken": "abc"}
-            code, _ = await error_of(jp_fetch, path.lstrip("/").split("/", 1)[1], method=method, body=body,
-                                     headers=headers, follow_redirects=False)
+            code, _ = await error_of(
+                jp_fetch,
+                path.lstrip("/").split("/", 1)[1],
+                method=method,
+                body=body,
+                headers=headers,
+                follow_redirects=False,
+            )
             assert code in (302, 403), (method, path, code)
             checked += 1
     assert checked >= 3
@@ -311,8 +384,15 @@ async def test_dashboard_through_the_proxy_needs_the_token(jp_fetch, jp_ws_fetch
     port, secret = str(cluster.info["dashboard_port"]), cluster.info["dashboard_prefix"].strip("/")
     page = await jp_fetch("proxy", port, secret, "status")
     assert b"bokeh" in page.body.lower()
-    code, _ = await error_of(jp_fetch, "proxy", port, secret, "status", headers={"Authorization": ""},
-                             follow_redirects=False)
+    code, _ = await error_of(
+        jp_fetch,
+        "proxy",
+        port,
+        secret,
+        "status",
+        headers={"Authorization": ""},
+        follow_redirects=False,
+    )
     assert code in (302, 403)
     # without the cluster's secret prefix, even Jupyter's own user gets nothing
     with pytest.raises(HTTPClientError) as info:
@@ -341,28 +421,63 @@ class TestUnansweringScheduler:
 
     @pytest.fixture
     def jp_server_config(self, tmp_path):
-        return Config({"ServerApp": {"jpserver_extensions": {"scalable": True}},
-                       "ScalableServer": {"registry_dir": str(tmp_path / "reg"), "status_timeout": 1,
-                                          "scale_timeout": 1}})
+        return Config(
+            {
+                "ServerApp": {"jpserver_extensions": {"scalable": True}},
+                "ScalableServer": {
+                    "registry_dir": str(tmp_path / "reg"),
+                    "status_timeout": 1,
+                    "scale_timeout": 1,
+                },
+            }
+        )
 
     async def test_shown_unreachable_and_scaling_says_why(self, jp_fetch, tmp_path, monkeypatch):
         monkeypatch.setenv("SCALABLE_REGISTRY_DIR", str(tmp_path / "reg"))
         with socket.create_server(("127.0.0.1", 0)) as hung:  # listens, never accepts
             address = f"tcp://127.0.0.1:{hung.getsockname()[1]}"
-            registry.register({"id": "hung1", "name": "stuck", "scheduler_address": address,
-                               "dashboard_port": 1234, "tags": ["gcam"], "kind": "slurm"})
+            registry.register(
+                {
+                    "id": "hung1",
+                    "name": "stuck",
+                    "scheduler_address": address,
+                    "dashboard_port": 1234,
+                    "tags": ["gcam"],
+                    "kind": "slurm",
+                }
+            )
             (model,) = (await fetch_json(jp_fetch, "scalable", "clusters"))["clusters"]
             assert model["id"] == "hung1" and not model["reachable"]
             assert model["error"].startswith("Cannot reach the scheduler")
-            assert model["tags"] == [{"tag": "gcam", "target": None, "pending": None, "running": None,
-                                      "idle": None, "busy": None, "waiting_tasks": None,
-                                      "image": None, "cpus": None, "memory": None, "adapt": None}]
-            code, text = await error_of(jp_fetch, "scalable", "clusters", "hung1", "scale", method="POST",
-                                        body=json.dumps({"tag": "gcam", "n": 1}))
+            assert model["tags"] == [
+                {
+                    "tag": "gcam",
+                    "target": None,
+                    "pending": None,
+                    "running": None,
+                    "idle": None,
+                    "busy": None,
+                    "waiting_tasks": None,
+                    "image": None,
+                    "cpus": None,
+                    "memory": None,
+                    "adapt": None,
+                }
+            ]
+            code, text = await error_of(
+                jp_fetch,
+                "scalable",
+                "clusters",
+                "hung1",
+                "scale",
+                method="POST",
+                body=json.dumps({"tag": "gcam", "n": 1}),
+            )
             assert code == 503 and text.startswith("Cannot reach the scheduler of stuck")
 
 
 # -- the kernel inside an image, the server on the host ----------------------------------------
+
 
 @pytest.mark.root
 class TestKernelInImage:
@@ -371,8 +486,9 @@ class TestKernelInImage:
         # the server's default location: ~/.local/share/scalable/registry of its own HOME
         return Config({"ServerApp": {"jpserver_extensions": {"scalable": True}}})
 
-    async def test_cluster_made_in_an_image_is_listed(self, jp_fetch, jp_home_dir, tmp_path, monkeypatch,
-                                                      apptainer, make_image):
+    async def test_cluster_made_in_an_image_is_listed(
+        self, jp_fetch, jp_home_dir, tmp_path, monkeypatch, apptainer, make_image
+    ):
         monkeypatch.delenv("SCALABLE_REGISTRY_DIR", raising=False)
         monkeypatch.delenv("XDG_DATA_HOME", raising=False)
         host_dir = registry.registry_dir()  # the server's, under its HOME in /tmp
@@ -384,9 +500,21 @@ class TestKernelInImage:
         work = tmp_path / "work"
         work.mkdir()
         # what the kernel launcher does: its own HOME, the host registry bound in, the variable set
-        prefix = [apptainer, "exec", "--home", f"{kernel_home}:/home/kernel",
-                  "--bind", f"{host_dir}:/scalable-registry", "--bind", f"{work}:/kernel-work",
-                  "--pwd", "/kernel-work", "--env", "SCALABLE_REGISTRY_DIR=/scalable-registry", image]
+        prefix = [
+            apptainer,
+            "exec",
+            "--home",
+            f"{kernel_home}:/home/kernel",
+            "--bind",
+            f"{host_dir}:/scalable-registry",
+            "--bind",
+            f"{work}:/kernel-work",
+            "--pwd",
+            "/kernel-work",
+            "--env",
+            "SCALABLE_REGISTRY_DIR=/scalable-registry",
+            image,
+        ]
         proc = ClusterProcess(None, "/kernel-work", name="in-image", tags=("gcam",), prefix=prefix)
         try:
             assert (host_dir / f"{proc.id}.json").exists()
@@ -402,13 +530,25 @@ class TestKernelInImage:
 
 # -- installation --------------------------------------------------------------------------------
 
+
 def test_extensions_enabled_after_install():
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
-    lab = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"], capture_output=True, text=True, env=env, timeout=120)
+    lab = subprocess.run(
+        [sys.executable, "-m", "jupyterlab.labextensions", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     out = re.sub(r"\x1b\[[0-9;]*m", "", lab.stdout + lab.stderr)
     assert re.search(r"^\s*scalable v\S+ enabled OK", out, re.M), out
-    srv = subprocess.run([sys.executable, "-m", "jupyter_server.extension.serverextension", "list"], capture_output=True, text=True, env=env,
-                         timeout=120)
+    srv = subprocess.run(
+        [sys.executable, "-m", "jupyter_server.extension.serverextension", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     out = re.sub(r"\x1b\[[0-9;]*m", "", srv.stdout + srv.stderr)
     assert re.search(r"^\s*scalable enabled", out, re.M), out
     assert re.search(r"^\s*scalable \S+ OK", out, re.M), out
@@ -420,8 +560,15 @@ def test_no_dashboard_link_to_a_scheduler_that_does_not_answer():
     # its port may be anyone's by now: a proxied link would show their page in Jupyter's origin
     from scalable.jupyter.handlers import cluster_model
 
-    entry = {"id": "c1", "scheduler_address": "tls://127.0.0.1:1", "dashboard_port": 8787,
-             "dashboard_prefix": "/s3cr3t", "tags": ["gcam"]}
-    assert cluster_model(entry, None, "/", error="Cannot reach the scheduler")["dashboard_url"] is None
+    entry = {
+        "id": "c1",
+        "scheduler_address": "tls://127.0.0.1:1",
+        "dashboard_port": 8787,
+        "dashboard_prefix": "/s3cr3t",
+        "tags": ["gcam"],
+    }
+    assert (
+        cluster_model(entry, None, "/", error="Cannot reach the scheduler")["dashboard_url"] is None
+    )
     live = cluster_model(entry, {"dashboard_port": 8787}, "/")
     assert live["dashboard_url"] == "/proxy/8787/s3cr3t/"

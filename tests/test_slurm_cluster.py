@@ -15,8 +15,12 @@ pytestmark = pytest.mark.slurm
 
 
 def cluster_jobs(slurm, cluster):
-    return [j for j in slurm.squeue("--array") if j["name"].startswith(f"sc-{cluster.cluster_id}-")
-            and j["state"] not in ("COMPLETING", "COMPLETED", "CANCELLED")]
+    return [
+        j
+        for j in slurm.squeue("--array")
+        if j["name"].startswith(f"sc-{cluster.cluster_id}-")
+        and j["state"] not in ("COMPLETING", "COMPLETED", "CANCELLED")
+    ]
 
 
 @pytest.fixture
@@ -50,10 +54,22 @@ def test_seed_readme_flow_runs_unchanged(work, seed_dirs, slurm):
     def func2(param):
         return param * 10, os.environ["APPTAINER_NAME"], os.path.isdir("/user")
 
-    cluster = SlurmCluster(queue='slurm', walltime='02:00:00', account='GCIMS', interface='lo', silence_logs=False)
+    cluster = SlurmCluster(
+        queue="slurm", walltime="02:00:00", account="GCIMS", interface="lo", silence_logs=False
+    )
     try:
-        cluster.add_container(tag="gcam", cpus=10, memory="20G", dirs={"/qfs/people/user/work/gcam-core": "/gcam-core", "/rcfs": "/rcfs"})
-        cluster.add_container(tag="stitches", cpus=6, memory="50G", dirs={"/qfs/people/user": "/user", "/rcfs": "/rcfs"})
+        cluster.add_container(
+            tag="gcam",
+            cpus=10,
+            memory="20G",
+            dirs={"/qfs/people/user/work/gcam-core": "/gcam-core", "/rcfs": "/rcfs"},
+        )
+        cluster.add_container(
+            tag="stitches",
+            cpus=6,
+            memory="50G",
+            dirs={"/qfs/people/user": "/user", "/rcfs": "/rcfs"},
+        )
         cluster.add_worker(n=3, tag="gcam")
         cluster.add_workers(n=2, tag="stitches")
         cluster.remove_workers(n=2, tag="gcam")
@@ -61,9 +77,11 @@ def test_seed_readme_flow_runs_unchanged(work, seed_dirs, slurm):
         fut = client.submit(func1, "gcam", tag="gcam")
         futs = client.map(func2, [1, 2, 3], tag="stitches")
         assert fut.result(timeout=120) == ("gcam", "gcam_container.sif", True)
-        assert client.gather(futs) == [(10, "stitches_container.sif", True),
-                                       (20, "stitches_container.sif", True),
-                                       (30, "stitches_container.sif", True)]
+        assert client.gather(futs) == [
+            (10, "stitches_container.sif", True),
+            (20, "stitches_container.sif", True),
+            (30, "stitches_container.sif", True),
+        ]
         cluster.walltime = "04:00:00"
         assert "#SBATCH -t 04:00:00" in cluster.job_script("gcam")
         assert "#SBATCH -A GCIMS" in cluster.job_script("gcam")
@@ -79,24 +97,37 @@ def test_two_tags_each_in_its_own_image_with_its_own_binds(work, slurm):
         return {
             "image": os.environ.get("APPTAINER_NAME"),
             "gcam": open("/in/gcam.txt").read() if os.path.exists("/in/gcam.txt") else None,
-            "stitches": open("/in/stitches.txt").read() if os.path.exists("/in/stitches.txt") else None,
-            "home": os.environ.get("HOME"), "cwd": os.getcwd(),
+            "stitches": open("/in/stitches.txt").read()
+            if os.path.exists("/in/stitches.txt")
+            else None,
+            "home": os.environ.get("HOME"),
+            "cwd": os.getcwd(),
         }
 
     os.rename(work / "gcam_data" / "input.txt", work / "gcam_data" / "gcam.txt")
     os.rename(work / "stitches_data" / "input.txt", work / "stitches_data" / "stitches.txt")
     with SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo") as cluster:
         cluster.add_container(tag="gcam", cpus=1, memory="1G", dirs={"gcam_data": "/in"})
-        cluster.add_container(tag="stitches", cpus=1, memory="1G", dirs={"stitches_data": "/in"},
-                              env={"MODEL": "stitches"})
+        cluster.add_container(
+            tag="stitches",
+            cpus=1,
+            memory="1G",
+            dirs={"stitches_data": "/in"},
+            env={"MODEL": "stitches"},
+        )
         cluster.add_workers("gcam", 2)
         cluster.add_workers("stitches", 2)
         with ScalableClient(cluster) as client:
             g = client.gather(client.map(look, range(6), tag="gcam"))
             s = client.gather(client.map(look, range(6), tag="stitches"))
     for row in g:
-        assert row == {"image": "gcam_container.sif", "gcam": "gcam input", "stitches": None,
-                       "home": str(work), "cwd": str(work)}
+        assert row == {
+            "image": "gcam_container.sif",
+            "gcam": "gcam input",
+            "stitches": None,
+            "home": str(work),
+            "cwd": str(work),
+        }
     for row in s:
         assert row["image"] == "stitches_container.sif"
         assert (row["gcam"], row["stitches"]) == (None, "stitches input")
@@ -104,8 +135,9 @@ def test_two_tags_each_in_its_own_image_with_its_own_binds(work, slurm):
 
 def test_scaling_changes_squeue_and_scheduler_and_close_spares_other_jobs(work, slurm, make_image):
     make_image("osiris", work / "containers")
-    other = run(["sbatch", "--parsable", "-p", "slurm", "-J", "someone-else", "--wrap", "sleep 300"]
-                ).stdout.strip()
+    other = run(
+        ["sbatch", "--parsable", "-p", "slurm", "-J", "someone-else", "--wrap", "sleep 300"]
+    ).stdout.strip()
     cluster = SlurmCluster(queue="slurm", walltime="00:20:00", interface="lo")
     try:
         cluster.add_container(tag="gcam", cpus=1, memory="512M")
@@ -119,12 +151,29 @@ def test_scaling_changes_squeue_and_scheduler_and_close_spares_other_jobs(work, 
         client.wait_for_workers(4, timeout=180)
         status = cluster.tag_status()
         assert {t: (s["target"], s["running"]) for t, s in status.items()} == {
-            "gcam": (3, 3), "osiris": (1, 1)}
+            "gcam": (3, 3),
+            "osiris": (1, 1),
+        }
         cluster.remove_workers("gcam", 2)
-        wait_for(lambda: len([w for w in client.scheduler_info()["workers"].values()
-                              if w["name"].startswith("gcam-")]) == 1, 30, "gcam workers to go")
-        wait_for(lambda: len([j for j in cluster_jobs(slurm, cluster) if "gcam" in j["name"]]) == 1,
-                 30, "gcam jobs to be cancelled")
+        wait_for(
+            lambda: (
+                len(
+                    [
+                        w
+                        for w in client.scheduler_info()["workers"].values()
+                        if w["name"].startswith("gcam-")
+                    ]
+                )
+                == 1
+            ),
+            30,
+            "gcam workers to go",
+        )
+        wait_for(
+            lambda: len([j for j in cluster_jobs(slurm, cluster) if "gcam" in j["name"]]) == 1,
+            30,
+            "gcam jobs to be cancelled",
+        )
         cluster.scale(3, tag="osiris")
         client.wait_for_workers(4, timeout=180)
         assert cluster.targets == {"gcam": 1, "osiris": 3}
@@ -146,8 +195,12 @@ def test_invalid_partition_and_oversize_memory_raise_at_add_workers(work, slurm)
         assert cluster.targets == {"gcam": 0} and cluster.workers == {}
         assert "invalid partition" in cluster.last_error.lower()
     with SlurmCluster(queue="slurm", walltime="00:10:00", interface="lo") as cluster:
-        cluster.add_container(tag="big", cpus=1, memory="500G", path=str(work / "containers" / "gcam_container.sif"))
-        with pytest.raises(RuntimeError, match="(?i)Slurm refused the 'big' workers: .*memory specification"):
+        cluster.add_container(
+            tag="big", cpus=1, memory="500G", path=str(work / "containers" / "gcam_container.sif")
+        )
+        with pytest.raises(
+            RuntimeError, match="(?i)Slurm refused the 'big' workers: .*memory specification"
+        ):
             cluster.add_workers("big", 1)
         assert cluster.targets == {"big": 0}
         assert not cluster_jobs(slurm, cluster)
@@ -157,20 +210,35 @@ def test_job_script_text_and_bad_arguments(work):
     with pytest.raises(ValueError, match="walltime='2 hours' is not a Slurm time"):
         SlurmCluster(walltime="2 hours")
     cluster = SlurmCluster(
-        queue="debug", account="GCIMS", walltime="01:30:00", interface="lo",
-        job_script_prologue=["module load apptainer"], job_extra_directives=["--qos=high"],
+        queue="debug",
+        account="GCIMS",
+        walltime="01:30:00",
+        interface="lo",
+        job_script_prologue=["module load apptainer"],
+        job_extra_directives=["--qos=high"],
         death_timeout=30,
     )
     try:
-        cluster.add_container(tag="gcam", cpus=4, memory="8G", dirs={"gcam_data": "/data"},
-                              env={"OMP_NUM_THREADS": "4"})
+        cluster.add_container(
+            tag="gcam",
+            cpus=4,
+            memory="8G",
+            dirs={"gcam_data": "/data"},
+            env={"OMP_NUM_THREADS": "4"},
+        )
         script = cluster.job_script("gcam")
         lines = script.splitlines()
         assert lines[0] == "#!/usr/bin/env bash"
-        for directive in (f"#SBATCH -J sc-{cluster.cluster_id}-gcam", "#SBATCH -p debug",
-                          "#SBATCH -A GCIMS", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=8G",
-                          "#SBATCH -t 01:30:00", "#SBATCH --qos=high",
-                          f"#SBATCH -o {work}/logs/%x-%A_%a.log"):
+        for directive in (
+            f"#SBATCH -J sc-{cluster.cluster_id}-gcam",
+            "#SBATCH -p debug",
+            "#SBATCH -A GCIMS",
+            "#SBATCH --cpus-per-task=4",
+            "#SBATCH --mem=8G",
+            "#SBATCH -t 01:30:00",
+            "#SBATCH --qos=high",
+            f"#SBATCH -o {work}/logs/%x-%A_%a.log",
+        ):
             assert directive in lines
         assert "module load apptainer" in lines
         assert "SCALABLE_WORKER_NAME=${SCALABLE_NAMES[${SLURM_ARRAY_TASK_ID:-0}]}" in lines
@@ -180,16 +248,28 @@ def test_job_script_text_and_bad_arguments(work):
             f"'APPTAINERENV_DASK_DISTRIBUTED__WORKER__HTTP__ROUTES=[]' "
             f"apptainer exec --bind {work}/gcam_data:/data "
             f"--home {work} --pwd {work} {work}/containers/gcam_container.sif "
-            f"{shlex.join(worker_python('python'))} -m distributed.cli.dask_worker {cluster.scheduler_address} --name ${{SCALABLE_WORKER_NAME}}")
-        for arg in ("--nthreads 4", "--memory-limit 8192MiB", "--death-timeout 30",
-                    "--resources gcam=1", "--lifetime", "--interface lo", "--no-dashboard"):
+            f"{shlex.join(worker_python('python'))} -m distributed.cli.dask_worker {cluster.scheduler_address} --name ${{SCALABLE_WORKER_NAME}}"
+        )
+        for arg in (
+            "--nthreads 4",
+            "--memory-limit 8192MiB",
+            "--death-timeout 30",
+            "--resources gcam=1",
+            "--lifetime",
+            "--interface lo",
+            "--no-dashboard",
+        ):
             assert arg in worker
         # TLS by default: the worker's credentials are files in the cluster's private directory
         tls = cluster._tls.directory
         assert cluster.scheduler_address.startswith("tls://")
         assert os.path.dirname(tls) == f"{work}/.scalable/tls"
-        for arg in ("--protocol tls://", f"--tls-ca-file {tls}/", f"--tls-cert {tls}/",
-                    f"--tls-key {tls}/"):
+        for arg in (
+            "--protocol tls://",
+            f"--tls-ca-file {tls}/",
+            f"--tls-cert {tls}/",
+            f"--tls-key {tls}/",
+        ):
             assert arg in worker
         with pytest.raises(KeyError, match="tag 'hector' was never added"):
             cluster.job_script("hector")

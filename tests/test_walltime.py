@@ -5,10 +5,18 @@ import pytest
 from scalable.slurm import check_walltime, walltime_seconds
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("90", 5400), ("30:00", 1800), ("02:00:00", 7200), ("1-00:00:00", 86400),
-    ("0-6", 21600), ("1-12:30", 131400), ("2-01:02:03", 176523),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90", 5400),
+        ("30:00", 1800),
+        ("02:00:00", 7200),
+        ("1-00:00:00", 86400),
+        ("0-6", 21600),
+        ("1-12:30", 131400),
+        ("2-01:02:03", 176523),
+    ],
+)
 def test_slurm_time_formats(text, seconds):
     assert walltime_seconds(text) == seconds
 

@@ -72,8 +72,12 @@ def test_panel_on_slurm_clicks_coalesce_and_counts_follow(tmp_path, make_image, 
 
     make_image("model", tmp_path / "containers")
     # a click delay far above the clicks' pace, so a stalled test process cannot split them
-    with dask.config.set({"scalable.jupyter.click-delay": "20s"}), SlurmCluster(
-            queue="slurm", interface="lo", walltime="00:10:00", work_dir=str(tmp_path)) as cluster:
+    with (
+        dask.config.set({"scalable.jupyter.click-delay": "20s"}),
+        SlurmCluster(
+            queue="slurm", interface="lo", walltime="00:10:00", work_dir=str(tmp_path)
+        ) as cluster,
+    ):
         cluster.add_container(tag="model", cpus=1, memory="200M")
         panel = widget.panel_of(cluster)
         assert panel.walltime.value == "00:10:00"
@@ -86,11 +90,16 @@ def test_panel_on_slurm_clicks_coalesce_and_counts_follow(tmp_path, make_image, 
             panel.plus["model"].click()
             time.sleep(0.15)
         assert panel.target["model"].value == 3
-        wait_until(lambda: len([j for j in slurm.squeue("--array")
-                                if j["name"].endswith("-model")]) == 3, what="3 jobs in squeue")
+        wait_until(
+            lambda: len([j for j in slurm.squeue("--array") if j["name"].endswith("-model")]) == 3,
+            what="3 jobs in squeue",
+        )
         assert cluster.slurm_commands["sbatch"] == 1
-        wait_until(lambda: "running <b>3</b>" in panel.counts["model"].value, timeout=120,
-                   what="3 workers running")
+        wait_until(
+            lambda: "running <b>3</b>" in panel.counts["model"].value,
+            timeout=120,
+            what="3 workers running",
+        )
 
         # one squeue per refresh, whatever the number of workers
         before_q, before_r = cluster.slurm_commands["squeue"], panel.refreshes
@@ -104,8 +113,10 @@ def test_panel_on_slurm_clicks_coalesce_and_counts_follow(tmp_path, make_image, 
 
         panel.minus["model"].click()
         wait_until(lambda: cluster.targets == {"model": 2}, what="target 2")
-        wait_until(lambda: len([j for j in slurm.squeue() if j["name"].endswith("-model")]) == 2,
-                   what="one job cancelled")
+        wait_until(
+            lambda: len([j for j in slurm.squeue() if j["name"].endswith("-model")]) == 2,
+            what="one job cancelled",
+        )
 
 
 def shown_by_display(shell, obj) -> dict:
@@ -129,7 +140,11 @@ def test_without_ipywidgets_the_html_summary_is_shown(tmp_path, monkeypatch, she
         cluster.add_container(tag="model", cpus=2, memory="1G")
         assert cluster._widget() is None
         html = cluster._repr_html_()
-        assert "model" in html and "2 cpu" in html and f"proxy/{cluster.dashboard_port}{cluster.dashboard_prefix}/" in html
+        assert (
+            "model" in html
+            and "2 cpu" in html
+            and f"proxy/{cluster.dashboard_port}{cluster.dashboard_prefix}/" in html
+        )
         data = shown_by_display(shell, cluster)
         assert "application/vnd.jupyter.widget-view+json" not in data
         assert "scalable-summary" in data["text/html"]

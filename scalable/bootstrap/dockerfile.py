@@ -121,7 +121,9 @@ def parse_stages(text: str) -> list[Stage]:
         name = None
         if rest:
             if len(rest) != 2 or rest[0].lower() != "as":
-                raise DockerfileError(f"line {line}: expected `FROM image AS name`, got `FROM {args}`")
+                raise DockerfileError(
+                    f"line {line}: expected `FROM image AS name`, got `FROM {args}`"
+                )
             if not _NAME.match(rest[1]):
                 raise DockerfileError(f"line {line}: {rest[1]!r} is not a valid stage name")
             name = rest[1].lower()
@@ -164,5 +166,7 @@ def model_targets(path: str | Path) -> list[str]:
     used = {s.base.lower() for s in stages}
     for _, word, args in instructions(text):
         if word in ("COPY", "ADD"):  # COPY --from=<stage> makes a stage a building block too
-            used.update(t.split("=", 1)[1].lower() for t in args.split() if t.lower().startswith("--from="))
+            used.update(
+                t.split("=", 1)[1].lower() for t in args.split() if t.lower().startswith("--from=")
+            )
     return [s.name for s in stages if s.name and s.name not in used and s.name != "apptainer"]

@@ -71,16 +71,33 @@ def build(docker: str, dockerfile: str | Path, target: str) -> str:
     Returns the image id.
     """
     dockerfile = Path(dockerfile).resolve()
-    stream([docker, "build", "--file", str(dockerfile), "--target", target,
-            "--tag", image_name(target), str(dockerfile.parent)])
+    stream(
+        [
+            docker,
+            "build",
+            "--file",
+            str(dockerfile),
+            "--target",
+            target,
+            "--tag",
+            image_name(target),
+            str(dockerfile.parent),
+        ]
+    )
     built = image_id(docker, target)
     if not built:
-        raise CommandError([docker, "image", "inspect", image_name(target)], 1, "",
-                           f"docker reported success but no image {image_name(target)} exists")
+        raise CommandError(
+            [docker, "image", "inspect", image_name(target)],
+            1,
+            "",
+            f"docker reported success but no image {image_name(target)} exists",
+        )
     return built
 
 
-def convert_argv(converter: str, docker: str, apptainer: str, target: str, out_dir: Path) -> list[str]:
+def convert_argv(
+    converter: str, docker: str, apptainer: str, target: str, out_dir: Path
+) -> list[str]:
     """The command that writes ``<out_dir>/<target>_container.sif`` from the Docker image.
 
     Examples
@@ -93,11 +110,21 @@ def convert_argv(converter: str, docker: str, apptainer: str, target: str, out_d
         return [apptainer, "build", "--force", str(out_dir / sif_name(target)), source]
     if converter == "docker":
         # The apptainer target's entrypoint is apptainer; it reads images from the host daemon.
-        return [docker, "run", "--rm", "--privileged",
-                "--volume", "/var/run/docker.sock:/var/run/docker.sock",
-                "--volume", f"{out_dir}:{_OUT}",
-                image_name("apptainer"),
-                "build", "--force", f"{_OUT}/{sif_name(target)}", source]
+        return [
+            docker,
+            "run",
+            "--rm",
+            "--privileged",
+            "--volume",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "--volume",
+            f"{out_dir}:{_OUT}",
+            image_name("apptainer"),
+            "build",
+            "--force",
+            f"{_OUT}/{sif_name(target)}",
+            source,
+        ]
     raise ValueError(f"converter must be 'docker' or 'apptainer', not {converter!r}")
 
 
@@ -107,8 +134,12 @@ def convert(converter: str, docker: str, apptainer: str, target: str, out_dir: P
     stream(convert_argv(converter, docker, apptainer, target, out_dir))
     sif = out_dir / sif_name(target)
     if not sif.exists():
-        raise CommandError(convert_argv(converter, docker, apptainer, target, out_dir), 1, "",
-                           f"the converter finished but {sif} was not written")
+        raise CommandError(
+            convert_argv(converter, docker, apptainer, target, out_dir),
+            1,
+            "",
+            f"the converter finished but {sif} was not written",
+        )
     return sif
 
 
@@ -141,11 +172,25 @@ def build_wheel(checkout: Path, out_dir: Path) -> Path:
         old.unlink()  # one wheel only, so the one shipped is the one just built
     # With the build backend already here, building in this environment saves downloading it.
     isolation = ["--no-build-isolation"] if _has_build_requirements(checkout) else []
-    stream([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *isolation,
-            "--wheel-dir", str(out_dir), str(checkout)])
+    stream(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            *isolation,
+            "--wheel-dir",
+            str(out_dir),
+            str(checkout),
+        ]
+    )
     wheels = sorted(out_dir.glob("scalable-*.whl"))
     if not wheels:
-        raise CommandError(["pip", "wheel", str(checkout)], 1, "", f"no wheel was written to {out_dir}")
+        raise CommandError(
+            ["pip", "wheel", str(checkout)], 1, "", f"no wheel was written to {out_dir}"
+        )
     return wheels[-1]
 
 
@@ -159,7 +204,9 @@ def _has_build_requirements(checkout: Path) -> bool:
     except ImportError:  # Python 3.10, or no packaging: let pip fetch the backend
         return False
     try:
-        requires = tomllib.loads((checkout / "pyproject.toml").read_text())["build-system"]["requires"]
+        requires = tomllib.loads((checkout / "pyproject.toml").read_text())["build-system"][
+            "requires"
+        ]
         for text in requires:
             req = Requirement(text)
             if not req.specifier.contains(version(req.name), prereleases=True):
@@ -174,9 +221,18 @@ def check_docker(docker: str) -> None:
     try:
         r = run([docker, "version", "--format", "{{.Server.Version}}"], check=False, timeout=60)
     except CommandError:
-        raise CommandError([docker], 127, "", f"{docker!r} was not found: install Docker (or give "
-                           "--docker PATH) to build the container images") from None
+        raise CommandError(
+            [docker],
+            127,
+            "",
+            f"{docker!r} was not found: install Docker (or give "
+            "--docker PATH) to build the container images",
+        ) from None
     if r.returncode != 0:
-        raise CommandError([docker, "version"], r.returncode, "",
-                           "Docker is installed but its engine does not answer: start Docker "
-                           f"(Docker Desktop or the docker service) and run again ({r.stderr.strip()})")
+        raise CommandError(
+            [docker, "version"],
+            r.returncode,
+            "",
+            "Docker is installed but its engine does not answer: start Docker "
+            f"(Docker Desktop or the docker service) and run again ({r.stderr.strip()})",
+        )

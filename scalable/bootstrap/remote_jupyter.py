@@ -81,25 +81,44 @@ def start(work_dir, port=0, timeout=180.0):
     env = dict(os.environ, JUPYTER_TOKEN=token)
     # The Scalable kernelspec was installed under this prefix; JUPYTER_PATH makes it visible.
     env["JUPYTER_PATH"] = os.pathsep.join(
-        p for p in [os.path.join(prefix, "share", "jupyter"), os.environ.get("JUPYTER_PATH", "")] if p)
+        p
+        for p in [os.path.join(prefix, "share", "jupyter"), os.environ.get("JUPYTER_PATH", "")]
+        if p
+    )
     log_path = os.path.join(work_dir, "logs", "jupyterlab.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-            "--port=%d" % port, "--port-retries=0", "--ServerApp.root_dir=" + work_dir,
-            "--LabApp.news_url=None"]
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        "--port=%d" % port,
+        "--port-retries=0",
+        "--ServerApp.root_dir=" + work_dir,
+        "--LabApp.news_url=None",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--allow-root")  # containers and test hosts log in as root
     with open(log_path, "ab") as log:
         # A new session: the server outlives this ssh command and the user's disconnects.
-        proc = subprocess.Popen(argv, cwd=work_dir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=work_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             with open(log_path, errors="replace") as f:
                 tail = "".join(f.readlines()[-15:])
-            sys.stderr.write("JupyterLab exited with code %d; end of %s:\n%s"
-                             % (proc.returncode, log_path, tail))
+            sys.stderr.write(
+                "JupyterLab exited with code %d; end of %s:\n%s" % (proc.returncode, log_path, tail)
+            )
             sys.exit(1)
         if _answers(port, token, timeout=2.0):
             break
@@ -108,8 +127,7 @@ def start(work_dir, port=0, timeout=180.0):
         proc.terminate()
         sys.stderr.write("JupyterLab did not answer within %d s; see %s\n" % (timeout, log_path))
         sys.exit(1)
-    rec = {"pid": proc.pid, "port": port, "token": token, "log": log_path,
-           "started": time.time()}
+    rec = {"pid": proc.pid, "port": port, "token": token, "log": log_path, "started": time.time()}
     path = _record_path(work_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -64,20 +64,24 @@ class Settings:
     work_dir: str = ""
     identity_file: str = ""
     targets: list[str] = field(default_factory=list)
-    ssh_config: str = ""          # ssh -F FILE; empty: ssh's own (~/.ssh/config)
+    ssh_config: str = ""  # ssh -F FILE; empty: ssh's own (~/.ssh/config)
     dockerfile: str = "Dockerfile"
-    local_dir: str = ""           # where SIF images are written locally; empty: cache_dir()
-    converter: str = "docker"     # "docker": the Dockerfile's apptainer target; "apptainer": local
+    local_dir: str = ""  # where SIF images are written locally; empty: cache_dir()
+    converter: str = "docker"  # "docker": the Dockerfile's apptainer target; "apptainer": local
     docker: str = "docker"
     apptainer: str = "apptainer"
-    module_load: str = ""         # shell line run on the host before apptainer, e.g. "module load apptainer"
-    remote_python: str = ""       # existing interpreter on the host; empty: create <work_dir>/.venv
-    remote_pip_spec: str = ""     # what the host env installs; empty: scalable[jupyter]==<this version>
+    module_load: str = (
+        ""  # shell line run on the host before apptainer, e.g. "module load apptainer"
+    )
+    remote_python: str = ""  # existing interpreter on the host; empty: create <work_dir>/.venv
+    remote_pip_spec: str = (
+        ""  # what the host env installs; empty: scalable[jupyter]==<this version>
+    )
     remote_base_python: str = ""  # interpreter the venv is made from; empty: python3
     system_site_packages: bool = False  # the venv also sees the base interpreter's packages
     python3_wrapper: bool = False  # install <work_dir>/python3, which runs scalable python
-    jupyter_port: int = 0         # on the host; 0: a free one
-    local_port: int = 0           # on this machine; 0: a free one
+    jupyter_port: int = 0  # on the host; 0: a free one
+    local_port: int = 0  # on this machine; 0: a free one
 
     def image_targets(self) -> list[str]:
         """The Dockerfile targets built, ``scalable`` first (the kernel's image)."""

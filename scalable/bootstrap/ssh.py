@@ -46,8 +46,17 @@ class SSHSession:
     ...     s.run(["ls", "/scratch/me"]).stdout
     """
 
-    def __init__(self, host: str, *, user: str = "", identity_file: str = "", config_file: str = "",
-                 interactive: bool | None = None, ssh: str = "ssh", connect_timeout: int = 30):
+    def __init__(
+        self,
+        host: str,
+        *,
+        user: str = "",
+        identity_file: str = "",
+        config_file: str = "",
+        interactive: bool | None = None,
+        ssh: str = "ssh",
+        connect_timeout: int = 30,
+    ):
         self.host = host
         self.user = user
         self.identity_file = identity_file
@@ -77,9 +86,12 @@ class SSHSession:
     def client_options(self) -> list[str]:
         """Options of a command riding on the master: never prompt, never authenticate."""
         return self.base_options() + [
-            "-o", f"ControlPath={self.control_path}",
-            "-o", "ControlMaster=no",
-            "-o", "BatchMode=yes",
+            "-o",
+            f"ControlPath={self.control_path}",
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "BatchMode=yes",
         ]
 
     def rsh(self) -> str:
@@ -94,8 +106,13 @@ class SSHSession:
         """
         if isinstance(command, str):
             raise TypeError("remote commands are argv lists, e.g. ['ls', '-l']")
-        return [self.ssh, *self.client_options(), *(["-t"] if tty else []), self.host,
-                shlex.join(command)]
+        return [
+            self.ssh,
+            *self.client_options(),
+            *(["-t"] if tty else []),
+            self.host,
+            shlex.join(command),
+        ]
 
     # -- the master ----------------------------------------------------------------------------
 
@@ -103,18 +120,33 @@ class SSHSession:
         """Log in once (the one authentication of this run) and keep the connection open."""
         if self._master is not None:
             return self
-        argv = [self.ssh, *self.base_options(), "-M", "-N",
-                "-o", f"ControlPath={self.control_path}",
-                "-o", "ControlPersist=no",
-                "-o", f"ConnectTimeout={self.connect_timeout}",
-                "-o", "ServerAliveInterval=30",
-                "-o", "ExitOnForwardFailure=yes",
-                "-o", f"BatchMode={'no' if self.interactive else 'yes'}",
-                self.host]
+        argv = [
+            self.ssh,
+            *self.base_options(),
+            "-M",
+            "-N",
+            "-o",
+            f"ControlPath={self.control_path}",
+            "-o",
+            "ControlPersist=no",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=30",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            f"BatchMode={'no' if self.interactive else 'yes'}",
+            self.host,
+        ]
         err = open(self._stderr_path, "w")
         # Not a new session: password prompts are read from this terminal.
-        self._master = subprocess.Popen(argv, stdin=None if self.interactive else subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=err)
+        self._master = subprocess.Popen(
+            argv,
+            stdin=None if self.interactive else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         err.close()
         deadline = time.monotonic() + self.connect_timeout + (600 if self.interactive else 5)
         while time.monotonic() < deadline:
@@ -123,18 +155,23 @@ class SSHSession:
                 self._master = None
                 raise SSHError(
                     f"could not log in to {self.host!r}: {detail}. Check that `ssh {self.host}` "
-                    f"works from this machine (host name, user, identity file, ~/.ssh/config).")
+                    f"works from this machine (host name, user, identity file, ~/.ssh/config)."
+                )
             if self.check():
                 return self
             time.sleep(0.05)
         self.close()
-        raise SSHError(f"logging in to {self.host!r} took too long; check the host name and network.")
+        raise SSHError(
+            f"logging in to {self.host!r} took too long; check the host name and network."
+        )
 
     def check(self) -> bool:
         """Whether the master connection is up."""
         if not os.path.exists(self.control_path):
             return False
-        r = run([self.ssh, *self.client_options(), "-O", "check", self.host], check=False, timeout=30)
+        r = run(
+            [self.ssh, *self.client_options(), "-O", "check", self.host], check=False, timeout=30
+        )
         return r.returncode == 0
 
     def alive(self) -> bool:
@@ -148,7 +185,11 @@ class SSHSession:
         """End the master connection, its forwards with it, and remove the socket."""
         if self._master is not None:
             if self._master.poll() is None:
-                run([self.ssh, *self.client_options(), "-O", "exit", self.host], check=False, timeout=30)
+                run(
+                    [self.ssh, *self.client_options(), "-O", "exit", self.host],
+                    check=False,
+                    timeout=30,
+                )
                 try:
                     self._master.wait(timeout=10)
                 except subprocess.TimeoutExpired:
@@ -165,8 +206,14 @@ class SSHSession:
 
     # -- commands on the host ------------------------------------------------------------------
 
-    def run(self, command: Sequence[str], *, input: str | None = None, timeout: float | None = None,
-            check: bool = True) -> CommandResult:
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
         """Run ``command`` (an argv list) on the host through the master.
 
         Examples
@@ -174,7 +221,9 @@ class SSHSession:
         >>> session.run(["mkdir", "-p", "/scratch/me/work/logs"])   # doctest: +SKIP
         """
         if not self.alive():
-            raise SSHError(f"the connection to {self.host!r} was lost; run `scalable bootstrap` again.")
+            raise SSHError(
+                f"the connection to {self.host!r} was lost; run `scalable bootstrap` again."
+            )
         result = run(self.remote_argv(command), input=input, timeout=timeout, check=False)
         if check and result.returncode != 0:
             # Report the host-side command, not the ssh plumbing around it.
@@ -188,8 +237,13 @@ class SSHSession:
         printed ``http://localhost:PORT`` works where ``localhost`` means ``::1`` first (macOS).
         """
         spec = f"{local_port}:{remote_host}:{remote_port}"
-        r = run([self.ssh, *self.client_options(), "-O", "forward", "-L", spec, self.host],
-                check=False, timeout=30)
+        r = run(
+            [self.ssh, *self.client_options(), "-O", "forward", "-L", spec, self.host],
+            check=False,
+            timeout=30,
+        )
         if r.returncode != 0:
-            raise SSHError(f"could not forward local port {local_port} to the host: "
-                           f"{r.stderr.strip()}; pick another with --local-port.")
+            raise SSHError(
+                f"could not forward local port {local_port} to the host: "
+                f"{r.stderr.strip()}; pick another with --local-port."
+            )

@@ -40,8 +40,6 @@ class BootstrapError(RuntimeError):
     """A step failed; the message says what to change."""
 
 
-
-
 class Bootstrap:
     """One run of ``scalable bootstrap``.
 
@@ -60,15 +58,20 @@ class Bootstrap:
     >>> url = b.run()                                                                # doctest: +SKIP
     """
 
-    def __init__(self, settings: Settings, state: State, say: Callable[[str], None] = print,
-                 interactive: bool | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        say: Callable[[str], None] = print,
+        interactive: bool | None = None,
+    ):
         self.s = settings
         self.state = state
         self.say = say
         self.interactive = interactive
         self.session: SSHSession | None = None
         self.url: str | None = None
-        self.jupyter: dict | None = None   # the host's JupyterLab record (pid, port, token)
+        self.jupyter: dict | None = None  # the host's JupyterLab record (pid, port, token)
         self.failed: list[str] = []
         self.timings: dict[str, float] = {}
 
@@ -77,9 +80,13 @@ class Bootstrap:
     def ssh(self) -> SSHSession:
         """The run's one SSH connection, opened on first use."""
         if self.session is None:
-            self.session = SSHSession(self.s.host, user=self.s.user,
-                                      identity_file=self.s.identity_file,
-                                      config_file=self.s.ssh_config, interactive=self.interactive)
+            self.session = SSHSession(
+                self.s.host,
+                user=self.s.user,
+                identity_file=self.s.identity_file,
+                config_file=self.s.ssh_config,
+                interactive=self.interactive,
+            )
             self.say(f"logging in to {self.s.host} (once for this run)")
             self.session.open()
         return self.session
@@ -93,8 +100,10 @@ class Bootstrap:
         try:
             return hashlib.sha256(Path(self.s.dockerfile).read_bytes()).hexdigest()[:16]
         except FileNotFoundError:
-            raise BootstrapError(f"no Dockerfile at {self.s.dockerfile!r}: run from a scalable "
-                                 "checkout or give --dockerfile PATH") from None
+            raise BootstrapError(
+                f"no Dockerfile at {self.s.dockerfile!r}: run from a scalable "
+                "checkout or give --dockerfile PATH"
+            ) from None
 
     def docker_targets(self) -> list[str]:
         """Targets built: scalable, the models, and the converter when Docker converts."""
@@ -110,26 +119,43 @@ class Bootstrap:
         s = self.s
         where = (s.host, s.user, s.ssh_config, s.work_dir)
         if step == "check":
-            return fingerprint(where, s.identity_file, s.module_load, s.remote_python,
-                               s.remote_base_python)
+            return fingerprint(
+                where, s.identity_file, s.module_load, s.remote_python, s.remote_base_python
+            )
         if step == "build":
             return fingerprint(self.dockerfile_hash(), self.docker_targets())
         if step == "convert":
-            return fingerprint(self.state.get("image_ids", {}), s.image_targets(), str(s.images_dir()))
+            return fingerprint(
+                self.state.get("image_ids", {}), s.image_targets(), str(s.images_dir())
+            )
         if step == "layout":
             return fingerprint(where)
         if step == "copy":
-            return fingerprint(where, [images.file_signature(p) for p in self.sif_paths() if p.exists()])
+            return fingerprint(
+                where, [images.file_signature(p) for p in self.sif_paths() if p.exists()]
+            )
         if step == "python":
-            return fingerprint(where, s.remote_python, s.remote_pip_spec, s.remote_base_python,
-                               s.system_site_packages, str(images.scalable_checkout(s.dockerfile)))
+            return fingerprint(
+                where,
+                s.remote_python,
+                s.remote_pip_spec,
+                s.remote_base_python,
+                s.system_site_packages,
+                str(images.scalable_checkout(s.dockerfile)),
+            )
         if step == "kernel":
-            return fingerprint(where, s.python(), *(["python3-wrapper", s.module_load] if s.python3_wrapper else []))
+            return fingerprint(
+                where,
+                s.python(),
+                *(["python3-wrapper", s.module_load] if s.python3_wrapper else []),
+            )
         return ""
 
     # -- the run -------------------------------------------------------------------------------
 
-    def run(self, *, until: str | None = None, connect: bool = False, redo: tuple = ()) -> str | None:
+    def run(
+        self, *, until: str | None = None, connect: bool = False, redo: tuple = ()
+    ) -> str | None:
         """Run the steps (or only those of ``--connect``); return the lab URL once forwarded."""
         steps = CONNECT if connect else STEPS
         if until:
@@ -174,29 +200,39 @@ class Bootstrap:
         self.say(f"  apptainer on host: {found['apptainer'] or 'NOT FOUND'}")
         self.say(f"  slurm on host: {found['sinfo'] or 'NOT FOUND'}")
         if not found["apptainer"]:
-            self.say("  workers need apptainer: give --module-load 'module load apptainer' "
-                     "(your site's line) if it is provided as a module")
+            self.say(
+                "  workers need apptainer: give --module-load 'module load apptainer' "
+                "(your site's line) if it is provided as a module"
+            )
         if not found["sinfo"]:
             self.say("  sinfo not found on the host: scalable's SlurmCluster needs Slurm there")
         if not self.s.remote_python and not found["python"]:
-            raise BootstrapError(f"the host has no {self.s.base_python()} to create the environment "
-                                 "with: give --remote-base-python PATH (or --module-load for a "
-                                 "Python module), or --remote-python of a ready environment")
+            raise BootstrapError(
+                f"the host has no {self.s.base_python()} to create the environment "
+                "with: give --remote-base-python PATH (or --module-load for a "
+                "Python module), or --remote-python of a ready environment"
+            )
 
     def step_build(self):
         available = dockerfile_targets(self.s.dockerfile)
         wanted = self.docker_targets()
         unknown = [t for t in wanted if t not in available]
         if unknown:
-            raise BootstrapError(f"{', '.join(unknown)} not in {self.s.dockerfile}; its targets are: "
-                                 f"{', '.join(available)}")
+            raise BootstrapError(
+                f"{', '.join(unknown)} not in {self.s.dockerfile}; its targets are: "
+                f"{', '.join(available)}"
+            )
         built = self.state.get("built", {})
         digest = self.dockerfile_hash()
         ids = {}
         for i, target in enumerate(wanted, 1):
             rec = built.get(target)
             # Resume per target: one built from this Dockerfile whose image still exists is kept.
-            if rec and rec["dockerfile"] == digest and images.image_id(self.s.docker, target) == rec["id"]:
+            if (
+                rec
+                and rec["dockerfile"] == digest
+                and images.image_id(self.s.docker, target) == rec["id"]
+            ):
                 self.say(f"  {target}: built already")
                 ids[target] = rec["id"]
                 continue
@@ -239,11 +275,20 @@ class Bootstrap:
                 self.say(f"  building the scalable wheel from {checkout}")
                 wheel = images.build_wheel(checkout, self.s.images_dir().parent / "wheels")
             else:
-                self.say("  no scalable checkout beside the Dockerfile: the host installs scalable "
-                         "from the package index (give --remote-pip-spec to choose)")
-        python = remote.python_env(self.ssh(), self.s.work_dir, self.s.remote_python,
-                                   self.s.remote_pip_spec, self.say, self.s.base_python(),
-                                   self.s.system_site_packages, wheel)
+                self.say(
+                    "  no scalable checkout beside the Dockerfile: the host installs scalable "
+                    "from the package index (give --remote-pip-spec to choose)"
+                )
+        python = remote.python_env(
+            self.ssh(),
+            self.s.work_dir,
+            self.s.remote_python,
+            self.s.remote_pip_spec,
+            self.say,
+            self.s.base_python(),
+            self.s.system_site_packages,
+            wheel,
+        )
         self.say(f"  host python: {python}")
 
     def step_kernel(self):
@@ -256,7 +301,9 @@ class Bootstrap:
             return False
         self.say(f"  kernelspec 'scalable' installed under {prefix}")
         if self.s.python3_wrapper:
-            path = remote.install_python3_wrapper(self.ssh(), self.s.python(), self.s.work_dir, self.s.module_load)
+            path = remote.install_python3_wrapper(
+                self.ssh(), self.s.python(), self.s.work_dir, self.s.module_load
+            )
             self.say(f"  {path} runs Python in the scalable image (scalable python)")
 
     def step_jupyter(self):
@@ -270,13 +317,17 @@ class Bootstrap:
             out = self.ssh().run(argv, input=remote.helper_source(), timeout=300).stdout
         except CommandError as e:
             if e.returncode == 127 or "No such file" in e.stderr:
-                raise BootstrapError(f"{self.s.python()} does not exist on {self.s.host}: run "
-                                     "`scalable bootstrap` without --connect to set the host up") from None
+                raise BootstrapError(
+                    f"{self.s.python()} does not exist on {self.s.host}: run "
+                    "`scalable bootstrap` without --connect to set the host up"
+                ) from None
             raise
         rec = json.loads(out.strip().splitlines()[-1])
         self.jupyter = rec
-        self.say(f"  JupyterLab {'reused' if rec['reused'] else 'started'} on the host "
-                 f"(pid {rec['pid']}, port {rec['port']})")
+        self.say(
+            f"  JupyterLab {'reused' if rec['reused'] else 'started'} on the host "
+            f"(pid {rec['pid']}, port {rec['port']})"
+        )
 
     def step_forward(self):
         port = self.s.local_port or free_port()
@@ -285,6 +336,13 @@ class Bootstrap:
 
     def stop_jupyter(self) -> dict:
         """Stop the JupyterLab bootstrap started on the host (``--stop``)."""
-        out = self.ssh().run([self.s.python(), "-", "stop", self.s.work_dir],
-                             input=remote.helper_source(), timeout=60).stdout
+        out = (
+            self.ssh()
+            .run(
+                [self.s.python(), "-", "stop", self.s.work_dir],
+                input=remote.helper_source(),
+                timeout=60,
+            )
+            .stdout
+        )
         return json.loads(out.strip().splitlines()[-1] or "{}")

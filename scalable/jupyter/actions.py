@@ -52,8 +52,10 @@ async def close_cluster(entry: dict, timeout: float, wait: float = 30.0, directo
         if current is None and not await asyncio.to_thread(registry.is_alive, entry):
             return
         await asyncio.sleep(0.2)
-    raise TimeoutError(f"{entry.get('name', entry['id'])} was asked to close but still runs "
-                       f"after {wait:g} s: close it from its notebook with cluster.close().")
+    raise TimeoutError(
+        f"{entry.get('name', entry['id'])} was asked to close but still runs "
+        f"after {wait:g} s: close it from its notebook with cluster.close()."
+    )
 
 
 def adapt_request(body: dict, most: int | None = None) -> tuple[str, int | None, int | None]:
@@ -77,8 +79,9 @@ def adapt_request(body: dict, most: int | None = None) -> tuple[str, int | None,
         most = int(config.get("max-workers-per-tag"))
     unknown = sorted(set(body) - {"tag", "minimum", "maximum"})
     if unknown:
-        raise ValueError(f"Unknown field {unknown[0]!r}: send only tag, minimum and maximum, "
-                         f"{_ADAPT_HINT}.")
+        raise ValueError(
+            f"Unknown field {unknown[0]!r}: send only tag, minimum and maximum, {_ADAPT_HINT}."
+        )
     tag = body.get("tag")
     try:
         check_tag(tag)
@@ -89,14 +92,20 @@ def adapt_request(body: dict, most: int | None = None) -> tuple[str, int | None,
         return tag, None, None
     for name, value in (("minimum", minimum), ("maximum", maximum)):
         if value is None:
-            raise ValueError(f"{name} is missing: give both minimum and maximum to adapt "
-                             f"{tag}, or neither to turn its adapt off ({_ADAPT_HINT}).")
+            raise ValueError(
+                f"{name} is missing: give both minimum and maximum to adapt "
+                f"{tag}, or neither to turn its adapt off ({_ADAPT_HINT})."
+            )
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-            raise ValueError(f"{name} must be a whole number of workers from 0 to {most} "
-                             f"(scalable.max-workers-per-tag), not {value!r}.")
+            raise ValueError(
+                f"{name} must be a whole number of workers from 0 to {most} "
+                f"(scalable.max-workers-per-tag), not {value!r}."
+            )
     if minimum > maximum:
-        raise ValueError(f"minimum ({minimum}) is more than maximum ({maximum}): give a range "
-                         f"such as {maximum} to {minimum}.")
+        raise ValueError(
+            f"minimum ({minimum}) is more than maximum ({maximum}): give a range "
+            f"such as {maximum} to {minimum}."
+        )
     return tag, minimum, maximum
 
 
@@ -112,8 +121,9 @@ async def adapt_tag(entry: dict, tag: str, minimum, maximum, timeout: float) -> 
     (an unknown tag, or a cluster too old to adapt per tag).
     """
     try:
-        reply = await call_scheduler(entry, "scalable_adapt", timeout, tag=tag,
-                                     minimum=minimum, maximum=maximum)
+        reply = await call_scheduler(
+            entry, "scalable_adapt", timeout, tag=tag, minimum=minimum, maximum=maximum
+        )
     except OSError:
         raise
     except Exception as e:  # noqa: BLE001 -- the handler failed there: its sentence, as is
@@ -121,8 +131,11 @@ async def adapt_tag(entry: dict, tag: str, minimum, maximum, timeout: float) -> 
     if not isinstance(reply, dict) or reply.get("status") != "OK":
         message = reply.get("message") if isinstance(reply, dict) else None
         # no message: not scalable's handler (a scheduler of a scalable without per-tag adapt)
-        raise AdaptRefused(message or f"{entry.get('name', entry['id'])} cannot adapt {tag}: "
-                           "its scalable predates per-tag adapt; restart its kernel.")
+        raise AdaptRefused(
+            message
+            or f"{entry.get('name', entry['id'])} cannot adapt {tag}: "
+            "its scalable predates per-tag adapt; restart its kernel."
+        )
     return reply
 
 
@@ -138,7 +151,9 @@ class AdaptHandler(ScalableHandler):
         try:
             await adapt_tag(entry, tag, minimum, maximum, self.config_obj.scale_timeout)
         except OSError as e:
-            raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}") from None
+            raise tornado.web.HTTPError(
+                503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}"
+            ) from None
         except AdaptRefused as e:
             raise tornado.web.HTTPError(400, str(e)) from None
         self.settings["scalable_status_cache"].forget(entry["id"])  # show the range at once
@@ -152,8 +167,12 @@ class CloseHandler(ScalableHandler):
         entry = self.entry_or_404(cluster_id)
         name = entry.get("name", cluster_id)
         try:
-            await close_cluster(entry, self.config_obj.status_timeout,
-                                self.config_obj.scale_timeout, self.config_obj.registry_dir)
+            await close_cluster(
+                entry,
+                self.config_obj.status_timeout,
+                self.config_obj.scale_timeout,
+                self.config_obj.registry_dir,
+            )
         except OSError as e:
             raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {name}: {e}") from None
         except (CloseRefused, TimeoutError) as e:

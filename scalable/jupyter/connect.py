@@ -30,15 +30,21 @@ def security_for(cluster_id: str, directory=None):
     """
     entry = registry.read_entry(cluster_id, directory)
     if entry is None:
-        raise LookupError(f"No running cluster {cluster_id!r} in your cluster registry: it was "
-                          "closed; insert the client again from the Scalable sidebar.")
+        raise LookupError(
+            f"No running cluster {cluster_id!r} in your cluster registry: it was "
+            "closed; insert the client again from the Scalable sidebar."
+        )
     tls = entry.get("tls") or {}
     if not tls:
         return None
     from distributed.security import Security
 
-    return Security(tls_ca_file=tls.get("ca"), tls_client_cert=tls.get("cert"),
-                    tls_client_key=tls.get("key"), require_encryption=True)
+    return Security(
+        tls_ca_file=tls.get("ca"),
+        tls_client_cert=tls.get("cert"),
+        tls_client_key=tls.get("key"),
+        require_encryption=True,
+    )
 
 
 def names_of(cluster_id: str, namespace: dict) -> dict:
@@ -59,7 +65,10 @@ def names_of(cluster_id: str, namespace: dict) -> dict:
         if cluster is None and getattr(value, "cluster_id", None) == cluster_id:
             cluster = name
         owner = getattr(value, "_tagged_cluster", None)
-        if (client is None and getattr(owner, "cluster_id", None) == cluster_id
-                and getattr(value, "status", None) not in ("closed", "closing")):
+        if (
+            client is None
+            and getattr(owner, "cluster_id", None) == cluster_id
+            and getattr(value, "status", None) not in ("closed", "closing")
+        ):
             client = name
     return {"cluster": cluster, "client": client}

@@ -74,8 +74,13 @@ def tag_model(tag: str, status: dict | None) -> dict:
     return {"tag": tag, **{k: status.get(k) for k in _TAG_FIELDS + _SPEC_FIELDS + _ADAPT_FIELDS}}
 
 
-def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | None = None,
-                  notebook: str | None = None) -> dict:
+def cluster_model(
+    entry: dict,
+    status: dict | None,
+    base_url: str,
+    error: str | None = None,
+    notebook: str | None = None,
+) -> dict:
     """The JSON model of one cluster: its registry entry merged with its scheduler's status.
 
     ``status`` is the reply of the scheduler's ``scalable_status`` handler, ``None`` when the
@@ -97,8 +102,9 @@ def cluster_model(entry: dict, status: dict | None, base_url: str, error: str | 
         "dashboard_port": port,
         # only while the cluster's own scheduler answers: once it is gone, its port may be
         # anyone's, and a link through the proxy would show their page in Jupyter's origin
-        "dashboard_url": (dashboard_url(base_url, port, entry.get("dashboard_prefix"))
-                          if error is None else None),
+        "dashboard_url": (
+            dashboard_url(base_url, port, entry.get("dashboard_prefix")) if error is None else None
+        ),
         "walltime": status.get("walltime", entry.get("walltime")),
         "created": entry.get("created"),
         "reachable": error is None,
@@ -116,8 +122,9 @@ async def call_scheduler(entry: dict, method: str, timeout: float, **kwargs):
     data only, so whatever answers at the entry's address cannot run code in this server; with
     the entry's TLS credentials only the cluster's own scheduler can answer at all.
     """
-    return await scheduler_wire.request(entry["scheduler_address"], method, timeout,
-                                        tls=entry.get("tls") or None, **kwargs)
+    return await scheduler_wire.request(
+        entry["scheduler_address"], method, timeout, tls=entry.get("tls") or None, **kwargs
+    )
 
 
 def check_status(status):
@@ -132,9 +139,15 @@ def check_status(status):
     """
     tags = status.get("tags") if isinstance(status, dict) else None
     try:
-        ok = (isinstance(status, dict) and isinstance(tags or {}, dict)
-              and all(isinstance(k, str) and isinstance(v, (dict, type(None))) for k, v in (tags or {}).items())
-              and json.dumps(status) is not None)
+        ok = (
+            isinstance(status, dict)
+            and isinstance(tags or {}, dict)
+            and all(
+                isinstance(k, str) and isinstance(v, (dict, type(None)))
+                for k, v in (tags or {}).items()
+            )
+            and json.dumps(status) is not None
+        )
     except (TypeError, ValueError):  # bytes or extension types: not what a status holds
         ok = False
     if not ok:
@@ -163,7 +176,9 @@ def parse_scale_body(raw: bytes, hint: str = _BODY_HINT) -> dict:
     if not raw or not raw.strip():
         raise tornado.web.HTTPError(400, f"The request body is empty: {hint[0].lower()}{hint[1:]}.")
     if len(raw) > MAX_BODY_BYTES:
-        raise tornado.web.HTTPError(400, f"The request body is larger than {MAX_BODY_BYTES} bytes. {hint}.")
+        raise tornado.web.HTTPError(
+            400, f"The request body is larger than {MAX_BODY_BYTES} bytes. {hint}."
+        )
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
@@ -215,17 +230,24 @@ class ScalableHandler(APIHandler):
         """Ask the cluster's scheduler for its status and build the cluster's model."""
         timeout = self.config_obj.status_timeout
         try:
-            status = check_status(await self.settings["scalable_status_cache"].get(
-                entry["id"], lambda: call_scheduler(entry, "scalable_status", timeout)))
+            status = check_status(
+                await self.settings["scalable_status_cache"].get(
+                    entry["id"], lambda: call_scheduler(entry, "scalable_status", timeout)
+                )
+            )
             error = None
         except Exception as e:  # noqa: BLE001 -- an unreachable or old cluster must not hide the others
             status, error = None, f"Cannot reach the scheduler: {e}"
-        return cluster_model(entry, status, self.base_url, error, notebooks.get(entry.get("kernel_id")))
+        return cluster_model(
+            entry, status, self.base_url, error, notebooks.get(entry.get("kernel_id"))
+        )
 
     def entry_or_404(self, cluster_id: str) -> dict:
         entry = registry.read_entry(cluster_id, self.config_obj.registry_dir)
         if entry is None:
-            raise tornado.web.HTTPError(404, f"No cluster {cluster_id!r} is registered; refresh the list.")
+            raise tornado.web.HTTPError(
+                404, f"No cluster {cluster_id!r} is registered; refresh the list."
+            )
         return entry
 
 
@@ -260,16 +282,24 @@ class ScaleHandler(ScalableHandler):
         except (ContainerError, TypeError, ValueError) as e:
             raise tornado.web.HTTPError(400, str(e)) from None
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_WORKERS:
-            raise tornado.web.HTTPError(400, f"n must be a whole number of workers from 0 to {MAX_WORKERS}, not {n!r}.")
+            raise tornado.web.HTTPError(
+                400, f"n must be a whole number of workers from 0 to {MAX_WORKERS}, not {n!r}."
+            )
         try:
             # starting workers may take a while (local processes wait until they run)
-            reply = await call_scheduler(entry, "scalable_scale", self.config_obj.scale_timeout, tag=tag, n=n)
+            reply = await call_scheduler(
+                entry, "scalable_scale", self.config_obj.scale_timeout, tag=tag, n=n
+            )
         except OSError as e:
-            raise tornado.web.HTTPError(503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}") from None
+            raise tornado.web.HTTPError(
+                503, f"Cannot reach the scheduler of {entry.get('name', cluster_id)}: {e}"
+            ) from None
         except Exception as e:  # noqa: BLE001 -- the cluster refused (e.g. an unknown tag): its sentence, as is
             raise tornado.web.HTTPError(400, str(e)) from None
         if isinstance(reply, dict) and reply.get("status") == "error":
-            raise tornado.web.HTTPError(400, str(reply.get("message") or "The cluster refused to scale."))
+            raise tornado.web.HTTPError(
+                400, str(reply.get("message") or "The cluster refused to scale.")
+            )
         self.settings["scalable_status_cache"].forget(entry["id"])  # show the new target at once
         self.finish(json.dumps(await self.model_of(entry, await self.notebooks_by_kernel())))
 

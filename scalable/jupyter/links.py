@@ -77,7 +77,9 @@ def base_url() -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def proxied_link(port, prefix: str | None = None, dashboard_prefix: str | None = None) -> str | None:
+def proxied_link(
+    port, prefix: str | None = None, dashboard_prefix: str | None = None
+) -> str | None:
     """``{base_url}proxy/{port}{dashboard_prefix}/status`` (None without a dashboard).
 
     Examples

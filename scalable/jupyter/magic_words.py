@@ -18,9 +18,18 @@ import difflib
 import re
 
 # keyword argument -> magic option (the cluster's and the container's)
-_OPTIONS = {"path": "--image", "memory": "--memory", "cpus": "--cpus", "walltime": "--walltime",
-            "queue": "--queue", "account": "--account", "interface": "--interface",
-            "work_dir": "--work-dir", "workers_per_job": "--workers-per-job", "runtime": "--runtime"}
+_OPTIONS = {
+    "path": "--image",
+    "memory": "--memory",
+    "cpus": "--cpus",
+    "walltime": "--walltime",
+    "queue": "--queue",
+    "account": "--account",
+    "interface": "--interface",
+    "work_dir": "--work-dir",
+    "workers_per_job": "--workers-per-job",
+    "runtime": "--runtime",
+}
 
 
 def _quote(value: str) -> str:
@@ -47,7 +56,9 @@ def as_magic(message: str) -> str:
     text = re.sub(r"^container '(\w+)':", r"%scalable container \1:", message)
     text = re.sub(r"\bdirs=\{([^}]*)\}", lambda m: f"--bind {_pairs(m.group(1), ':')}", text)
     text = re.sub(r"\benv=\{([^}]*)\}", lambda m: f"--env {_pairs(m.group(1), '=')}", text)
-    text = re.sub(r"\bjob_script_prologue=\['([^']*)'\]", lambda m: f"--prologue {_quote(m.group(1))}", text)
+    text = re.sub(
+        r"\bjob_script_prologue=\['([^']*)'\]", lambda m: f"--prologue {_quote(m.group(1))}", text
+    )
     text = re.sub(r"\btag='(\w*)'", r"\1", text)
 
     def option(m):
@@ -74,5 +85,7 @@ def unknown_tag(tag: str, known, prog: str) -> str:
         return f"{prog}: this cluster has no container {tag!r} yet: type `{add}` first."
     close = difflib.get_close_matches(tag, known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}? Its" if close else "its"
-    return (f"{prog}: this cluster has no container {tag!r}: {hint} containers: "
-            f"{', '.join(known)} (`{add}` adds one).")
+    return (
+        f"{prog}: this cluster has no container {tag!r}: {hint} containers: "
+        f"{', '.join(known)} (`{add}` adds one)."
+    )

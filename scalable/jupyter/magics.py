@@ -43,12 +43,31 @@ from .tables import Link, Note, Table
 
 #: Exceptions that are the user's to fix (Slurm refusing a submission included): shown as
 #: their message alone.
-USER_ERRORS = (ValueError, KeyError, ContainerError, CommandError, SubmitError, TimeoutError,
-               OSError)
-STATUS_COLUMNS = ["tag", "target", "pending", "starting", "running", "busy", "idle",
-                  "retiring", "waiting_tasks", "adapt"]
-NO_CLUSTER = ("there is no cluster yet: type `%scalable cluster --local` (or `%scalable cluster "
-              "--queue PARTITION` on Slurm) first.")
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    ContainerError,
+    CommandError,
+    SubmitError,
+    TimeoutError,
+    OSError,
+)
+STATUS_COLUMNS = [
+    "tag",
+    "target",
+    "pending",
+    "starting",
+    "running",
+    "busy",
+    "idle",
+    "retiring",
+    "waiting_tasks",
+    "adapt",
+]
+NO_CLUSTER = (
+    "there is no cluster yet: type `%scalable cluster --local` (or `%scalable cluster "
+    "--queue PARTITION` on Slurm) first."
+)
 
 
 @contextlib.contextmanager
@@ -66,7 +85,11 @@ def user_errors():
 
 def _alive(obj) -> bool:
     status = getattr(obj, "status", None)
-    return obj is not None and getattr(status, "name", status) not in ("closing", "closed", "failed")
+    return obj is not None and getattr(status, "name", status) not in (
+        "closing",
+        "closed",
+        "failed",
+    )
 
 
 @magics_class
@@ -81,8 +104,12 @@ class ScalableMagics(Magics):
     client : ScalableClient or None
     """
 
-    cluster_variable = Unicode("cluster", help="Variable `%scalable cluster` binds the cluster to.").tag(config=True)
-    client_variable = Unicode("client", help="Variable `%scalable cluster` binds the client to.").tag(config=True)
+    cluster_variable = Unicode(
+        "cluster", help="Variable `%scalable cluster` binds the cluster to."
+    ).tag(config=True)
+    client_variable = Unicode(
+        "client", help="Variable `%scalable cluster` binds the client to."
+    ).tag(config=True)
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
@@ -92,11 +119,20 @@ class ScalableMagics(Magics):
         self._cell_parser = build_cell_parser()
         #: subcommand -> what runs it
         self._commands = {
-            "cluster": self._cluster, "container": self._container,
-            "containers": self._containers, "scale": self._scale, "add": self._scale,
-            "remove": self._scale, "adapt": self._adapt, "status": self._status,
-            "jobs": self._jobs, "walltime": self._walltime, "dashboard": self._dashboard,
-            "logs": self._logs, "close": self._close, "panel": self._panel,
+            "cluster": self._cluster,
+            "container": self._container,
+            "containers": self._containers,
+            "scale": self._scale,
+            "add": self._scale,
+            "remove": self._scale,
+            "adapt": self._adapt,
+            "status": self._status,
+            "jobs": self._jobs,
+            "walltime": self._walltime,
+            "dashboard": self._dashboard,
+            "logs": self._logs,
+            "close": self._close,
+            "panel": self._panel,
         }
 
     @line_cell_magic
@@ -114,7 +150,9 @@ class ScalableMagics(Magics):
                 args.tag = args.tag.lower()  # tags are case-insensitive
             if args.command is None:
                 self._parser.print_usage()
-                print("Start with `%scalable cluster --local`; `%scalable --help` lists every subcommand.")
+                print(
+                    "Start with `%scalable cluster --local`; `%scalable --help` lists every subcommand."
+                )
                 return None
             with user_errors():
                 return self._commands[args.command](args)
@@ -169,17 +207,26 @@ class ScalableMagics(Magics):
 
     def _cluster(self, args):
         kwargs = {"work_dir": args.work_dir, "runtime": args.runtime, "name": args.name}
-        slurm_only = {"queue": args.queue, "account": args.account, "walltime": args.walltime,
-                      "interface": args.interface, "prologue": args.prologue,
-                      "directive": args.directive, "workers_per_job": args.workers_per_job}
+        slurm_only = {
+            "queue": args.queue,
+            "account": args.account,
+            "walltime": args.walltime,
+            "interface": args.interface,
+            "prologue": args.prologue,
+            "directive": args.directive,
+            "workers_per_job": args.workers_per_job,
+        }
         given = [k for k, v in slurm_only.items() if v]
         if args.local and given:
-            raise UsageError(f"--{given[0].replace('_', '-')} is for Slurm clusters: drop it, "
-                             f"or drop --local.")
+            raise UsageError(
+                f"--{given[0].replace('_', '-')} is for Slurm clusters: drop it, or drop --local."
+            )
         if self._find_cluster() is not None and not args.new:
             names = self._bind(args)
-            print(f"Reusing {self.cluster.name} ({self.cluster.kind}) as `{names[0]}`: "
-                  f"add --new to close it and start another.")
+            print(
+                f"Reusing {self.cluster.name} ({self.cluster.kind}) as `{names[0]}`: "
+                f"add --new to close it and start another."
+            )
             return
         # --new: the old cluster closes only once the new one exists (a typo keeps the old)
         old = (self.cluster, self.client) if args.new and self.cluster is not None else None
@@ -189,8 +236,10 @@ class ScalableMagics(Magics):
             cluster = LocalCluster(**{k: v for k, v in kwargs.items() if v is not None})
         else:
             if not (shutil.which("sbatch") or os.environ.get("SCALABLE_RELAY")):
-                raise UsageError("Slurm's sbatch is not on this machine: type "
-                                 "`%scalable cluster --local` to run workers here instead.")
+                raise UsageError(
+                    "Slurm's sbatch is not on this machine: type "
+                    "`%scalable cluster --local` to run workers here instead."
+                )
             from ..slurm import SlurmCluster
 
             kwargs.update(slurm_only)
@@ -205,9 +254,14 @@ class ScalableMagics(Magics):
         from IPython.display import display
 
         # the proxied dashboard link is a link; the scheduler's address is text to read
-        display(Note(f"{type(cluster).__name__} {cluster.name} ready: dashboard {{link}}, scheduler "
-                     f"{cluster.scheduler_address}. Bound `{names[0]}` and `{names[1]}`; next: "
-                     f"`%scalable container TAG --cpus 1 --memory 1G`.", links.dashboard_link(cluster)))
+        display(
+            Note(
+                f"{type(cluster).__name__} {cluster.name} ready: dashboard {{link}}, scheduler "
+                f"{cluster.scheduler_address}. Bound `{names[0]}` and `{names[1]}`; next: "
+                f"`%scalable container TAG --cpus 1 --memory 1G`.",
+                links.dashboard_link(cluster),
+            )
+        )
         return
 
     def _close(self, args=None, quiet=False):
@@ -234,29 +288,48 @@ class ScalableMagics(Magics):
     def _container(self, args):
         cluster = self._need_cluster()
         spec = cluster.add_container(
-            args.tag, cpus=args.cpus, memory=args.memory, path=args.image,
+            args.tag,
+            cpus=args.cpus,
+            memory=args.memory,
+            path=args.image,
             dirs=split_pairs(args.bind, "--bind", args.tag) or None,
             env=split_pairs(args.env, "--env", args.tag) or None,
-            **{key: value for key, value in (
-                ("queue", args.queue), ("account", args.account), ("walltime", args.walltime),
-                ("gpus", args.gpus), ("job_extra_directives", args.directive),
-                ("job_script_prologue", args.prologue)) if value is not None},
+            **{
+                key: value
+                for key, value in (
+                    ("queue", args.queue),
+                    ("account", args.account),
+                    ("walltime", args.walltime),
+                    ("gpus", args.gpus),
+                    ("job_extra_directives", args.directive),
+                    ("job_script_prologue", args.prologue),
+                )
+                if value is not None
+            },
         )
         d = spec.describe()
         binds = "".join(f", bind {k}:{v}" for k, v in d["dirs"].items())
         image = d["image"] or "no image (workers run directly)"
-        own = "".join(f", {k.replace('_', ' ')} {v}" for k, v in
-                      cluster.pools[spec.tag].options.items())
-        print(f"Container {d['tag']!r}: {image}, {d['cpus']} cpu(s), {d['memory']} per worker"
-              f"{binds}{own}. Next: `%scalable add {d['tag']} 1`.")
+        own = "".join(
+            f", {k.replace('_', ' ')} {v}" for k, v in cluster.pools[spec.tag].options.items()
+        )
+        print(
+            f"Container {d['tag']!r}: {image}, {d['cpus']} cpu(s), {d['memory']} per worker"
+            f"{binds}{own}. Next: `%scalable add {d['tag']} 1`."
+        )
 
     def _containers(self, args):
         cluster = self._need_cluster()
         targets = cluster.targets
-        rows = [{**spec.describe(), "target": targets.get(tag, 0)}
-                for tag, spec in cluster.containers.items()]
-        return Table(rows, ["tag", "image", "cpus", "memory", "dirs", "env", "target"],
-                     empty="No containers yet: type `%scalable container TAG --cpus 1 --memory 1G`.")
+        rows = [
+            {**spec.describe(), "target": targets.get(tag, 0)}
+            for tag, spec in cluster.containers.items()
+        ]
+        return Table(
+            rows,
+            ["tag", "image", "cpus", "memory", "dirs", "env", "target"],
+            empty="No containers yet: type `%scalable container TAG --cpus 1 --memory 1G`.",
+        )
 
     # -- workers --------------------------------------------------------------------------
     def _scale(self, args):
@@ -283,13 +356,17 @@ class ScalableMagics(Magics):
             print(f"{args.tag}: adapt off; target stays {cluster.targets[args.tag]} worker(s).")
             return
         if args.minimum is None:
-            raise UsageError(f"say the range: `%scalable adapt {args.tag} 0 10` (minimum, "
-                             f"maximum), or `%scalable adapt {args.tag} --off`.")
+            raise UsageError(
+                f"say the range: `%scalable adapt {args.tag} 0 10` (minimum, "
+                f"maximum), or `%scalable adapt {args.tag} --off`."
+            )
         maximum = math.inf if args.maximum is None else args.maximum
         cluster.adapt(tag=args.tag, minimum=args.minimum, maximum=maximum)
         top = "no upper limit" if args.maximum is None else f"at most {args.maximum}"
-        print(f"{args.tag}: adapting to its waiting tasks, at least {args.minimum} worker(s), "
-              f"{top}. `%scalable scale {args.tag} N` turns adapt off.")
+        print(
+            f"{args.tag}: adapting to its waiting tasks, at least {args.minimum} worker(s), "
+            f"{top}. `%scalable scale {args.tag} N` turns adapt off."
+        )
 
     @staticmethod
     def _wait_workers(cluster, tag, timeout):
@@ -302,7 +379,8 @@ class ScalableMagics(Magics):
                 raise UsageError(
                     f"only {s['running']} of {s['target']} {tag} workers connected after "
                     f"{timeout:g} s ({s['pending']} pending): see `%scalable jobs` and "
-                    f"`%scalable logs {tag}`.")
+                    f"`%scalable logs {tag}`."
+                )
             time.sleep(0.25)
 
     def _status(self, args):
@@ -310,24 +388,34 @@ class ScalableMagics(Magics):
         if args.tag is not None:
             self._need_tag(cluster, args.tag, "status")
         status = {tag: s for tag, s in cluster.tag_status().items() if args.tag in (None, tag)}
-        rows = [{"tag": tag, **s, "adapt": adapt_text(s.get("adapt")) or "off"}
-                for tag, s in status.items()]
+        rows = [
+            {"tag": tag, **s, "adapt": adapt_text(s.get("adapt")) or "off"}
+            for tag, s in status.items()
+        ]
         for s in status.values():
             if s.get("warning"):
                 print(s["warning"])
-        return Table(rows, STATUS_COLUMNS,
-                     empty="No containers yet: type `%scalable container TAG --cpus 1 --memory 1G`.")
+        return Table(
+            rows,
+            STATUS_COLUMNS,
+            empty="No containers yet: type `%scalable container TAG --cpus 1 --memory 1G`.",
+        )
 
     def _jobs(self, args):
         cluster = self._need_cluster()
-        return Table(cluster.jobs(), ["job_id", "tag", "worker", "state", "reason", "node"],
-                     empty="No jobs: add workers with `%scalable add TAG 1`.")
+        return Table(
+            cluster.jobs(),
+            ["job_id", "tag", "worker", "state", "reason", "node"],
+            empty="No jobs: add workers with `%scalable add TAG 1`.",
+        )
 
     def _walltime(self, args):
         cluster = self._need_cluster()
         if not hasattr(cluster, "walltime"):
-            raise UsageError("a local cluster has no walltime: its workers run until you remove "
-                             "them (`%scalable remove TAG N`) or `%scalable close`.")
+            raise UsageError(
+                "a local cluster has no walltime: its workers run until you remove "
+                "them (`%scalable remove TAG N`) or `%scalable close`."
+            )
         if args.walltime is not None:
             cluster.walltime = args.walltime
             print(f"Walltime {cluster.walltime} for jobs submitted from now on.")
@@ -346,8 +434,11 @@ class ScalableMagics(Magics):
         self._need_tag(cluster, args.tag, "logs")
         logs = cluster.logs(args.tag, lines=args.lines)
         if not logs:
-            where = ("local workers log to this kernel's output" if cluster.kind == "local"
-                     else f"no {args.tag} jobs now; `%scalable add {args.tag} 1` starts one")
+            where = (
+                "local workers log to this kernel's output"
+                if cluster.kind == "local"
+                else f"no {args.tag} jobs now; `%scalable add {args.tag} 1` starts one"
+            )
             print(f"No logs for {args.tag}: {where}.")
         for worker, text in logs.items():
             print(f"== {worker} ==\n{text.rstrip()}\n")
@@ -368,27 +459,38 @@ class ScalableMagics(Magics):
             if tag not in cluster.containers:
                 raise UsageError(unknown_tag(tag, cluster.containers, "%%scalable"))
         if not cluster.targets.get(tag):
-            raise UsageError(f"tag {tag!r} has no workers to run the cell: type "
-                             f"`%scalable add {tag} 1` first.")
+            raise UsageError(
+                f"tag {tag!r} has no workers to run the cell: type `%scalable add {tag} 1` first."
+            )
         namespace = {}
         for name in args.push or ():
             if name not in self.shell.user_ns:
-                raise UsageError(f"--push {name}: this notebook has no variable {name!r}; "
-                                 f"define it or fix the name.")
+                raise UsageError(
+                    f"--push {name}: this notebook has no variable {name!r}; "
+                    f"define it or fix the name."
+                )
             namespace[name] = self.shell.user_ns[name]
         import cloudpickle
 
         # the model's image has distributed but maybe not scalable: send the code itself
         cloudpickle.register_pickle_by_value(remote)
         client = self._need_client(cluster)
-        future = client.submit(remote.run_cell, cell, namespace, tag=tag, pure=False,
-                               key=f"scalable-cell-{tag}-{uuid.uuid4().hex[:8]}")
+        future = client.submit(
+            remote.run_cell,
+            cell,
+            namespace,
+            tag=tag,
+            pure=False,
+            key=f"scalable-cell-{tag}-{uuid.uuid4().hex[:8]}",
+        )
         try:
             outcome = future.result(timeout=args.timeout)
         except TimeoutError:
             future.cancel()
-            raise UsageError(f"no {tag} worker ran the cell within {args.timeout:g} s: see "
-                             f"`%scalable status {tag}`.") from None
+            raise UsageError(
+                f"no {tag} worker ran the cell within {args.timeout:g} s: see "
+                f"`%scalable status {tag}`."
+            ) from None
         except BaseException:
             future.cancel()  # interrupted: do not leave the cell running on the worker's queue
             raise

@@ -41,8 +41,11 @@ class RemoteCellError(Exception):
 
 
 def _where() -> dict:
-    info = {"host": socket.gethostname(), "pid": os.getpid(),
-            "image": os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")}
+    info = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "image": os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"),
+    }
     try:
         from distributed import get_worker
 
@@ -103,11 +106,16 @@ def run_cell(source: str, namespace: dict | None = None) -> dict:
                 lines = traceback.format_exception_only(type(exc), exc)
             else:
                 lines += traceback.format_exception_only(type(exc), exc)
-            error = {"type": type(exc).__name__, "message": str(exc),
-                     "traceback": "".join(lines)}
+            error = {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(lines)}
     value, is_repr = _picklable(result)
-    return {"stdout": out.getvalue(), "stderr": err.getvalue(), "result": value,
-            "result_is_repr": is_repr, "error": error, **_where()}
+    return {
+        "stdout": out.getvalue(),
+        "stderr": err.getvalue(),
+        "result": value,
+        "result_is_repr": is_repr,
+        "error": error,
+        **_where(),
+    }
 
 
 class ReprText(str):

@@ -45,8 +45,10 @@ class RemoteError(Exception):
 
 def _refuse_serialized(obj: dict) -> dict:
     if any(k in obj for k in _MARKERS):
-        raise ProtocolError("the reply carries a pickled or serialized object; "
-                            "scalable decodes only plain data from a scheduler")
+        raise ProtocolError(
+            "the reply carries a pickled or serialized object; "
+            "scalable decodes only plain data from a scheduler"
+        )
     return obj
 
 
@@ -66,8 +68,13 @@ def decode(frames: list[bytes]) -> object:
         raise ProtocolError("the peer sent an empty message")
     try:
         # no ext_hook: an extension type stays an inert msgpack.ExtType, never an object
-        return msgpack.loads(frames[0], object_hook=_refuse_serialized, raw=False,
-                             strict_map_key=False, use_list=True)
+        return msgpack.loads(
+            frames[0],
+            object_hook=_refuse_serialized,
+            raw=False,
+            strict_map_key=False,
+            use_list=True,
+        )
     except ProtocolError:
         raise
     except Exception as e:  # noqa: BLE001 -- any decoding failure means: not a scheduler's reply
@@ -101,15 +108,18 @@ async def read_message(reader: asyncio.StreamReader) -> object:
         raise ProtocolError("the peer's message is too large: not a scheduler's reply")
     # only frame 0 is ever decoded; later frames (sub-frames of serialized objects) are read
     # off the stream to keep it in step, and dropped
-    return decode([bytes(body[8 * (n + 1): 8 * (n + 1) + sizes[0]])])
+    return decode([bytes(body[8 * (n + 1) : 8 * (n + 1) + sizes[0]])])
 
 
 def _ssl_context(tls: dict):
     from distributed.security import Security
 
-    return Security(tls_ca_file=tls.get("ca"), tls_client_cert=tls.get("cert"),
-                    tls_client_key=tls.get("key"), require_encryption=True
-                    ).get_connection_args("client")["ssl_context"]
+    return Security(
+        tls_ca_file=tls.get("ca"),
+        tls_client_cert=tls.get("cert"),
+        tls_client_key=tls.get("key"),
+        require_encryption=True,
+    ).get_connection_args("client")["ssl_context"]
 
 
 async def request(address: str, op: str, timeout: float, tls: dict | None = None, **kwargs):
@@ -122,17 +132,26 @@ async def request(address: str, op: str, timeout: float, tls: dict | None = None
     if parts.scheme not in ("tcp", "tls") or not parts.hostname or parts.port is None:
         raise ProtocolError(f"{address!r} is not a tcp:// or tls:// scheduler address")
     if parts.scheme == "tls" and not tls:
-        raise ProtocolError(f"{address} is a TLS scheduler but the registry entry holds no "
-                            "credentials for it")
+        raise ProtocolError(
+            f"{address} is a TLS scheduler but the registry entry holds no credentials for it"
+        )
     ssl = _ssl_context(tls) if tls else None
 
     async def exchange():
         reader, writer = await asyncio.open_connection(
-            parts.hostname, parts.port, ssl=ssl, server_hostname=parts.hostname if ssl else None)
+            parts.hostname, parts.port, ssl=ssl, server_hostname=parts.hostname if ssl else None
+        )
         try:
             # distributed's handshake: each side sends its settings first (no compression here)
-            writer.write(encode({"compression": None, "python": list(sys.version_info[:3]),
-                                 "pickle-protocol": 5}))
+            writer.write(
+                encode(
+                    {
+                        "compression": None,
+                        "python": list(sys.version_info[:3]),
+                        "pickle-protocol": 5,
+                    }
+                )
+            )
             await read_message(reader)
             writer.write(encode({"op": op, "reply": True, **kwargs}))
             await writer.drain()

@@ -60,7 +60,9 @@ def _load_jupyter_server_extension(serverapp):
     config = ScalableServer(parent=serverapp)
     web_app.settings["scalable_config"] = config
     web_app.settings["scalable_status_cache"] = StatusCache(config.status_cache_seconds)
-    web_app.add_handlers(".*$", routes(web_app.settings["base_url"]) + action_routes(web_app.settings["base_url"]))
+    web_app.add_handlers(
+        ".*$", routes(web_app.settings["base_url"]) + action_routes(web_app.settings["base_url"])
+    )
     serverapp.log.info("scalable: REST routes under %sscalable/", web_app.settings["base_url"])
 
 

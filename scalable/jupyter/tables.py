@@ -51,16 +51,15 @@ class Table(list):
             return self.empty
         rows = [self.columns, *self._text_rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
-        return "\n".join(
-            "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows
-        )
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
 
     def _repr_html_(self):
         if not self:
             return f"<p>{html.escape(self.empty)}</p>"
         head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(v)}</td>" for v in r)
+            "<tr>"
+            + "".join(f"<td style='text-align:left'>{html.escape(v)}</td>" for v in r)
             + "</tr>"
             for r in self._text_rows()
         )
@@ -107,8 +106,11 @@ class Note:
         return self.template.replace("{link}", self.link or "(no dashboard)")
 
     def _repr_html_(self):
-        link = (f"<a href='{html.escape(self.link, quote=True)}' target='_blank' "
-                f"class='scalable-dashboard'>{html.escape(self.link)}</a>" if self.link
-                else "(no dashboard)")
+        link = (
+            f"<a href='{html.escape(self.link, quote=True)}' target='_blank' "
+            f"class='scalable-dashboard'>{html.escape(self.link)}</a>"
+            if self.link
+            else "(no dashboard)"
+        )
         head, _, tail = self.template.partition("{link}")
         return f"<p>{html.escape(head)}{link}{html.escape(tail)}</p>"

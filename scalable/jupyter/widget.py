@@ -44,13 +44,22 @@ def _describe(spec: dict) -> str:
     image = os.path.basename(spec["image"]) if spec.get("image") else "no image"
     binds = ", ".join(f"{k}:{v}" for k, v in spec.get("dirs", {}).items())
     # the tag's own Slurm options, when it has any
-    own = " · ".join(f"{label} {_esc(spec[key])}" for key, label in (
-        ("queue", "partition"), ("account", "account"), ("walltime", "walltime"),
-        ("gpus", "gpus")) if spec.get(key))
-    return (f"<b>{_esc(spec['tag'])}</b> <span title='{_esc(spec.get('image') or '')}'>"
-            f"{_esc(image)}</span> · {spec['cpus']} cpu · {_esc(spec['memory'])}"
-            + (f" · <span class='scalable-tag-options'>{own}</span>" if own else "")
-            + (f" · <span style='font-size:smaller'>{_esc(binds)}</span>" if binds else ""))
+    own = " · ".join(
+        f"{label} {_esc(spec[key])}"
+        for key, label in (
+            ("queue", "partition"),
+            ("account", "account"),
+            ("walltime", "walltime"),
+            ("gpus", "gpus"),
+        )
+        if spec.get(key)
+    )
+    return (
+        f"<b>{_esc(spec['tag'])}</b> <span title='{_esc(spec.get('image') or '')}'>"
+        f"{_esc(image)}</span> · {spec['cpus']} cpu · {_esc(spec['memory'])}"
+        + (f" · <span class='scalable-tag-options'>{own}</span>" if own else "")
+        + (f" · <span style='font-size:smaller'>{_esc(binds)}</span>" if binds else "")
+    )
 
 
 def _spec_of(cluster, tag) -> dict:
@@ -61,13 +70,20 @@ def _spec_of(cluster, tag) -> dict:
 
 def _counts(s: dict) -> str:
     starting, retiring = s.get("starting", 0), s.get("retiring", 0)
-    counts = (f"<span class='scalable-counts'>pending <b>{s.get('pending', 0)}</b> · "
-              + (f"starting <b>{starting}</b> · " if starting else "") + "running "
-              f"<b>{s.get('running', 0)}</b> · idle <b>{s.get('idle', 0)}</b> · busy "
-              f"<b>{s.get('busy', 0)}</b> · "
-              + (f"<span class='scalable-retiring' title='leaving once the results they hold "
-                 f"are released or moved'>retiring <b>{retiring}</b></span> · " if retiring else "")
-              + f"waiting tasks <b>{s.get('waiting_tasks', 0)}</b></span>")
+    counts = (
+        f"<span class='scalable-counts'>pending <b>{s.get('pending', 0)}</b> · "
+        + (f"starting <b>{starting}</b> · " if starting else "")
+        + "running "
+        f"<b>{s.get('running', 0)}</b> · idle <b>{s.get('idle', 0)}</b> · busy "
+        f"<b>{s.get('busy', 0)}</b> · "
+        + (
+            f"<span class='scalable-retiring' title='leaving once the results they hold "
+            f"are released or moved'>retiring <b>{retiring}</b></span> · "
+            if retiring
+            else ""
+        )
+        + f"waiting tasks <b>{s.get('waiting_tasks', 0)}</b></span>"
+    )
     if s.get("warning"):
         counts += f"<div class='scalable-warning' style='color:#b26a00'>{_esc(s['warning'])}</div>"
     return counts
@@ -85,8 +101,10 @@ def _parse_adapt(text, tag):
         if not dash or low < 0 or (high is not None and high < low):
             raise ValueError
     except ValueError:
-        raise ValueError(f"adapt {text!r} for {tag!r} is not a range: write MIN-MAX, e.g. 0-10 "
-                         f"(or 2- for no upper limit; empty turns adapt off).") from None
+        raise ValueError(
+            f"adapt {text!r} for {tag!r} is not a range: write MIN-MAX, e.g. 0-10 "
+            f"(or 2- for no upper limit; empty turns adapt off)."
+        ) from None
     return low, high
 
 
@@ -94,21 +112,29 @@ def _header(cluster, closed=False) -> str:
     # a closed cluster's port may be anyone's by now: a proxied link to it would show their
     # page in Jupyter's origin, so its summary links nothing either
     if closed or getattr(getattr(cluster, "status", None), "name", "") in ("closing", "closed"):
-        return (f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · "
-                f"<b class='scalable-closed-label'>closed</b>")
-    link = links.proxied_link(cluster.dashboard_port,
-                              dashboard_prefix=getattr(cluster, "dashboard_prefix", None))
+        return (
+            f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · "
+            f"<b class='scalable-closed-label'>closed</b>"
+        )
+    link = links.proxied_link(
+        cluster.dashboard_port, dashboard_prefix=getattr(cluster, "dashboard_prefix", None)
+    )
     # the proxied link is the link (the Scalable lab extension opens it in a lab tab); the
     # scheduler's address is for reading, not clicking
-    dash = (f"<a href='{_esc(link)}' target='_blank' class='scalable-dashboard' "
-            f"style='color:#1565c0;text-decoration:underline'>dashboard</a>"
-            if link else "no dashboard")
+    dash = (
+        f"<a href='{_esc(link)}' target='_blank' class='scalable-dashboard' "
+        f"style='color:#1565c0;text-decoration:underline'>dashboard</a>"
+        if link
+        else "no dashboard"
+    )
     try:
         address = cluster.scheduler_address
     except AttributeError:
         address = "(not started)"
-    return (f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · scheduler "
-            f"<span class='scalable-address'>{_esc(address)}</span> · {dash}")
+    return (
+        f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · scheduler "
+        f"<span class='scalable-address'>{_esc(address)}</span> · {dash}"
+    )
 
 
 def summary_html(cluster) -> str:
@@ -125,16 +151,22 @@ def summary_html(cluster) -> str:
         pass
     walltime = getattr(cluster, "walltime", None)
     targets = cluster.targets
-    rows = "".join(
-        f"<tr><td style='text-align:left'>{_describe(_spec_of(cluster, tag))}</td>"
-        f"<td>{targets.get(tag, 0)}</td><td>{running.get(tag, 0)}</td></tr>"
-        for tag in cluster.containers
-    ) or "<tr><td colspan='3' style='text-align:left'>no containers yet: " \
-         "<code>cluster.add_container(tag='gcam', cpus=1, memory='1G')</code></td></tr>"
-    return (f"<div class='scalable-summary'><p>{_header(cluster)}"
-            + (f" · walltime {_esc(walltime)}" if walltime else "") + "</p>"
-            "<table><tr><th style='text-align:left'>container</th><th>target</th>"
-            f"<th>running</th></tr>{rows}</table></div>")
+    rows = (
+        "".join(
+            f"<tr><td style='text-align:left'>{_describe(_spec_of(cluster, tag))}</td>"
+            f"<td>{targets.get(tag, 0)}</td><td>{running.get(tag, 0)}</td></tr>"
+            for tag in cluster.containers
+        )
+        or "<tr><td colspan='3' style='text-align:left'>no containers yet: "
+        "<code>cluster.add_container(tag='gcam', cpus=1, memory='1G')</code></td></tr>"
+    )
+    return (
+        f"<div class='scalable-summary'><p>{_header(cluster)}"
+        + (f" · walltime {_esc(walltime)}" if walltime else "")
+        + "</p>"
+        "<table><tr><th style='text-align:left'>container</th><th>target</th>"
+        f"<th>running</th></tr>{rows}</table></div>"
+    )
 
 
 class ClusterPanel:
@@ -170,9 +202,12 @@ class ClusterPanel:
         self.walltime = None
         top = [self.header]
         if hasattr(cluster, "walltime"):
-            self.walltime = widgets.Text(cluster.walltime, description="walltime",
-                                         continuous_update=False,
-                                         layout=widgets.Layout(width="190px"))
+            self.walltime = widgets.Text(
+                cluster.walltime,
+                description="walltime",
+                continuous_update=False,
+                layout=widgets.Layout(width="190px"),
+            )
             self.walltime.observe(self._on_walltime, "value")
             top.append(self.walltime)
         self.form = self._make_form()
@@ -188,15 +223,26 @@ class ClusterPanel:
         w = self.w
         small = w.Layout(width="110px")
         self.new_tag = w.Text(placeholder="tag", layout=small)
-        self.new_image = w.Text(placeholder="image (.sif, optional)", layout=w.Layout(width="220px"))
-        self.new_cpus = w.BoundedIntText(1, min=1, max=1024, description="cpus",
-                                         layout=w.Layout(width="120px"))
+        self.new_image = w.Text(
+            placeholder="image (.sif, optional)", layout=w.Layout(width="220px")
+        )
+        self.new_cpus = w.BoundedIntText(
+            1, min=1, max=1024, description="cpus", layout=w.Layout(width="120px")
+        )
         self.new_memory = w.Text("1G", description="memory", layout=w.Layout(width="150px"))
         self.new_binds = w.Text(placeholder="/host:/container, ...", layout=w.Layout(width="200px"))
         self.add_button = w.Button(description="add container", icon="plus")
         self.add_button.on_click(self._on_add_container)
-        return w.HBox([self.new_tag, self.new_image, self.new_cpus, self.new_memory,
-                       self.new_binds, self.add_button])
+        return w.HBox(
+            [
+                self.new_tag,
+                self.new_image,
+                self.new_cpus,
+                self.new_memory,
+                self.new_binds,
+                self.add_button,
+            ]
+        )
 
     def _build_rows(self):
         w = self.w
@@ -204,25 +250,41 @@ class ClusterPanel:
         targets = self.cluster.targets
         for tag in self.cluster.containers:
             desc = w.HTML(_describe(_spec_of(self.cluster, tag)), layout=w.Layout(width="40%"))
-            minus = w.Button(description="−", tooltip=f"one {tag} worker less",
-                             layout=w.Layout(width="32px"))
-            plus = w.Button(description="+", tooltip=f"one {tag} worker more",
-                            layout=w.Layout(width="32px"))
-            box = w.BoundedIntText(targets.get(tag, 0), min=0, max=100000,
-                                   layout=w.Layout(width="70px"))
+            minus = w.Button(
+                description="−", tooltip=f"one {tag} worker less", layout=w.Layout(width="32px")
+            )
+            plus = w.Button(
+                description="+", tooltip=f"one {tag} worker more", layout=w.Layout(width="32px")
+            )
+            box = w.BoundedIntText(
+                targets.get(tag, 0), min=0, max=100000, layout=w.Layout(width="70px")
+            )
             counts = w.HTML(_counts({}))
-            adapt = w.Text("", placeholder="adapt min-max", continuous_update=False,
-                           tooltip=f"adapt {tag} to its waiting tasks, e.g. 0-10; empty: off",
-                           layout=w.Layout(width="110px"))
+            adapt = w.Text(
+                "",
+                placeholder="adapt min-max",
+                continuous_update=False,
+                tooltip=f"adapt {tag} to its waiting tasks, e.g. 0-10; empty: off",
+                layout=w.Layout(width="110px"),
+            )
             adapt.observe(lambda change, t=tag: self._on_adapt(t, change), "value")
             minus.on_click(lambda _, t=tag: self.set_target(t, self.wanted(t) - 1))
             plus.on_click(lambda _, t=tag: self.set_target(t, self.wanted(t) + 1))
             box.observe(lambda change, t=tag: self._on_box(t, change), "value")
-            for b, cls in ((minus, "scalable-minus"), (plus, "scalable-plus"),
-                           (box, "scalable-target"), (counts, "scalable-row-counts"),
-                           (adapt, "scalable-adapt")):
+            for b, cls in (
+                (minus, "scalable-minus"),
+                (plus, "scalable-plus"),
+                (box, "scalable-target"),
+                (counts, "scalable-row-counts"),
+                (adapt, "scalable-adapt"),
+            ):
                 b.add_class(cls)
-            self.plus[tag], self.minus[tag], self.target[tag], self.counts[tag] = plus, minus, box, counts
+            self.plus[tag], self.minus[tag], self.target[tag], self.counts[tag] = (
+                plus,
+                minus,
+                box,
+                counts,
+            )
             self.adapt[tag] = adapt
             row = w.HBox([desc, minus, box, plus, adapt, counts])
             row.add_class(f"scalable-row-{tag}")
@@ -293,9 +355,12 @@ class ClusterPanel:
                 self._say(f"{tag}: adapt off")
             else:
                 low, high = wanted
-                self.cluster.adapt(tag=tag, minimum=low,
-                                   **({} if high is None else {"maximum": high}))
-                self._say(f"{tag}: adapting between {low} and {high if high is not None else 'any number of'} workers")
+                self.cluster.adapt(
+                    tag=tag, minimum=low, **({} if high is None else {"maximum": high})
+                )
+                self._say(
+                    f"{tag}: adapting between {low} and {high if high is not None else 'any number of'} workers"
+                )
         except _USER_ERRORS as e:
             self._say(str(e), error=True)
 
@@ -323,9 +388,12 @@ class ClusterPanel:
             dirs[host] = inside or host
         try:
             spec = self.cluster.add_container(
-                self.new_tag.value.strip(), cpus=self.new_cpus.value,
+                self.new_tag.value.strip(),
+                cpus=self.new_cpus.value,
                 memory=self.new_memory.value.strip() or None,
-                path=self.new_image.value.strip() or None, dirs=dirs or None)
+                path=self.new_image.value.strip() or None,
+                dirs=dirs or None,
+            )
         except _USER_ERRORS as e:
             self._say(str(e), error=True)
             return
@@ -354,9 +422,14 @@ class ClusterPanel:
                 self.target[tag].value = 0
         finally:
             self._updating = False
-        for widget in [*self.plus.values(), *self.minus.values(), *self.target.values(),
-                       *self.adapt.values(),
-                       *self.form.children, *([self.walltime] if self.walltime else [])]:
+        for widget in [
+            *self.plus.values(),
+            *self.minus.values(),
+            *self.target.values(),
+            *self.adapt.values(),
+            *self.form.children,
+            *([self.walltime] if self.walltime else []),
+        ]:
             widget.disabled = True
         self.header.value = _header(self.cluster, closed=True)
         self.box.add_class("scalable-closed")

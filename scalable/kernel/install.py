@@ -43,7 +43,9 @@ def template_dir() -> Path:
     for candidate in (package / "kernels" / "scalable", package.parent / "kernels" / "scalable"):
         if (candidate / "kernel.json").is_file():
             return candidate
-    raise FileNotFoundError("the Scalable kernelspec template is missing from this installation; reinstall scalable")
+    raise FileNotFoundError(
+        "the Scalable kernelspec template is missing from this installation; reinstall scalable"
+    )
 
 
 def _manager(prefix: str | None = None):
@@ -100,22 +102,36 @@ def kernel_spec(
         binds += [f"{src}:{dst}" for src, dst in spec.dirs.items()]
         env += [f"{k}={v}" for k, v in spec.env.items()]
     if not image:
-        image = os.path.join(work, config.get("container.directory"),
-                             image_name(tag or "scalable"))
+        image = os.path.join(work, config.get("container.directory"), image_name(tag or "scalable"))
     image = os.path.abspath(os.path.expanduser(image))
     if not os.path.isfile(image):
-        warnings.warn(f"image {image} does not exist yet; the kernel will not start until it does", stacklevel=2)
+        warnings.warn(
+            f"image {image} does not exist yet; the kernel will not start until it does",
+            stacklevel=2,
+        )
     for item in binds:
         src = os.path.expanduser(item.partition(":")[0])
         if not os.path.exists(src):
-            raise KernelInstallError(f"bind source {src!r} does not exist on this machine; create it or fix --bind {item}")
+            raise KernelInstallError(
+                f"bind source {src!r} does not exist on this machine; create it or fix --bind {item}"
+            )
     for item in env:
         key, sep, _ = item.partition("=")
         if not sep or not _ENV_KEY.match(key):
-            raise KernelInstallError(f"--env {item!r} must look like NAME=value, e.g. --env OMP_NUM_THREADS=4")
+            raise KernelInstallError(
+                f"--env {item!r} must look like NAME=value, e.g. --env OMP_NUM_THREADS=4"
+            )
 
-    options = ["--image", image, "--runtime", config.get("container.runtime", runtime),
-               "--work-dir", work, "--python", config.get("container.python", python)]
+    options = [
+        "--image",
+        image,
+        "--runtime",
+        config.get("container.runtime", runtime),
+        "--work-dir",
+        work,
+        "--python",
+        config.get("container.python", python),
+    ]
     for arg in config.get("container.exec-args") or []:
         options.append(f"--exec-arg={arg}")  # "=" keeps values like "--nv" from reading as options
     for item in binds:
@@ -131,10 +147,15 @@ def kernel_spec(
         spec = json.load(f)
     argv = []
     for item in spec["argv"]:
-        argv += {"{python}": [sys.executable], "{launcher}": [LAUNCHER],
-                 "{launcher_options}": options}.get(item, [item])
+        argv += {
+            "{python}": [sys.executable],
+            "{launcher}": [LAUNCHER],
+            "{launcher_options}": options,
+        }.get(item, [item])
     spec["argv"] = argv
-    spec["display_name"] = display_name or (f"{spec['display_name']} ({tag})" if tag else spec["display_name"])
+    spec["display_name"] = display_name or (
+        f"{spec['display_name']} ({tag})" if tag else spec["display_name"]
+    )
     spec["metadata"]["scalable"] = {"image": image, "tag": tag, "work_dir": work}
     return spec
 
@@ -166,7 +187,9 @@ def install(
     """
     name = (name or (f"scalable-{tag}" if tag else "scalable")).lower()
     if not _NAME.match(name):
-        raise KernelInstallError(f"kernel name {name!r} may hold only letters, digits, '.', '_' and '-', e.g. --name scalable-gcam")
+        raise KernelInstallError(
+            f"kernel name {name!r} may hold only letters, digits, '.', '_' and '-', e.g. --name scalable-gcam"
+        )
     spec = kernel_spec(tag=tag, **spec_options)
     with tempfile.TemporaryDirectory() as tmp:
         for logo in template_dir().glob("logo-*"):
@@ -181,10 +204,20 @@ def list_kernels(prefix: str | None = None) -> list[dict]:
     found = []
     for name, info in sorted(_manager(prefix).get_all_specs().items()):
         spec = info["spec"]
-        if any(str(a).endswith(os.path.join("scalable", "kernel", "launcher.py")) for a in spec.get("argv", [])):
+        if any(
+            str(a).endswith(os.path.join("scalable", "kernel", "launcher.py"))
+            for a in spec.get("argv", [])
+        ):
             meta = spec.get("metadata", {}).get("scalable", {})
-            found.append({"name": name, "display_name": spec.get("display_name"), "image": meta.get("image"),
-                          "tag": meta.get("tag"), "resource_dir": info["resource_dir"]})
+            found.append(
+                {
+                    "name": name,
+                    "display_name": spec.get("display_name"),
+                    "image": meta.get("image"),
+                    "tag": meta.get("tag"),
+                    "resource_dir": info["resource_dir"],
+                }
+            )
     return found
 
 
@@ -193,5 +226,7 @@ def remove(name: str, prefix: str | None = None) -> str:
     kernels = {k["name"]: k for k in list_kernels(prefix)}
     if name not in kernels:
         known = ", ".join(kernels) or "none"
-        raise KernelInstallError(f"no Scalable kernel named {name!r} (installed: {known}); see scalable kernel list")
+        raise KernelInstallError(
+            f"no Scalable kernel named {name!r} (installed: {known}); see scalable kernel list"
+        )
     return _manager(prefix).remove_kernel_spec(name)

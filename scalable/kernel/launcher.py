@@ -39,13 +39,24 @@ import subprocess
 import sys
 import tempfile
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 #: what runs inside the image: put the shims first on PATH, then become ipykernel_launcher
-BOOT = ("import os, runpy, sys; os.environ['PATH'] = {shims!r} + os.pathsep + os.environ.get('PATH', ''); "
-        "sys.argv[0] = 'ipykernel_launcher'; runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)")
+BOOT = (
+    "import os, runpy, sys; os.environ['PATH'] = {shims!r} + os.pathsep + os.environ.get('PATH', ''); "
+    "sys.argv[0] = 'ipykernel_launcher'; runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)"
+)
 #: the same for any other command (``scalable python``): shims first on PATH, then exec argv[1:]
-BOOT_EXEC = ("import os, sys; os.environ['PATH'] = {shims!r} + os.pathsep + os.environ.get('PATH', ''); "
-             "os.execvp(sys.argv[1], sys.argv[1:])")
+BOOT_EXEC = (
+    "import os, sys; os.environ['PATH'] = {shims!r} + os.pathsep + os.environ.get('PATH', ''); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 class LaunchError(Exception):
@@ -53,13 +64,17 @@ class LaunchError(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scalable-kernel-launcher",
-                                description="Start an IPython kernel inside a container image, "
-                                "with a private Slurm command relay.")
+    p = argparse.ArgumentParser(
+        prog="scalable-kernel-launcher",
+        description="Start an IPython kernel inside a container image, "
+        "with a private Slurm command relay.",
+    )
     p.add_argument("-f", "--connection-file", required=True)
     p.add_argument("--image", required=True, help="image the kernel runs in")
     p.add_argument("--runtime", default="apptainer", help="container runtime on the host PATH")
-    p.add_argument("--exec-arg", action="append", default=[], help="extra '<runtime> exec' argument")
+    p.add_argument(
+        "--exec-arg", action="append", default=[], help="extra '<runtime> exec' argument"
+    )
     p.add_argument("--work-dir", help="work directory (bound at the same path; cluster default)")
     p.add_argument("--bind", action="append", default=[], metavar="HOST[:CONTAINER]")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
@@ -74,7 +89,9 @@ def registry_dir(explicit: str | None) -> str:
     # evaluated here on the host in the Jupyter server's environment, so both sides agree.
     if explicit or os.environ.get("SCALABLE_REGISTRY_DIR"):
         return os.path.abspath(os.path.expanduser(explicit or os.environ["SCALABLE_REGISTRY_DIR"]))
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return os.path.join(data, "scalable", "registry")
 
 
@@ -106,19 +123,25 @@ def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[s
     the image with the relay's shims on ``PATH``) and the facts the launcher reports."""
     runtime = shutil.which(args.runtime)
     if runtime is None:
-        raise LaunchError(f"the container runtime {args.runtime!r} is not on PATH; load it (e.g. "
-                          f"module load apptainer) before starting JupyterLab, or reinstall the "
-                          f"kernel with scalable kernel install --runtime NAME")
+        raise LaunchError(
+            f"the container runtime {args.runtime!r} is not on PATH; load it (e.g. "
+            f"module load apptainer) before starting JupyterLab, or reinstall the "
+            f"kernel with scalable kernel install --runtime NAME"
+        )
     image = os.path.abspath(args.image)
     if not os.path.isfile(image):
-        raise LaunchError(f"image {image} does not exist; copy it there (scalable bootstrap) or "
-                          f"reinstall the kernel with scalable kernel install --image PATH")
+        raise LaunchError(
+            f"image {image} does not exist; copy it there (scalable bootstrap) or "
+            f"reinstall the kernel with scalable kernel install --image PATH"
+        )
     conn = os.path.abspath(args.connection_file) if command is None else None
     cwd = os.getcwd()
     work = os.path.abspath(args.work_dir) if args.work_dir else cwd
     if not os.path.isdir(work):
-        raise LaunchError(f"work directory {work} does not exist; create it or reinstall the kernel "
-                          f"with scalable kernel install --work-dir DIR")
+        raise LaunchError(
+            f"work directory {work} does not exist; create it or reinstall the kernel "
+            f"with scalable kernel install --work-dir DIR"
+        )
     registry = registry_dir(args.registry_dir)
     trust = _trust()
     try:  # 0700 whatever the umask: the server trusts entries only in a directory others cannot write
@@ -139,8 +162,10 @@ def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[s
         src, _, dst = item.partition(":")
         src = os.path.abspath(os.path.expanduser(src))
         if not os.path.exists(src):
-            raise LaunchError(f"bind source {src} does not exist; create it or reinstall the kernel "
-                              f"without --bind {item}")
+            raise LaunchError(
+                f"bind source {src} does not exist; create it or reinstall the kernel "
+                f"without --bind {item}"
+            )
         binds[src] = dst or src
     env = {
         "SCALABLE_RELAY": os.path.join(relay_dir, "relay.sock"),
@@ -150,15 +175,24 @@ def plan(args, relay_dir: str, command: list[str] | None = None) -> tuple[list[s
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:
-            raise LaunchError(f"--env {item!r} is not K=V; reinstall the kernel with e.g. --env OMP_NUM_THREADS=4")
+            raise LaunchError(
+                f"--env {item!r} is not K=V; reinstall the kernel with e.g. --env OMP_NUM_THREADS=4"
+            )
         env[key] = value
     shims = os.path.join(relay_dir, "bin")
     # Spelled as scalable.runtimes.ContainerRuntime.exec_argv spells it (a test holds them
     # equal); that module is not imported here because it loads scalable, and dask, first.
     # variables go as <PREFIX>K=V, never --env K=V: the runtime splits --env at commas
-    prefix = "SINGULARITYENV_" if os.path.basename(args.runtime) == "singularity" else "APPTAINERENV_"
-    from_rt = ["env", *(f"{prefix}{key}={value}" for key, value in env.items()),
-               runtime, "exec", *args.exec_arg]
+    prefix = (
+        "SINGULARITYENV_" if os.path.basename(args.runtime) == "singularity" else "APPTAINERENV_"
+    )
+    from_rt = [
+        "env",
+        *(f"{prefix}{key}={value}" for key, value in env.items()),
+        runtime,
+        "exec",
+        *args.exec_arg,
+    ]
     for src, dst in binds.items():
         from_rt += ["--bind", f"{src}:{dst}"]
     if command is None:
@@ -234,7 +268,9 @@ def launch(args, command: list[str] | None = None, foreground: bool = False) -> 
     for the kernel. The kernel instead runs in its own session, away from any terminal.
     """
     base = os.environ.get("XDG_RUNTIME_DIR")
-    base = base if base and os.path.isdir(base) and os.access(base, os.W_OK) else tempfile.gettempdir()
+    base = (
+        base if base and os.path.isdir(base) and os.access(base, os.W_OK) else tempfile.gettempdir()
+    )
     relay_dir = tempfile.mkdtemp(prefix="scalable-kernel-", dir=base)  # 0700
     watchdog = _watchdog(relay_dir)
     tty = None
@@ -342,7 +378,11 @@ def _give_terminal(fd: int, pgid: int) -> None:
 
 
 def _warn(problem: str) -> None:
-    print(f"scalable kernel: {problem}; Slurm commands will fail in this kernel", file=sys.stderr, flush=True)
+    print(
+        f"scalable kernel: {problem}; Slurm commands will fail in this kernel",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _forward(kernel: subprocess.Popen, sig: int) -> None:

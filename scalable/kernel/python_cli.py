@@ -32,8 +32,15 @@ import sys
 
 HELP = __doc__.split("\n\n")[0]
 #: scalable's own leading options, and whether each repeats
-OWN = {"--image": False, "--work-dir": False, "--runtime": False, "--bind": True, "--env": True,
-       "--write-wrapper": False, "--module-load": False}
+OWN = {
+    "--image": False,
+    "--work-dir": False,
+    "--runtime": False,
+    "--bind": True,
+    "--env": True,
+    "--write-wrapper": False,
+    "--module-load": False,
+}
 
 
 class UsageError(ValueError):
@@ -42,8 +49,13 @@ class UsageError(ValueError):
 
 def register(subparsers) -> None:
     # prefix_chars="+": argparse leaves every "-x" alone, so Python gets its own options.
-    p = subparsers.add_parser("python", help="run Python inside the scalable image (python3 on the HPC)",
-                              description=HELP, prefix_chars="+", add_help=False)
+    p = subparsers.add_parser(
+        "python",
+        help="run Python inside the scalable image (python3 on the HPC)",
+        description=HELP,
+        prefix_chars="+",
+        add_help=False,
+    )
     p.add_argument("argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=main)
 
@@ -93,24 +105,40 @@ def launcher_args(opts: dict) -> argparse.Namespace:
 
     work = os.path.abspath(os.path.expanduser(opts["work_dir"])) if opts.get("work_dir") else None
     work = work or default_work_dir(opts.get("image"))
-    image = opts.get("image") or os.path.join(work, config.get("container.directory"), image_name("scalable"))
+    image = opts.get("image") or os.path.join(
+        work, config.get("container.directory"), image_name("scalable")
+    )
     return argparse.Namespace(
-        connection_file=None, image=os.path.abspath(os.path.expanduser(image)),
+        connection_file=None,
+        image=os.path.abspath(os.path.expanduser(image)),
         runtime=config.get("container.runtime", opts.get("runtime")),
-        exec_arg=list(config.get("container.exec-args") or []), work_dir=work,
-        bind=opts["bind"], env=opts["env"], registry_dir=None,
-        python=config.get("container.python"), tag=None,
+        exec_arg=list(config.get("container.exec-args") or []),
+        work_dir=work,
+        bind=opts["bind"],
+        env=opts["env"],
+        registry_dir=None,
+        python=config.get("container.python"),
+        tag=None,
     )
 
 
 def wrapper_text(args: argparse.Namespace, module_load: str = "") -> str:
     """A ``python3``-style script that runs ``scalable python`` with this Python and these options."""
-    argv = [sys.executable, "-m", "scalable.cli", "python", f"--work-dir={args.work_dir}",
-            f"--image={args.image}", f"--runtime={args.runtime}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "scalable.cli",
+        "python",
+        f"--work-dir={args.work_dir}",
+        f"--image={args.image}",
+        f"--runtime={args.runtime}",
+    ]
     argv += [f"--bind={b}" for b in args.bind] + [f"--env={e}" for e in args.env]
-    lines = ["#!/bin/sh",
-             "# Python inside the scalable image, with Slurm through the relay (scalable python).",
-             "# Written by scalable bootstrap --python3-wrapper / scalable python --write-wrapper."]
+    lines = [
+        "#!/bin/sh",
+        "# Python inside the scalable image, with Slurm through the relay (scalable python).",
+        "# Written by scalable bootstrap --python3-wrapper / scalable python --write-wrapper.",
+    ]
     if module_load:
         lines.append(module_load)
     lines.append(f'exec {shlex.join(argv)} -- "$@"')
@@ -125,8 +153,10 @@ def write_wrapper(path: str, text: str) -> str:
     except FileNotFoundError:
         st = None
     if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid()):
-        raise UsageError(f"{path} exists and is not a regular file of yours; remove it or choose "
-                         f"another --write-wrapper path")
+        raise UsageError(
+            f"{path} exists and is not a regular file of yours; remove it or choose "
+            f"another --write-wrapper path"
+        )
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
     with os.fdopen(fd, "w") as f:
@@ -140,14 +170,20 @@ def check(ns: argparse.Namespace) -> None:
     import shutil
 
     if not os.path.isfile(ns.image):
-        raise UsageError(f"image {ns.image} does not exist; copy it there (scalable bootstrap) or "
-                         f"give scalable python --image PATH")
+        raise UsageError(
+            f"image {ns.image} does not exist; copy it there (scalable bootstrap) or "
+            f"give scalable python --image PATH"
+        )
     if shutil.which(ns.runtime) is None:
-        raise UsageError(f"the container runtime {ns.runtime!r} is not on PATH; load it (e.g. module "
-                         f"load apptainer) or give scalable python --runtime NAME")
+        raise UsageError(
+            f"the container runtime {ns.runtime!r} is not on PATH; load it (e.g. module "
+            f"load apptainer) or give scalable python --runtime NAME"
+        )
     if not os.path.isdir(ns.work_dir):
-        raise UsageError(f"work directory {ns.work_dir} does not exist; create it or give "
-                         f"scalable python --work-dir DIR")
+        raise UsageError(
+            f"work directory {ns.work_dir} does not exist; create it or give "
+            f"scalable python --work-dir DIR"
+        )
 
 
 def main(args) -> int:
@@ -156,13 +192,17 @@ def main(args) -> int:
     try:
         opts, python_args = split(args.argv)
         if opts.get("help"):
-            print(f"usage: scalable python [--image PATH] [--work-dir DIR] [--bind HOST[:CONTAINER]]... "
-                  f"[--env K=V]... [--runtime NAME] [--write-wrapper PATH [--module-load LINE]] "
-                  f"[PYTHON ARGS...]\n\n{__doc__.split('Examples')[0].strip()}")
+            print(
+                f"usage: scalable python [--image PATH] [--work-dir DIR] [--bind HOST[:CONTAINER]]... "
+                f"[--env K=V]... [--runtime NAME] [--write-wrapper PATH [--module-load LINE]] "
+                f"[PYTHON ARGS...]\n\n{__doc__.split('Examples')[0].strip()}"
+            )
             return 0
         ns = launcher_args(opts)
         if opts.get("write_wrapper"):
-            path = write_wrapper(opts["write_wrapper"], wrapper_text(ns, opts.get("module_load", "")))
+            path = write_wrapper(
+                opts["write_wrapper"], wrapper_text(ns, opts.get("module_load", ""))
+            )
             print(f"wrote {path}: run it as python3 to run Python in {ns.image}")
             return 0
         check(ns)

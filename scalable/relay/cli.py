@@ -21,22 +21,40 @@ def register(subparsers) -> None:
     s.set_defaults(func=_serve)
     sh = sub.add_parser("shims", help="write sbatch/squeue/... shims into a directory")
     sh.add_argument("directory", help="directory to put first on the container's PATH")
-    sh.add_argument("--python", default="/usr/bin/env python3",
-                    help="interpreter line for the shims, as seen inside the image")
+    sh.add_argument(
+        "--python",
+        default="/usr/bin/env python3",
+        help="interpreter line for the shims, as seen inside the image",
+    )
     sh.set_defaults(func=_shims)
-    r = sub.add_parser("run", help="run one command through the relay: scalable relay run -- squeue --me")
+    r = sub.add_parser(
+        "run", help="run one command through the relay: scalable relay run -- squeue --me"
+    )
     r.add_argument("--socket", help="relay socket (default: $SCALABLE_RELAY)")
     r.add_argument("argv", nargs=argparse.REMAINDER)
     r.set_defaults(func=_run)
 
 
 def _serve_options(p, default) -> None:
-    p.add_argument("--socket", default=default, help="socket path, in a directory only you can write "
-                   "(default: $SCALABLE_RELAY, else a fresh private directory under $XDG_RUNTIME_DIR or /tmp)")
-    p.add_argument("--allow", action="append", metavar="NAME", default=default,
-                   help="allowlisted program (repeat); default scalable.relay.allowlist")
-    p.add_argument("--timeout", type=float, default=default, help="longest a command may run, seconds")
-    p.add_argument("--log-file", default=default, help="request log (default relay.log beside the socket)")
+    p.add_argument(
+        "--socket",
+        default=default,
+        help="socket path, in a directory only you can write "
+        "(default: $SCALABLE_RELAY, else a fresh private directory under $XDG_RUNTIME_DIR or /tmp)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME",
+        default=default,
+        help="allowlisted program (repeat); default scalable.relay.allowlist",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=default, help="longest a command may run, seconds"
+    )
+    p.add_argument(
+        "--log-file", default=default, help="request log (default relay.log beside the socket)"
+    )
 
 
 def _serve(args) -> int:
@@ -51,8 +69,15 @@ def _serve(args) -> int:
         print(f"inside the image: export SCALABLE_RELAY={server.socket_path}", flush=True)
 
     try:
-        asyncio.run(serve(path, ready=ready, allowlist=args.allow, timeout=args.timeout,
-                          log_file=args.log_file))
+        asyncio.run(
+            serve(
+                path,
+                ready=ready,
+                allowlist=args.allow,
+                timeout=args.timeout,
+                log_file=args.log_file,
+            )
+        )
     except RelayError as e:
         print(f"scalable relay: {e}", file=sys.stderr)
         return 1
@@ -74,7 +99,10 @@ def _run(args) -> int:
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
-        print("scalable relay run: give a command, e.g. scalable relay run -- squeue --me", file=sys.stderr)
+        print(
+            "scalable relay run: give a command, e.g. scalable relay run -- squeue --me",
+            file=sys.stderr,
+        )
         return 2
     if args.socket:
         os.environ["SCALABLE_RELAY"] = args.socket

@@ -37,7 +37,9 @@ class RelayUnavailable(CommandError):
 def _socket_path(argv) -> str:
     path = os.environ.get(RELAY_ENV)
     if not path:
-        raise RelayUnavailable(argv, 127, "", f"{RELAY_ENV} is not set, so {argv[0]!r} cannot reach the host")
+        raise RelayUnavailable(
+            argv, 127, "", f"{RELAY_ENV} is not set, so {argv[0]!r} cannot reach the host"
+        )
     return path
 
 
@@ -50,13 +52,17 @@ def _prepare(argv, input, cwd):
 
 
 def _timeouts(timeout):
-    return protocol.timeouts(config.get("relay.connect-timeout"), config.get("relay.reply-timeout"), timeout)
+    return protocol.timeouts(
+        config.get("relay.connect-timeout"), config.get("relay.reply-timeout"), timeout
+    )
 
 
 def _result(argv, timeout, header, out: bytes, err: bytes) -> CommandResult:
     stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
     if header.get("error"):
-        raise CommandError(argv, header.get("returncode", 126), "", f"refused by the host relay: {header['error']}")
+        raise CommandError(
+            argv, header.get("returncode", 126), "", f"refused by the host relay: {header['error']}"
+        )
     if header.get("timed_out"):
         raise CommandError(argv, -9, stdout, f"timed out after {timeout} s on the host")
     return CommandResult(tuple(argv), int(header["returncode"]), stdout, stderr)
@@ -64,7 +70,9 @@ def _result(argv, timeout, header, out: bytes, err: bytes) -> CommandResult:
 
 def _unreachable(argv, path, e) -> RelayUnavailable:
     return RelayUnavailable(
-        argv, 127, "",
+        argv,
+        127,
+        "",
         f"cannot reach the host relay at {path} ({e.strerror or e}); restart the kernel so its launcher "
         f"starts a new relay, or start one on the host with `scalable relay --socket {path}`",
     )
@@ -100,8 +108,15 @@ def relay_run(
     argv, stdin, cwd = _prepare(argv, input, cwd)
     connect_for, reply_for = _timeouts(timeout)
     try:
-        header, out, err = protocol.call(path, argv, stdin=stdin, cwd=cwd, timeout=timeout,
-                                         connect_timeout=connect_for, reply_timeout=reply_for)
+        header, out, err = protocol.call(
+            path,
+            argv,
+            stdin=stdin,
+            cwd=cwd,
+            timeout=timeout,
+            connect_timeout=connect_for,
+            reply_timeout=reply_for,
+        )
     except OSError as e:
         raise _unreachable(original, path, e) from None
     except protocol.ProtocolError as e:
@@ -128,7 +143,9 @@ async def relay_arun(
     connect_for, reply_for = _timeouts(timeout)
     t0 = time.monotonic()
     connect_by, reply_by = t0 + connect_for, t0 + reply_for
-    request = protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin
+    request = (
+        protocol.encode_header(protocol.request_header(argv, cwd, timeout, len(stdin))) + stdin
+    )
     delay = 0.05
     while True:
         try:
@@ -151,10 +168,14 @@ async def _aexchange(path: str, request: bytes, connect_by: float, reply_by: flo
     while True:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(path, limit=1 << 20), max(connect_by - time.monotonic(), 0.001))
+                asyncio.open_unix_connection(path, limit=1 << 20),
+                max(connect_by - time.monotonic(), 0.001),
+            )
             break
         except (asyncio.TimeoutError, TimeoutError):
-            raise OSError(errno.ETIMEDOUT, "no connection accepted in time (scalable.relay.connect-timeout)") from None
+            raise OSError(
+                errno.ETIMEDOUT, "no connection accepted in time (scalable.relay.connect-timeout)"
+            ) from None
         except OSError as e:
             if not protocol.retryable(path, e, ready_by, connect_by):
                 raise
@@ -166,6 +187,8 @@ async def _aexchange(path: str, request: bytes, connect_by: float, reply_by: flo
             await asyncio.wait_for(writer.drain(), max(reply_by - time.monotonic(), 0.001))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the relay refused before reading (busy, another uid): its reply is waiting
-        return await asyncio.wait_for(protocol.arecv_message(reader), max(reply_by - time.monotonic(), 0.001))
+        return await asyncio.wait_for(
+            protocol.arecv_message(reader), max(reply_by - time.monotonic(), 0.001)
+        )
     finally:
         writer.close()

@@ -66,7 +66,7 @@ def communicate(proc: subprocess.Popen, stdin: bytes, conn: socket.socket, deadl
                     sel.unregister(pidfd)
                 elif fd == wfd:
                     try:
-                        sent += os.write(fd, data[sent:sent + (1 << 20)])
+                        sent += os.write(fd, data[sent : sent + (1 << 20)])
                     except BlockingIOError:
                         continue
                     except BrokenPipeError:

@@ -64,7 +64,9 @@ def socket_directory(path: str) -> tuple[str, bool]:
     path = os.path.abspath(path)
     parent, name = os.path.split(path)
     if not name:
-        raise RelayError(f"the socket cannot live in {path}; choose a socket path in a directory of yours")
+        raise RelayError(
+            f"the socket cannot live in {path}; choose a socket path in a directory of yours"
+        )
     parent = os.path.realpath(parent)
     parent_fd = _open_ancestors(parent)
     try:
@@ -86,8 +88,9 @@ def socket_directory(path: str) -> tuple[str, bool]:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise RelayError(f"{real} exists and is not a directory; remove it or choose another "
-                                 f"socket path") from None
+                raise RelayError(
+                    f"{real} exists and is not a directory; remove it or choose another socket path"
+                ) from None
             raise
         try:
             _check_own_directory(real, os.fstat(fd))
@@ -108,10 +111,14 @@ def _readlink(name: str, dir_fd: int) -> str:
 def _check_own_directory(path: str, st: os.stat_result) -> None:
     uid = os.getuid()
     if not stat.S_ISDIR(st.st_mode):
-        raise RelayError(f"{path} exists and is not a directory; remove it or choose another socket path")
+        raise RelayError(
+            f"{path} exists and is not a directory; remove it or choose another socket path"
+        )
     if st.st_uid != uid:
-        raise RelayError(f"{path} belongs to uid {st.st_uid}, not to you (uid {uid}); choose a socket "
-                         f"path in a directory of yours, {_PICK}")
+        raise RelayError(
+            f"{path} belongs to uid {st.st_uid}, not to you (uid {uid}); choose a socket "
+            f"path in a directory of yours, {_PICK}"
+        )
     if st.st_mode & 0o022:
         raise RelayError(
             f"{path} can be written by group or others (mode {stat.S_IMODE(st.st_mode):o}), so they "
@@ -134,8 +141,10 @@ def _open_ancestors(real: str) -> int:
                 child = _open_or_make(part, fd)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):  # changed since realpath() looked
-                    raise RelayError(f"{so_far} is not a directory (or just became a symbolic link); "
-                                     f"choose another socket path, {_PICK}") from None
+                    raise RelayError(
+                        f"{so_far} is not a directory (or just became a symbolic link); "
+                        f"choose another socket path, {_PICK}"
+                    ) from None
                 raise
             os.close(fd)
             fd = child
@@ -160,12 +169,16 @@ def _open_or_make(name: str, dir_fd: int) -> int:
 def _check_ancestor(path: str, st: os.stat_result) -> None:
     uid = os.getuid()
     if st.st_uid not in (0, uid):
-        raise RelayError(f"{path} belongs to uid {st.st_uid}, who could move the relay's socket "
-                         f"aside; choose a socket path under directories of yours, {_PICK}")
+        raise RelayError(
+            f"{path} belongs to uid {st.st_uid}, who could move the relay's socket "
+            f"aside; choose a socket path under directories of yours, {_PICK}"
+        )
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise RelayError(f"{path} can be written by group or others without the sticky bit (mode "
-                         f"{stat.S_IMODE(st.st_mode):o}), so they could move the relay's socket "
-                         f"aside; choose a socket path under directories only you can write, {_PICK}")
+        raise RelayError(
+            f"{path} can be written by group or others without the sticky bit (mode "
+            f"{stat.S_IMODE(st.st_mode):o}), so they could move the relay's socket "
+            f"aside; choose a socket path under directories only you can write, {_PICK}"
+        )
 
 
 def clear_stale_socket(path: str) -> None:
@@ -175,9 +188,13 @@ def clear_stale_socket(path: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise RelayError(f"{path} exists and is not a socket; remove it or choose another socket path")
+        raise RelayError(
+            f"{path} exists and is not a socket; remove it or choose another socket path"
+        )
     if st.st_uid != os.getuid():
-        raise RelayError(f"{path} belongs to uid {st.st_uid}; remove it or choose another socket path")
+        raise RelayError(
+            f"{path} belongs to uid {st.st_uid}; remove it or choose another socket path"
+        )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -187,7 +204,9 @@ def clear_stale_socket(path: str) -> None:
             return
         raise
     else:
-        raise RelayError(f"a relay is already serving {path}; stop it first or choose another socket path")
+        raise RelayError(
+            f"a relay is already serving {path}; stop it first or choose another socket path"
+        )
     finally:
         probe.close()
 
@@ -220,15 +239,26 @@ def remove_socket(path: str, identity: tuple[int, int] | None) -> bool:
 def open_private_log(path: str):
     """Open ``path`` for appending: a regular file of ours that only we can read, never through
     a symbolic link, created 0600. Returns a text file that never fails on odd characters."""
-    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
-             | os.O_NONBLOCK)  # a FIFO planted there fails at once instead of blocking us
+    flags = (
+        os.O_WRONLY
+        | os.O_APPEND
+        | os.O_CREAT
+        | os.O_NOFOLLOW
+        | os.O_CLOEXEC
+        | os.O_NOCTTY
+        | os.O_NONBLOCK
+    )  # a FIFO planted there fails at once instead of blocking us
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as e:
         if e.errno == errno.ELOOP or os.path.islink(path):  # (EACCES in a sticky directory)
-            raise RelayError(f"the relay log {path} is a symbolic link; the relay never writes through "
-                             f"one: remove it or choose another --log-file") from None
-        raise RelayError(f"cannot open the relay log {path} ({e.strerror}); choose another --log-file") from None
+            raise RelayError(
+                f"the relay log {path} is a symbolic link; the relay never writes through "
+                f"one: remove it or choose another --log-file"
+            ) from None
+        raise RelayError(
+            f"cannot open the relay log {path} ({e.strerror}); choose another --log-file"
+        ) from None
     try:
         st = os.fstat(fd)
         problem = None
@@ -239,8 +269,10 @@ def open_private_log(path: str):
         elif st.st_nlink != 1:  # a hard link planted elsewhere to a file of ours
             problem = f"has {st.st_nlink - 1} other name(s) (hard links), so the log could grow into another file"
         elif st.st_mode & 0o077:
-            problem = (f"can be read or written by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-                       f"make it private (chmod 600 {path})")
+            problem = (
+                f"can be read or written by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"make it private (chmod 600 {path})"
+            )
         if problem:
             raise RelayError(f"the relay log {path} {problem}, or choose another --log-file")
         os.set_blocking(fd, True)
@@ -252,7 +284,10 @@ def open_private_log(path: str):
 
 
 #: control characters shown escaped in the log: an argument holding a newline cannot forge a line
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127, 0x85)} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127, 0x85)} | {
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
 
 
 class _OneLine(logging.Formatter):

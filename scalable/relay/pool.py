@@ -42,8 +42,15 @@ class RequestThreads:
         Idle threads kept warm for the next requests.
     """
 
-    def __init__(self, serve: Callable, *, max_threads: int, idle_timeout: float, keep: int = 2,
-                 name: str = "relay-request"):
+    def __init__(
+        self,
+        serve: Callable,
+        *,
+        max_threads: int,
+        idle_timeout: float,
+        keep: int = 2,
+        name: str = "relay-request",
+    ):
         self._serve = serve
         self.max_threads = max_threads
         self.idle_timeout = idle_timeout

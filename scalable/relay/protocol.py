@@ -41,7 +41,13 @@ import time
 VERSION = 1
 #: the largest header accepted (argv, cwd...): far above any real Slurm command line
 MAX_HEADER = 1 << 20
-REQUEST_FIELDS = {"v": int, "argv": list, "cwd": str, "timeout": (int, float, type(None)), "stdin": int}
+REQUEST_FIELDS = {
+    "v": int,
+    "argv": list,
+    "cwd": str,
+    "timeout": (int, float, type(None)),
+    "stdin": int,
+}
 _LEN = struct.Struct(">I")
 #: seconds a client waits for a relay whose directory exists but whose socket does not yet: the
 #: kernel launcher starts the kernel first and its relay a moment later
@@ -53,7 +59,10 @@ CONNECT_TIMEOUT = 60.0
 #: asks for a command timeout waits that long plus :data:`REPLY_GRACE` at most
 REPLY_TIMEOUT = 3600.0
 REPLY_GRACE = 60.0
-_ENV = {"connect": "DASK_SCALABLE__RELAY__CONNECT_TIMEOUT", "reply": "DASK_SCALABLE__RELAY__REPLY_TIMEOUT"}
+_ENV = {
+    "connect": "DASK_SCALABLE__RELAY__CONNECT_TIMEOUT",
+    "reply": "DASK_SCALABLE__RELAY__REPLY_TIMEOUT",
+}
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -96,7 +105,9 @@ def check_request(header: dict) -> None:
     """Raise :class:`ProtocolError` unless ``header`` is a well-formed request header."""
     unknown = sorted(set(header) - set(REQUEST_FIELDS))
     if unknown:
-        raise ProtocolError(f"unknown request field(s) {unknown}; this relay speaks version {VERSION}")
+        raise ProtocolError(
+            f"unknown request field(s) {unknown}; this relay speaks version {VERSION}"
+        )
     for key, kind in REQUEST_FIELDS.items():
         if key not in header:
             raise ProtocolError(f"request field {key!r} is missing")
@@ -112,7 +123,9 @@ def check_request(header: dict) -> None:
     if header["stdin"] < 0:
         raise ProtocolError("stdin length is negative")
     if header["timeout"] is not None and not 0 < header["timeout"] < float("inf"):
-        raise ProtocolError("timeout must be a positive number of seconds, or null for the relay's own")
+        raise ProtocolError(
+            "timeout must be a positive number of seconds, or null for the relay's own"
+        )
 
 
 def check_text(argv, cwd: str) -> None:
@@ -137,13 +150,27 @@ def request_header(argv, cwd: str, timeout: float | None, stdin_len: int) -> dic
     return {"v": VERSION, "argv": list(argv), "cwd": cwd, "timeout": timeout, "stdin": stdin_len}
 
 
-def reply_header(returncode: int, stdout: bytes, stderr: bytes, error: str | None = None,
-                 timed_out: bool = False, retry: bool = False) -> dict:
-    return {"v": VERSION, "returncode": returncode, "stdout": len(stdout), "stderr": len(stderr),
-            "error": error, "timed_out": timed_out, "retry": retry}
+def reply_header(
+    returncode: int,
+    stdout: bytes,
+    stderr: bytes,
+    error: str | None = None,
+    timed_out: bool = False,
+    retry: bool = False,
+) -> dict:
+    return {
+        "v": VERSION,
+        "returncode": returncode,
+        "stdout": len(stdout),
+        "stderr": len(stderr),
+        "error": error,
+        "timed_out": timed_out,
+        "retry": retry,
+    }
 
 
 # --- blocking client side (shims, relay_run) ---------------------------------------------------
+
 
 def recv_exactly(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
     """Read ``n`` bytes; :class:`Truncated` if the peer closes first, ``TimeoutError`` if
@@ -217,8 +244,9 @@ def check_peer(sock: socket.socket, socket_path: str) -> None:
         )
 
 
-def timeouts(connect_timeout: float | None, reply_timeout: float | None,
-             timeout: float | None) -> tuple[float, float]:
+def timeouts(
+    connect_timeout: float | None, reply_timeout: float | None, timeout: float | None
+) -> tuple[float, float]:
     """Seconds to get served and to get the reply, for a command allowed ``timeout`` seconds."""
     connect_for = _setting(connect_timeout, "connect", CONNECT_TIMEOUT)
     reply_for = _setting(reply_timeout, "reply", REPLY_TIMEOUT)
@@ -237,8 +265,10 @@ def _setting(value, key: str, default: float) -> float:
 
 
 def no_reply(socket_path: str, seconds: float) -> NoReply:
-    return NoReply(f"the host relay at {socket_path} did not answer within {seconds:g} s; it may be "
-                   f"stuck: restart the kernel (or the relay), or raise scalable.relay.reply-timeout")
+    return NoReply(
+        f"the host relay at {socket_path} did not answer within {seconds:g} s; it may be "
+        f"stuck: restart the kernel (or the relay), or raise scalable.relay.reply-timeout"
+    )
 
 
 def connect(socket_path: str, deadline: float | None = None) -> socket.socket:
@@ -269,9 +299,16 @@ def connect(socket_path: str, deadline: float | None = None) -> socket.socket:
         time.sleep(0.05)
 
 
-def call(socket_path: str, argv, *, stdin: bytes = b"", cwd: str | None = None,
-         timeout: float | None = None, connect_timeout: float | None = None,
-         reply_timeout: float | None = None) -> tuple[dict, bytes, bytes]:
+def call(
+    socket_path: str,
+    argv,
+    *,
+    stdin: bytes = b"",
+    cwd: str | None = None,
+    timeout: float | None = None,
+    connect_timeout: float | None = None,
+    reply_timeout: float | None = None,
+) -> tuple[dict, bytes, bytes]:
     """Send one request to the relay at ``socket_path`` and wait for its reply.
 
     Returns ``(reply_header, stdout, stderr)``. A relay too busy to take the request is asked

@@ -56,7 +56,14 @@ from .protocol import (
     reply_header,
 )
 
-__all__ = ["Refused", "RelayError", "RelayServer", "clear_stale_socket", "default_socket_path", "serve"]
+__all__ = [
+    "Refused",
+    "RelayError",
+    "RelayServer",
+    "clear_stale_socket",
+    "default_socket_path",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +144,9 @@ class RelayServer:
         self._log_file = config.get("relay.log-file", log_file)
         bad = sorted(n for n in self.allowlist if not _NAME.match(n))
         if bad:
-            raise RelayError(f"relay allowlist entries {bad} are not bare program names; list names like 'squeue'")
+            raise RelayError(
+                f"relay allowlist entries {bad} are not bare program names; list names like 'squeue'"
+            )
         self._listener: socket.socket | None = None
         self._bound: tuple[int, int] | None = None  # (device, inode) of the socket we made
         self._slots: threading.BoundedSemaphore | None = None  # commands running at once
@@ -145,8 +154,9 @@ class RelayServer:
         self._closing = False
         self._running: set = set()  # Popen objects in flight, stopped by close()
         self._conns: set = set()  # open client connections, shut down by close()
-        self.threads = RequestThreads(self._served, max_threads=self.max_threads,
-                                      idle_timeout=self.idle_timeout)
+        self.threads = RequestThreads(
+            self._served, max_threads=self.max_threads, idle_timeout=self.idle_timeout
+        )
         self._log_stream = None
         self._closed: asyncio.Event | None = None
         self._programs: dict[str, str | None] = {}  # name -> path on the host PATH
@@ -167,13 +177,19 @@ class RelayServer:
             directory, created = socket_directory(os.path.dirname(self.socket_path))
         else:
             directory, created = socket_directory(pick_socket_directory())
-        self.socket_path = os.path.join(directory, os.path.basename(self.socket_path) or "relay.sock")
+        self.socket_path = os.path.join(
+            directory, os.path.basename(self.socket_path) or "relay.sock"
+        )
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             if len(os.fsencode(self.socket_path)) > 107:
-                raise RelayError(f"socket path {self.socket_path} is longer than 107 bytes; choose a shorter one")
+                raise RelayError(
+                    f"socket path {self.socket_path} is longer than 107 bytes; choose a shorter one"
+                )
             clear_stale_socket(self.socket_path)
-            self._log, self._log_stream = request_logger(self.log_file, f"scalable.relay.requests.{id(self)}")
+            self._log, self._log_stream = request_logger(
+                self.log_file, f"scalable.relay.requests.{id(self)}"
+            )
             self._bound = bind_private(listener, self.socket_path)
             listener.listen(128)
         except BaseException:
@@ -191,9 +207,15 @@ class RelayServer:
         self._listener = listener
         self._closed = asyncio.Event()
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
-        threading.Thread(target=self._accept, args=(listener,), name="relay-accept", daemon=True).start()
-        self._log.info("relay started pid=%d socket=%s allowlist=%s", os.getpid(), self.socket_path,
-                       ",".join(sorted(self.allowlist)))
+        threading.Thread(
+            target=self._accept, args=(listener,), name="relay-accept", daemon=True
+        ).start()
+        self._log.info(
+            "relay started pid=%d socket=%s allowlist=%s",
+            os.getpid(),
+            self.socket_path,
+            ",".join(sorted(self.allowlist)),
+        )
 
     async def serve_forever(self) -> None:
         assert self._closed is not None, "call start() first"
@@ -257,13 +279,23 @@ class RelayServer:
         """No thread for ``conn`` (at the limit, or one could not start): say so and go on
         accepting. The request is never read, so the client may safely send it again."""
         try:
-            self._log.info("BUSY no thread for a request (%d serving, at most %d); told the client to retry",
-                           self.threads.count, self.max_threads)
+            self._log.info(
+                "BUSY no thread for a request (%d serving, at most %d); told the client to retry",
+                self.threads.count,
+                self.max_threads,
+            )
             conn.setblocking(False)  # a short reply fits the socket buffer; never wait here
-            conn.send(encode_header(reply_header(
-                75, b"", b"", retry=True,  # EX_TEMPFAIL
-                error="the host relay is too busy to take this request; run the command again in a moment",
-            )))
+            conn.send(
+                encode_header(
+                    reply_header(
+                        75,
+                        b"",
+                        b"",
+                        retry=True,  # EX_TEMPFAIL
+                        error="the host relay is too busy to take this request; run the command again in a moment",
+                    )
+                )
+            )
         except OSError:  # the client is gone: nothing to tell it
             pass
         finally:
@@ -278,7 +310,9 @@ class RelayServer:
         argv: list[str] = []
         t0 = time.monotonic()
         try:
-            pid, uid, _gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+            pid, uid, _gid = _CRED.unpack(
+                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+            )
             if uid != self._uid:
                 raise Refused(f"the relay serves only uid {self._uid}; uid {uid} is refused")
             header, stdin = self._read_request(conn, t0 + READ_TIMEOUT)
@@ -290,17 +324,35 @@ class RelayServer:
                     f"the working directory {cwd} does not exist on the host; run from a directory "
                     f"bound at the same path inside and outside the image (e.g. the work directory)"
                 )
-            timeout = self.timeout if header["timeout"] is None else min(float(header["timeout"]), self.timeout)
+            timeout = (
+                self.timeout
+                if header["timeout"] is None
+                else min(float(header["timeout"]), self.timeout)
+            )
             rc, out, err, timed_out = self._run(program, argv, stdin, cwd, timeout, conn)
             if rc is None:  # the client went away; the command was stopped
-                self._log.info("uid=%d pid=%d client gone, command killed after %.3fs cwd=%s argv=%s",
-                               uid, pid, time.monotonic() - t0, cwd, shlex.join(argv))
+                self._log.info(
+                    "uid=%d pid=%d client gone, command killed after %.3fs cwd=%s argv=%s",
+                    uid,
+                    pid,
+                    time.monotonic() - t0,
+                    cwd,
+                    shlex.join(argv),
+                )
                 return
             took = time.monotonic() - t0
             self._reply(conn, reply_header(rc, out, err, timed_out=timed_out), out, err)
             # logged after replying: the caller does not wait for the log file
-            self._log.info("uid=%d pid=%d rc=%d%s %.3fs cwd=%s argv=%s", uid, pid, rc,
-                           " TIMEOUT" if timed_out else "", took, cwd, shlex.join(argv))
+            self._log.info(
+                "uid=%d pid=%d rc=%d%s %.3fs cwd=%s argv=%s",
+                uid,
+                pid,
+                rc,
+                " TIMEOUT" if timed_out else "",
+                took,
+                cwd,
+                shlex.join(argv),
+            )
         except Refused as e:
             self._log.info("uid=%d pid=%d REFUSED %s argv=%s", uid, pid, e, shlex.join(argv))
             self._refuse(conn, e.returncode, str(e))
@@ -337,13 +389,17 @@ class RelayServer:
         header = decode_header(recv_exactly(conn, size, deadline))
         check_request(header)
         if header["stdin"] > self.max_input:
-            raise ProtocolError(f"stdin of {header['stdin']} bytes exceeds the relay's limit of {self.max_input}")
+            raise ProtocolError(
+                f"stdin of {header['stdin']} bytes exceeds the relay's limit of {self.max_input}"
+            )
         stdin = recv_exactly(conn, header["stdin"], deadline) if header["stdin"] else b""
         return header, stdin
 
     def _resolve(self, name: str) -> str:
         if "/" in name:
-            raise Refused(f"the relay runs programs by bare name from the host PATH; use {os.path.basename(name)!r}, not the path {name!r}")
+            raise Refused(
+                f"the relay runs programs by bare name from the host PATH; use {os.path.basename(name)!r}, not the path {name!r}"
+            )
         if _SHELLISH & set(name) or not _NAME.match(name):
             raise Refused(
                 f"{name!r} looks like shell syntax; the relay runs one program with an argv list, "
@@ -358,13 +414,18 @@ class RelayServer:
         if path is None or not os.access(path, os.X_OK):  # cached: a PATH search costs ~0.1 ms
             path = self._programs[name] = shutil.which(name)
         if path is None:
-            raise Refused(f"{name!r} is allowed but not found on the host's PATH; load Slurm (e.g. module load slurm) before starting the relay", 127)
+            raise Refused(
+                f"{name!r} is allowed but not found on the host's PATH; load Slurm (e.g. module load slurm) before starting the relay",
+                127,
+            )
         return path
 
     def _run(self, program, argv, stdin, cwd, timeout, conn):
         """Run one command; ``(None, ...)`` if the client hung up first (the command is killed)."""
         deadline = time.monotonic() + timeout
-        note = f"\nscalable relay: {argv[0]} timed out after {timeout:g} s and was killed\n".encode()
+        note = (
+            f"\nscalable relay: {argv[0]} timed out after {timeout:g} s and was killed\n".encode()
+        )
         while not self._slots.acquire(timeout=0.25):  # all slots busy: keep watching the client
             if self._closing:  # (before the client check: closing ends its input too)
                 raise Refused("the host relay is stopping; run the command again once it is back")
@@ -379,7 +440,9 @@ class RelayServer:
                 return None, b"", b"", False  # gone while waiting: nothing started
             with self._lock:
                 if self._closing:
-                    raise Refused("the host relay is stopping; run the command again once it is back")
+                    raise Refused(
+                        "the host relay is stopping; run the command again once it is back"
+                    )
                 try:
                     proc = subprocess.Popen(
                         argv,
@@ -391,8 +454,10 @@ class RelayServer:
                         start_new_session=True,  # so a timeout stops the command and its children
                     )
                 except OSError as e:
-                    raise Refused(f"{argv[0]} could not be started on the host: {e.strerror or e}",
-                                  127 if e.errno == errno.ENOENT else 126) from None
+                    raise Refused(
+                        f"{argv[0]} could not be started on the host: {e.strerror or e}",
+                        127 if e.errno == errno.ENOENT else 126,
+                    ) from None
                 self._running.add(proc)
             try:
                 out, err, outcome = communicate(proc, stdin, conn, deadline)
@@ -402,7 +467,9 @@ class RelayServer:
         finally:
             self._slots.release()
         if self._closing:
-            raise Refused(f"the host relay stopped while {argv[0]} ran, and stopped it", -signal.SIGKILL)
+            raise Refused(
+                f"the host relay stopped while {argv[0]} ran, and stopped it", -signal.SIGKILL
+            )
         if outcome == "gone":
             return None, b"", b"", False
         if outcome == "timeout":

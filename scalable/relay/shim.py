@@ -31,10 +31,36 @@ SHIM_NAMES = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct")
 SCRIPT = "scalable-relay-shim"
 # sbatch options that take no value, so the token after them may be the script
 _SBATCH_FLAGS = {
-    "-H", "--hold", "--parsable", "-W", "--wait", "--test-only", "--requeue", "--no-requeue",
-    "--exclusive", "--contiguous", "-O", "--overcommit", "--spread-job", "--use-min-nodes", "-Q",
-    "--quiet", "-v", "--verbose", "--ignore-pbs", "-k", "--no-kill", "-s", "--oversubscribe",
-    "--get-user-env", "--reboot", "-h", "--help", "-V", "--version", "--usage",
+    "-H",
+    "--hold",
+    "--parsable",
+    "-W",
+    "--wait",
+    "--test-only",
+    "--requeue",
+    "--no-requeue",
+    "--exclusive",
+    "--contiguous",
+    "-O",
+    "--overcommit",
+    "--spread-job",
+    "--use-min-nodes",
+    "-Q",
+    "--quiet",
+    "-v",
+    "--verbose",
+    "--ignore-pbs",
+    "-k",
+    "--no-kill",
+    "-s",
+    "--oversubscribe",
+    "--get-user-env",
+    "--reboot",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+    "--usage",
 }
 _SHORT_FLAGS = set("HWOQvkshV")
 
@@ -50,8 +76,10 @@ def _sbatch_script(argv):
         if a.startswith("-") and a != "-":
             if a == "--wrap" or a.startswith("--wrap="):
                 return None, True
-            if a in _SBATCH_FLAGS or "=" in a or (
-                not a.startswith("--") and len(a) > 2 and set(a[1:]) <= _SHORT_FLAGS
+            if (
+                a in _SBATCH_FLAGS
+                or "=" in a
+                or (not a.startswith("--") and len(a) > 2 and set(a[1:]) <= _SHORT_FLAGS)
             ):
                 i += 1
             elif not a.startswith("--") and len(a) > 2:
@@ -87,7 +115,7 @@ def sbatch_stdin(argv):
         return argv, b""
     with open(argv[i], "rb") as f:
         script = f.read()
-    return argv[:i] + argv[i + 1:], script
+    return argv[:i] + argv[i + 1 :], script
 
 
 def is_shim(path: str | None) -> bool:
@@ -114,8 +142,10 @@ def forward(argv) -> int:
     name = argv[0]
     path = os.environ.get("SCALABLE_RELAY")
     if not path:
-        sys.stderr.write(f"{name}: Slurm is not installed here and SCALABLE_RELAY is not set; start "
-                         f"this kernel with the Scalable launcher or run on the host\n")
+        sys.stderr.write(
+            f"{name}: Slurm is not installed here and SCALABLE_RELAY is not set; start "
+            f"this kernel with the Scalable launcher or run on the host\n"
+        )
         return 127
     stdin = b""
     if name == "sbatch":
@@ -126,8 +156,10 @@ def forward(argv) -> int:
     try:
         header, out, err = protocol.call(path, argv, stdin=stdin)
     except OSError as e:
-        sys.stderr.write(f"{name}: cannot reach the host relay at {path} ({e.strerror or e}); restart "
-                         f"the kernel to start a new relay\n")
+        sys.stderr.write(
+            f"{name}: cannot reach the host relay at {path} ({e.strerror or e}); restart "
+            f"the kernel to start a new relay\n"
+        )
         return 127
     except (protocol.ForeignRelay, protocol.NoReply) as e:
         sys.stderr.write(f"{name}: {e}\n")
@@ -146,7 +178,9 @@ def forward(argv) -> int:
     return 128 - rc if rc < 0 else rc
 
 
-def write_shims(directory: str, names=SHIM_NAMES, python: str = "/usr/bin/env python3") -> list[str]:
+def write_shims(
+    directory: str, names=SHIM_NAMES, python: str = "/usr/bin/env python3"
+) -> list[str]:
     """Write the shim script and one symlink per name into ``directory``.
 
     Parameters
@@ -160,7 +194,9 @@ def write_shims(directory: str, names=SHIM_NAMES, python: str = "/usr/bin/env py
     """
     os.makedirs(directory, exist_ok=True)
     here = os.path.dirname(os.path.abspath(__file__))
-    shutil.copyfile(os.path.join(here, "protocol.py"), os.path.join(directory, "scalable_relay_protocol.py"))
+    shutil.copyfile(
+        os.path.join(here, "protocol.py"), os.path.join(directory, "scalable_relay_protocol.py")
+    )
     script = os.path.join(directory, SCRIPT)
     with open(os.path.join(here, "shim.py")) as f:
         body = f.read()

@@ -53,10 +53,16 @@ def docker(argv):
     cmd = argv[0] if argv else ""
     state = _state()
     if cmd == "build":
-        dockerfile, target, tag = _opt(argv, "--file", "-f"), _opt(argv, "--target"), _opt(argv, "--tag", "-t")
+        dockerfile, target, tag = (
+            _opt(argv, "--file", "-f"),
+            _opt(argv, "--target"),
+            _opt(argv, "--tag", "-t"),
+        )
         text = open(dockerfile).read()
         if not re.search(r"(?im)^\s*FROM\s+.*\s+AS\s+%s\s*$" % re.escape(target), text):
-            sys.stderr.write("ERROR: failed to solve: target stage \"%s\" could not be found\n" % target)
+            sys.stderr.write(
+                'ERROR: failed to solve: target stage "%s" could not be found\n' % target
+            )
             return 1
         digest = "sha256:" + hashlib.sha256((text + target).encode()).hexdigest()
         print("#1 [%s] building (fake docker)" % target)
@@ -94,7 +100,7 @@ def docker(argv):
             dst, source = out[0], out[1]
             for inside, outside in mounts.items():
                 if dst.startswith(inside + "/"):
-                    dst = outside + dst[len(inside):]
+                    dst = outside + dst[len(inside) :]
             _write_sif(dst, source)
             print("INFO:    Build complete: %s" % out[0])
             return 0
