@@ -8,6 +8,10 @@ Examples that need Slurm are marked ``# doctest: +SKIP`` where they are written.
 import pytest
 from _pytest.doctest import DoctestItem
 
+# scalable.jupyter.registry is scalable.registry under its old name (the module replaces itself
+# in sys.modules): its doctests are collected once, from scalable/registry.py
+collect_ignore = ["scalable/jupyter/registry.py"]
+
 
 @pytest.fixture(autouse=True)
 def _doctests_in_private_directories(request, tmp_path_factory, monkeypatch):
