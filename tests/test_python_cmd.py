@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import signal
 import subprocess
 import sys
@@ -48,6 +49,20 @@ def work(tmp_path, monkeypatch, make_image):
     monkeypatch.delenv("DASK_SCALABLE__WORK_DIRECTORY", raising=False)
     monkeypatch.chdir(work)
     return work
+
+
+def read_until(fd: int, marker: bytes, out: bytes = b"", timeout: float = 120) -> bytes:
+    """Read the terminal ``fd`` until ``marker`` has appeared; fail with what came if it never
+    does (a wait on select, so a silent child fails the test rather than hanging it)."""
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        left = deadline - time.monotonic()
+        assert left > 0, out
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 1024)
+            assert chunk, out
+            out += chunk
+    return out
 
 
 def scalable_python(*args, **kwargs):
@@ -137,11 +152,7 @@ def test_ctrl_c_on_a_terminal_reaches_python_once(work):
     pid, fd = pty.fork()  # a new session whose controlling terminal is the pty, as in a login shell
     if pid == 0:
         os.execv(sys.executable, scalable_python("waiter.py"))
-    out = b""
-    deadline = time.monotonic() + 120
-    while b"ready" not in out:
-        assert time.monotonic() < deadline, out
-        out += os.read(fd, 1024)
+    out = read_until(fd, b"ready")
     os.write(fd, b"\x03")  # Ctrl-C: the terminal signals its foreground group
     while True:
         try:
@@ -162,22 +173,18 @@ def test_no_arguments_is_an_interactive_session_that_survives_ctrl_c(work):
     pid, fd = pty.fork()
     if pid == 0:
         os.execv(sys.executable, scalable_python())
-    out = b""
-
-    def read_until(marker: bytes):
-        nonlocal out
-        deadline = time.monotonic() + 120
-        while marker not in out:
-            assert time.monotonic() < deadline, out
-            out += os.read(fd, 1024)
-
-    read_until(b">>> ")
+    out = read_until(fd, b">>> ")
     os.write(fd, b"import os; print(os.environ['APPTAINER_NAME'])\n")
-    read_until(b"scalable_container.sif")
-    os.write(fd, b"\x03")  # at the prompt: KeyboardInterrupt, and the session goes on
-    read_until(b"KeyboardInterrupt")
+    out = read_until(fd, b"scalable_container.sif", out)
+    # Ctrl-C stops the running statement and the session goes on. (Not at an idle prompt:
+    # there CPython itself may hold a SIGINT that lands before its readline waits until the
+    # next line is typed.)
+    os.write(fd, b"import time; print('sleep' + 'ing'); time.sleep(600)\n")
+    out = read_until(fd, b"sleeping", out)
+    os.write(fd, b"\x03")
+    out = read_until(fd, b"KeyboardInterrupt", out)
     os.write(fd, b"print(6 * 7); raise SystemExit(9)\n")
-    read_until(b"42")
+    out = read_until(fd, b"42", out)
     try:
         while os.read(fd, 1024):
             pass

@@ -32,6 +32,7 @@ The kernelspec's argv (see :mod:`scalable.kernel.install`)::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import signal
@@ -278,9 +279,12 @@ def launch(args, command: list[str] | None = None, foreground: bool = False) -> 
         argv, _facts = plan(args, relay_dir, command)
         if foreground:
             tty = _terminal()
-            kernel = subprocess.Popen(argv, process_group=0)
-            if tty is not None:
-                _give_terminal(tty, kernel.pid)
+            # The child takes the terminal itself, before it execs, and the launcher never
+            # after: handed over after Popen, the terminal could reach the runtime after it had
+            # checked for it (and ran its command outside the foreground group), or be taken
+            # back from the group the runtime had given it to (so Ctrl-C missed the command).
+            take = None if tty is None else functools.partial(_give_terminal, tty, 0)
+            kernel = subprocess.Popen(argv, process_group=0, preexec_fn=take)
         else:
             kernel = subprocess.Popen(argv, start_new_session=True)
     except BaseException:
@@ -365,8 +369,10 @@ def _terminal() -> int | None:
 
 
 def _give_terminal(fd: int, pgid: int) -> None:
-    """Make ``pgid`` the terminal's foreground group, as a shell does for a job."""
+    """Make ``pgid`` (0: this process's own group) the terminal's foreground group, as a
+    shell does for a job."""
     old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # we may be in the background by now
+    pgid = pgid or os.getpgrp()
     try:
         os.tcsetpgrp(fd, pgid)
         if pgid != os.getpgrp():
