@@ -104,7 +104,7 @@ class ExposedCluster:
         return cluster_widget(self)
 
     def _repr_html_(self, cluster_status=None):
-        from .jupyter.widget import summary_html
+        from .jupyter.panel_html import summary_html
 
         return summary_html(self)
 

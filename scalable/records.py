@@ -202,6 +202,34 @@ def stale_keys(work_dir: str, exclude: str | None = None, remove: bool = False) 
     return security.stale_tls_dirs(work_dir, dead, remove=remove) if dead else []
 
 
+def leftover_warnings(work_dir: str, exclude: str | None = None) -> list[str]:
+    """Sentences about what dead clusters of this work directory left: queued jobs, TLS keys.
+
+    A hint only: a failure to look is logged, never raised, so no start fails for it.
+    """
+    said = []
+    try:
+        jobs = leftovers(work_dir, exclude)
+        keys = stale_keys(work_dir, exclude)
+    except Exception as e:  # noqa: BLE001
+        logger.debug("leftover check failed: %s", e)
+        return said
+    if jobs:
+        clusters = ", ".join(sorted({j["cluster"] for j in jobs}))
+        said.append(
+            f"{len(jobs)} Slurm job(s) of scalable clusters that are no longer running "
+            f"({clusters}) are still queued from {work_dir}: run `scalable cleanup` there to "
+            f"cancel them (it touches no other job)."
+        )
+    if keys:
+        said.append(
+            f"{len(keys)} TLS key director(ies) of scalable clusters that are no longer "
+            f"running remain in {os.path.dirname(keys[0])}: run `scalable cleanup` in "
+            f"{work_dir} to remove them."
+        )
+    return said
+
+
 def cleanup(work_dir: str) -> list:
     """Cancel the jobs of dead clusters (one ``scancel``), remove their keys (see
     :func:`stale_keys`) and drop their records."""

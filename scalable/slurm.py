@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import re
 import shlex
-import stat
 import time
 import warnings
 
 from dask.utils import parse_timedelta
 
-from . import config, original, records, runner, security, signals, versions
+from . import config, job_logs, original, records, runner, security, signals, versions
 from .containers import check_work_dir, slurm_memory
 from .jobqueue import SLURMCluster as _JobqueueSLURMCluster
 from .records import job_name, job_tag, parse_squeue
@@ -28,17 +25,6 @@ logger = logging.getLogger(__name__)
 
 #: the distributed setting, as an environment variable, that makes nannies fork their workers
 FORKSERVER_VAR = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"
-
-#: what slurmstepd writes into a job's output when Slurm ends the job from outside
-_SLURM_ENDED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT ")
-
-
-def _regular_file(path, flags):
-    fd = os.open(path, flags | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise FileNotFoundError(errno.ENOENT, "not a regular file", path)
-    return fd
 
 
 class SlurmCluster(TaggedCluster, _JobqueueSLURMCluster):
@@ -238,35 +224,11 @@ use_run_scripts, comm_port, config_overwrite
         await self._report_leftovers()
 
     async def _report_leftovers(self):
-        try:
-            jobs = await asyncio.get_running_loop().run_in_executor(
-                None, records.leftovers, self.work_dir, self.cluster_id
-            )
-        except Exception as e:  # noqa: BLE001 -- a hint only: never fail a start for it
-            logger.debug("leftover check failed: %s", e)
-            return
-        if jobs:
-            clusters = sorted({j["cluster"] for j in jobs})
-            warnings.warn(
-                f"{len(jobs)} Slurm job(s) of scalable clusters that are no longer running "
-                f"({', '.join(clusters)}) are still queued from {self.work_dir}: run "
-                f"`scalable cleanup` there to cancel them (it touches no other job).",
-                stacklevel=2,
-            )
-        try:
-            keys = await asyncio.get_running_loop().run_in_executor(
-                None, records.stale_keys, self.work_dir, self.cluster_id
-            )
-        except Exception as e:  # noqa: BLE001 -- a hint only: never fail a start for it
-            logger.debug("leftover key check failed: %s", e)
-            return
-        if keys:
-            warnings.warn(
-                f"{len(keys)} TLS key director(ies) of scalable clusters that are no longer "
-                f"running remain in {os.path.dirname(keys[0])}: run `scalable cleanup` in "
-                f"{self.work_dir} to remove them.",
-                stacklevel=2,
-            )
+        said = await asyncio.get_running_loop().run_in_executor(
+            None, records.leftover_warnings, self.work_dir, self.cluster_id
+        )
+        for sentence in said:
+            warnings.warn(sentence, stacklevel=2)
 
     async def _close(self):
         await self._before_close()
@@ -487,22 +449,10 @@ use_run_scripts, comm_port, config_overwrite
         return None
 
     def _log_path(self, job) -> str:
-        # the names the "-o %x-%A_%a.log" directive (array tasks) or "%x-%j.log" (jobs) gives
-        base, _, task = job.job_id.partition("_")
-        stem = f"{job_name(self.cluster_id, job.tag)}-{base}"
-        return os.path.join(self.log_directory, f"{stem}_{task}.log" if task else f"{stem}.log")
-
-    def _open_log(self, job, mode="r", **kwargs):
-        """Open a job log without blocking: a FIFO (or anything but a regular file) planted at
-        its name must not stop the scheduler's event loop; it counts as no log."""
-        return open(self._log_path(job), mode, opener=_regular_file, **kwargs)
+        return job_logs.path(self.log_directory, self.cluster_id, job)
 
     def _read_log(self, job, lines=50) -> str:
-        try:
-            with self._open_log(job, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log yet: the job has not started)"
+        return job_logs.tail(self._log_path(job), lines)
 
     def _failure_detail(self, job) -> str:
         return f"{self._log_path(job)}:\n{self._read_log(job, 15)}"
@@ -519,16 +469,7 @@ use_run_scripts, comm_port, config_overwrite
         )
 
     def _ended_outside(self, job) -> bool:
-        # Slurm creates the output file when the job starts: none means it never ran. When
-        # Slurm itself ends a running job (scancel, time limit, preemption, node failure),
-        # slurmstepd writes "*** JOB <id> ON <node> CANCELLED AT <time> [DUE TO ...] ***" there.
-        try:
-            with self._open_log(job, "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
-                tail = f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return True
-        return _SLURM_ENDED.search(tail) is not None
+        return job_logs.ended_outside(self._log_path(job))
 
     def logs(self, tag=None, lines=50) -> dict:
         """The last ``lines`` of each current job log of ``tag``: {worker name: text}."""

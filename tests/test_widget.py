@@ -10,7 +10,7 @@ import pytest
 
 from jupyter_fixtures import _ipython, shell  # noqa: F401  (fixtures)
 from scalable import LocalCluster
-from scalable.jupyter import widget
+from scalable.jupyter import panel_html, widget
 from waiting import wait_for as wait_until
 
 
@@ -166,4 +166,4 @@ def test_panel_of_a_closed_cluster_links_no_dashboard(tmp_path):
         assert "proxy/" in panel.header.value
     assert "proxy/" not in panel.header.value and "closed" in panel.header.value
     assert "closed" in panel.message.value
-    assert "proxy/" not in widget.summary_html(cluster)
+    assert "proxy/" not in panel_html.summary_html(cluster)

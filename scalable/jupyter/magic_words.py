@@ -4,7 +4,8 @@
 (``memory='20G'``, ``path='/x.sif'``, ``cluster.add_container(tag='gcam', ...)``). A magic user
 types options instead, so :func:`as_magic` rewrites those spellings to the magic's own
 (``--memory 20G``, ``--image /x.sif``, ``%scalable container gcam``), and
-:func:`unknown_tag` says "did you mean" for tags as the parser does for subcommands.
+:func:`unknown_tag` says "did you mean" for tags as the parser does for subcommands;
+:func:`user_errors` shows any of them as a ``UsageError``: the sentence, no traceback.
 
 Examples
 --------
@@ -14,8 +15,26 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
+
+from IPython.core.error import UsageError
+
+from ..containers import ContainerError
+from ..runner import CommandError, SubmitError
+
+#: Exceptions that are the user's to fix (Slurm refusing a submission included): shown as
+#: their message alone.
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    ContainerError,
+    CommandError,
+    SubmitError,
+    TimeoutError,
+    OSError,
+)
 
 # keyword argument -> magic option (the cluster's and the container's)
 _OPTIONS = {
@@ -89,3 +108,16 @@ def unknown_tag(tag: str, known, prog: str) -> str:
         f"{prog}: this cluster has no container {tag!r}: {hint} containers: "
         f"{', '.join(known)} (`{add}` adds one)."
     )
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn the library's user-facing errors into UsageErrors (no traceback)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except SubmitError as e:  # Slurm refused a submission: Slurm's own words
+        raise UsageError(str(e)) from None
+    except USER_ERRORS as e:  # worded for magics: options to type, not keyword arguments
+        raise UsageError(as_magic(str(e)) or type(e).__name__) from None

@@ -22,7 +22,6 @@ In a notebook::
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -34,24 +33,11 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Unicode
 
 from ..adapt import adapt_text
-from ..containers import ContainerError
-from ..runner import CommandError, SubmitError
 from . import links, remote
 from .magic_parser import HelpShown, build_cell_parser, build_parser, parse, split_pairs
-from .magic_words import as_magic, unknown_tag
+from .magic_words import unknown_tag, user_errors
 from .tables import Link, Note, Table
 
-#: Exceptions that are the user's to fix (Slurm refusing a submission included): shown as
-#: their message alone.
-USER_ERRORS = (
-    ValueError,
-    KeyError,
-    ContainerError,
-    CommandError,
-    SubmitError,
-    TimeoutError,
-    OSError,
-)
 STATUS_COLUMNS = [
     "tag",
     "target",
@@ -68,19 +54,6 @@ NO_CLUSTER = (
     "there is no cluster yet: type `%scalable cluster --local` (or `%scalable cluster "
     "--queue PARTITION` on Slurm) first."
 )
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Turn the library's user-facing errors into UsageErrors (no traceback)."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except SubmitError as e:  # Slurm refused a submission: Slurm's own words
-        raise UsageError(str(e)) from None
-    except USER_ERRORS as e:  # worded for magics: options to type, not keyword arguments
-        raise UsageError(as_magic(str(e)) or type(e).__name__) from None
 
 
 def _alive(obj) -> bool:

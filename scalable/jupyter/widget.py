@@ -21,8 +21,6 @@ Examples
 
 from __future__ import annotations
 
-import html
-import os
 import threading
 import time
 
@@ -30,63 +28,10 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from ..adapt import adapt_text
-from . import links
+from . import panel_html
 
 #: Errors a click can cause that the user fixes (shown in the panel, not as a traceback).
 _USER_ERRORS = (ValueError, KeyError, RuntimeError, OSError)
-
-
-def _esc(value) -> str:
-    return html.escape(str(value))
-
-
-def _describe(spec: dict) -> str:
-    image = os.path.basename(spec["image"]) if spec.get("image") else "no image"
-    binds = ", ".join(f"{k}:{v}" for k, v in spec.get("dirs", {}).items())
-    # the tag's own Slurm options, when it has any
-    own = " · ".join(
-        f"{label} {_esc(spec[key])}"
-        for key, label in (
-            ("queue", "partition"),
-            ("account", "account"),
-            ("walltime", "walltime"),
-            ("gpus", "gpus"),
-        )
-        if spec.get(key)
-    )
-    return (
-        f"<b>{_esc(spec['tag'])}</b> <span title='{_esc(spec.get('image') or '')}'>"
-        f"{_esc(image)}</span> · {spec['cpus']} cpu · {_esc(spec['memory'])}"
-        + (f" · <span class='scalable-tag-options'>{own}</span>" if own else "")
-        + (f" · <span style='font-size:smaller'>{_esc(binds)}</span>" if binds else "")
-    )
-
-
-def _spec_of(cluster, tag) -> dict:
-    """A tag's container and own job options, as the panel describes them."""
-    pool = cluster.pools[tag]
-    return {**pool.spec.describe(), **pool.options}
-
-
-def _counts(s: dict) -> str:
-    starting, retiring = s.get("starting", 0), s.get("retiring", 0)
-    counts = (
-        f"<span class='scalable-counts'>pending <b>{s.get('pending', 0)}</b> · "
-        + (f"starting <b>{starting}</b> · " if starting else "")
-        + "running "
-        f"<b>{s.get('running', 0)}</b> · idle <b>{s.get('idle', 0)}</b> · busy "
-        f"<b>{s.get('busy', 0)}</b> · "
-        + (
-            f"<span class='scalable-retiring' title='leaving once the results they hold "
-            f"are released or moved'>retiring <b>{retiring}</b></span> · "
-            if retiring
-            else ""
-        )
-        + f"waiting tasks <b>{s.get('waiting_tasks', 0)}</b></span>"
-    )
-    if s.get("warning"):
-        counts += f"<div class='scalable-warning' style='color:#b26a00'>{_esc(s['warning'])}</div>"
-    return counts
 
 
 def _parse_adapt(text, tag):
@@ -106,67 +51,6 @@ def _parse_adapt(text, tag):
             f"(or 2- for no upper limit; empty turns adapt off)."
         ) from None
     return low, high
-
-
-def _header(cluster, closed=False) -> str:
-    # a closed cluster's port may be anyone's by now: a proxied link to it would show their
-    # page in Jupyter's origin, so its summary links nothing either
-    if closed or getattr(getattr(cluster, "status", None), "name", "") in ("closing", "closed"):
-        return (
-            f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · "
-            f"<b class='scalable-closed-label'>closed</b>"
-        )
-    link = links.proxied_link(
-        cluster.dashboard_port, dashboard_prefix=getattr(cluster, "dashboard_prefix", None)
-    )
-    # the proxied link is the link (the Scalable lab extension opens it in a lab tab); the
-    # scheduler's address is for reading, not clicking
-    dash = (
-        f"<a href='{_esc(link)}' target='_blank' class='scalable-dashboard' "
-        f"style='color:#1565c0;text-decoration:underline'>dashboard</a>"
-        if link
-        else "no dashboard"
-    )
-    try:
-        address = cluster.scheduler_address
-    except AttributeError:
-        address = "(not started)"
-    return (
-        f"<b>{_esc(type(cluster).__name__)}</b> {_esc(cluster.name)} · scheduler "
-        f"<span class='scalable-address'>{_esc(address)}</span> · {dash}"
-    )
-
-
-def summary_html(cluster) -> str:
-    """The cluster as HTML without widgets: header, and per tag its container and workers.
-
-    Costs no ``squeue``: counts come from the scheduler (running) and the targets.
-    """
-    running = {}
-    try:
-        for ws in cluster.scheduler.workers.values():
-            for tag in ws.resources or {}:
-                running[tag] = running.get(tag, 0) + 1
-    except AttributeError:
-        pass
-    walltime = getattr(cluster, "walltime", None)
-    targets = cluster.targets
-    rows = (
-        "".join(
-            f"<tr><td style='text-align:left'>{_describe(_spec_of(cluster, tag))}</td>"
-            f"<td>{targets.get(tag, 0)}</td><td>{running.get(tag, 0)}</td></tr>"
-            for tag in cluster.containers
-        )
-        or "<tr><td colspan='3' style='text-align:left'>no containers yet: "
-        "<code>cluster.add_container(tag='gcam', cpus=1, memory='1G')</code></td></tr>"
-    )
-    return (
-        f"<div class='scalable-summary'><p>{_header(cluster)}"
-        + (f" · walltime {_esc(walltime)}" if walltime else "")
-        + "</p>"
-        "<table><tr><th style='text-align:left'>container</th><th>target</th>"
-        f"<th>running</th></tr>{rows}</table></div>"
-    )
 
 
 class ClusterPanel:
@@ -196,7 +80,7 @@ class ClusterPanel:
         self._wanted, self._timers = {}, {}  # per tag: clicked target not applied yet, its timer
         self._tags = ()
         self._closed = False
-        self.header = widgets.HTML(_header(cluster))
+        self.header = widgets.HTML(panel_html.header(cluster))
         self.message = widgets.HTML("")
         self.rows = widgets.VBox([])
         self.walltime = None
@@ -249,7 +133,10 @@ class ClusterPanel:
         rows = []
         targets = self.cluster.targets
         for tag in self.cluster.containers:
-            desc = w.HTML(_describe(_spec_of(self.cluster, tag)), layout=w.Layout(width="40%"))
+            desc = w.HTML(
+                panel_html.describe(panel_html.spec_of(self.cluster, tag)),
+                layout=w.Layout(width="40%"),
+            )
             minus = w.Button(
                 description="−", tooltip=f"one {tag} worker less", layout=w.Layout(width="32px")
             )
@@ -259,7 +146,7 @@ class ClusterPanel:
             box = w.BoundedIntText(
                 targets.get(tag, 0), min=0, max=100000, layout=w.Layout(width="70px")
             )
-            counts = w.HTML(_counts({}))
+            counts = w.HTML(panel_html.counts({}))
             adapt = w.Text(
                 "",
                 placeholder="adapt min-max",
@@ -403,7 +290,7 @@ class ClusterPanel:
 
     def _say(self, text, error=False):
         color = "#b00" if error else "#555"
-        self.message.value = f"<span style='color:{color}'>{_esc(text)}</span>"
+        self.message.value = f"<span style='color:{color}'>{panel_html.esc(text)}</span>"
 
     def closed(self):
         """The cluster is gone (closed here or from the sidebar): zero its counts, grey out
@@ -418,7 +305,7 @@ class ClusterPanel:
         self._updating = True
         try:
             for tag in self.counts:
-                self.counts[tag].value = _counts({})
+                self.counts[tag].value = panel_html.counts({})
                 self.target[tag].value = 0
         finally:
             self._updating = False
@@ -431,7 +318,7 @@ class ClusterPanel:
             *([self.walltime] if self.walltime else []),
         ]:
             widget.disabled = True
-        self.header.value = _header(self.cluster, closed=True)
+        self.header.value = panel_html.header(self.cluster, closed=True)
         self.box.add_class("scalable-closed")
         self._say("this cluster is closed: `%scalable cluster --new` starts another")
 
@@ -457,10 +344,10 @@ class ClusterPanel:
             self._build_rows()
         for tag, s in status.items():
             if tag in self.counts:
-                self.counts[tag].value = _counts(s)
+                self.counts[tag].value = panel_html.counts(s)
                 self._write_target(tag)
                 self._write_adapt(tag, s.get("adapt"))
-        self.header.value = _header(self.cluster)
+        self.header.value = panel_html.header(self.cluster)
         if self.walltime is not None and self.walltime.value != self.cluster.walltime:
             self.walltime.value = self.cluster.walltime
         error = self.cluster.last_error

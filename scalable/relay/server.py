@@ -24,9 +24,7 @@ import asyncio
 import errno
 import logging
 import os
-import re
 import shlex
-import shutil
 import signal
 import socket
 import struct
@@ -35,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+from .allowlist import DEFAULT_ALLOWLIST, Programs, Refused
 from .commands import communicate, hung_up, kill_group
 from .paths import (
     RelayError,
@@ -57,6 +56,7 @@ from .protocol import (
 )
 
 __all__ = [
+    "DEFAULT_ALLOWLIST",
     "Refused",
     "RelayError",
     "RelayServer",
@@ -67,21 +67,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ALLOWLIST = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct")
-#: a program name the relay will even consider: a bare name, no path, no shell syntax
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_SHELLISH = set(" \t\n;&|<>()$`\\\"'*?[]{}~#!=")
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 #: seconds a client has to send its whole request; a stalled one is dropped
 READ_TIMEOUT = 30.0
-
-
-class Refused(Exception):
-    """A request the relay will not run; the message is a sentence for the user."""
-
-    def __init__(self, message: str, returncode: int = 126):
-        super().__init__(message)
-        self.returncode = returncode
 
 
 class RelayServer:
@@ -142,11 +130,7 @@ class RelayServer:
         self.max_threads = int(config.get("relay.max-threads", max_threads, 64))
         self.idle_timeout = float(config.get("relay.idle-timeout", idle_timeout, 10))
         self._log_file = config.get("relay.log-file", log_file)
-        bad = sorted(n for n in self.allowlist if not _NAME.match(n))
-        if bad:
-            raise RelayError(
-                f"relay allowlist entries {bad} are not bare program names; list names like 'squeue'"
-            )
+        self._programs = Programs(self.allowlist)  # raises for entries that are not names
         self._listener: socket.socket | None = None
         self._bound: tuple[int, int] | None = None  # (device, inode) of the socket we made
         self._slots: threading.BoundedSemaphore | None = None  # commands running at once
@@ -159,7 +143,6 @@ class RelayServer:
         )
         self._log_stream = None
         self._closed: asyncio.Event | None = None
-        self._programs: dict[str, str | None] = {}  # name -> path on the host PATH
         self._uid = os.getuid()
         self._log = logging.getLogger(__name__)  # replaced by the request log in start()
 
@@ -317,7 +300,7 @@ class RelayServer:
                 raise Refused(f"the relay serves only uid {self._uid}; uid {uid} is refused")
             header, stdin = self._read_request(conn, t0 + READ_TIMEOUT)
             argv = header["argv"]
-            program = self._resolve(argv[0])
+            program = self._programs.resolve(argv[0])
             cwd = header["cwd"]
             if not os.path.isabs(cwd) or not os.path.isdir(cwd):
                 raise Refused(
@@ -394,31 +377,6 @@ class RelayServer:
             )
         stdin = recv_exactly(conn, header["stdin"], deadline) if header["stdin"] else b""
         return header, stdin
-
-    def _resolve(self, name: str) -> str:
-        if "/" in name:
-            raise Refused(
-                f"the relay runs programs by bare name from the host PATH; use {os.path.basename(name)!r}, not the path {name!r}"
-            )
-        if _SHELLISH & set(name) or not _NAME.match(name):
-            raise Refused(
-                f"{name!r} looks like shell syntax; the relay runs one program with an argv list, "
-                f"e.g. ['squeue', '--me'], never a shell command"
-            )
-        if name not in self.allowlist:
-            raise Refused(
-                f"{name!r} is not allowed through the relay (allowed: {', '.join(sorted(self.allowlist))}); "
-                f"add it to scalable.relay.allowlist in the host's scalable.yaml if it is safe"
-            )
-        path = self._programs.get(name)
-        if path is None or not os.access(path, os.X_OK):  # cached: a PATH search costs ~0.1 ms
-            path = self._programs[name] = shutil.which(name)
-        if path is None:
-            raise Refused(
-                f"{name!r} is allowed but not found on the host's PATH; load Slurm (e.g. module load slurm) before starting the relay",
-                127,
-            )
-        return path
 
     def _run(self, program, argv, stdin, cwd, timeout, conn):
         """Run one command; ``(None, ...)`` if the client hung up first (the command is killed)."""
