@@ -379,8 +379,10 @@ class TagPool:
             )
 
     def stranded_warning(self, waiting) -> str | None:
-        """A sentence when tasks wait for this tag and none of its workers are asked for."""
-        if not waiting or self.target:
+        """A sentence when tasks wait for this tag and none of its workers are asked for (an
+        adapting tag that may start some is not stranded: adapt asks for them)."""
+        adapt = self.adapt_range
+        if not waiting or self.target or (adapt and adapt["maximum"] != 0):
             return None
         return (
             f"{waiting} task(s) wait for tag {self.tag!r}, which has no workers: "

@@ -217,7 +217,7 @@ use_run_scripts, comm_port, config_overwrite
         self.scheduler.add_plugin(
             WalltimeGuard(
                 self.scheduler,
-                lambda: f"{self._walltime}, workers retire after {self._lifetime_seconds()} s",
+                self._walltime_advice,
                 int(config.get("recovery.walltime-losses")),
             )
         )
@@ -258,6 +258,14 @@ use_run_scripts, comm_port, config_overwrite
         """The walltime of ``tag``'s jobs: its own, else the cluster's."""
         pool = self.pools.get(tag)
         return (pool and pool.options.get("walltime")) or self._walltime
+
+    def _walltime_advice(self, tag=None) -> tuple[str, str]:
+        """``tag``'s walltime and lifetime, and the code that raises them (WalltimeGuard)."""
+        text = f"{self._walltime_of(tag)}, workers retire after {self._lifetime_seconds(tag)} s"
+        pool = self.pools.get(tag)
+        if pool is not None and pool.options.get("walltime"):
+            return text, f"cluster.add_container({tag!r}, ..., walltime='HH:MM:SS')"
+        return text, "cluster.walltime = 'HH:MM:SS'"
 
     def _lifetime_seconds(self, tag=None) -> int:
         """How long a worker lives: ``lifetime`` if set, else its walltime minus a margin."""

@@ -30,7 +30,8 @@ class WalltimeGuard(SchedulerPlugin):
     scheduler : distributed.Scheduler
         The scheduler it is added to (already running, so ``start`` is not called).
     describe : callable
-        Returns the cluster's current walltime text, for the message.
+        ``describe(tag)`` -> ``(walltime, fix)``: the walltime of that tag's workers now (a
+        task without a tag: the cluster's), and the code that raises it, for the message.
     max_losses : int
         Losses to worker retirement before the task fails.
     """
@@ -69,10 +70,13 @@ class WalltimeGuard(SchedulerPlugin):
         ):
             return
         n = self.losses[key]
+        # the task's tag is its only resource restriction (a tag with its own walltime says so)
+        tag = next(iter(ts.resource_restrictions or {}), None)
+        walltime, fix = self.describe(tag)
         error = WalltimeExceeded(
             f"task {key!r} was stopped {n} times because its worker reached the end of its "
-            f"walltime ({self.describe()}): raise the walltime (cluster.walltime = 'HH:MM:SS', "
-            f"longer than the task) or split the task into shorter ones."
+            f"walltime ({walltime}): raise the walltime ({fix}, longer than the task) or split "
+            f"the task into shorter ones."
         )
         kwargs = {
             "exception": pickle.dumps(error),

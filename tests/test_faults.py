@@ -228,9 +228,10 @@ def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slur
     }
     with (
         dask.config.set(settings),
-        SlurmCluster(queue="slurm", walltime="00:01:00", interface="lo") as cluster,
+        SlurmCluster(queue="slurm", walltime="00:30:00", interface="lo") as cluster,
     ):
-        cluster.add_container(tag="gcam", cpus=1, memory="512M")
+        # the tag's own walltime is the one its workers meet, and the one the error names
+        cluster.add_container(tag="gcam", cpus=1, memory="512M", walltime="00:01:00")
         cluster.add_workers("gcam", 1)
         with ScalableClient(cluster) as client:
             client.wait_for_workers(1, timeout=180)
@@ -241,7 +242,10 @@ def test_walltime_rollover_keeps_the_pool_and_long_task_fails_clearly(work, slur
             while time.monotonic() < deadline and not fut.done():
                 counts.append(len(names_of(client, "gcam")))
                 time.sleep(0.25)
-            with pytest.raises(Exception, match=r"walltime \(00:01:00.*raise the walltime"):
+            with pytest.raises(
+                Exception,
+                match=r"walltime \(00:01:00.*raise the walltime \(cluster\.add_container\('gcam'",
+            ):
                 fut.result(timeout=240)
             # workers rolled over, and a replacement was always there before the old one left
             assert names_of(client, "gcam") != first

@@ -239,6 +239,11 @@ def test_stranded_tasks_are_said_when_the_target_is_zero(backend, clock):
     with pytest.warns(UserWarning, match="wait for tag 'gcam'"):
         pool.scale_to(0)
         pool.warn_if_stranded(2)
+    # adapting at 0 workers is not stranded: adapt starts workers for them, unless it may not
+    pool.adaptive = types.SimpleNamespace(stop=lambda reason: None, minimum=0, maximum=5)
+    assert pool.target == 0 and pool.stranded_warning(3) is None
+    pool.adaptive.maximum = 0
+    assert "3 task(s) wait for tag 'gcam'" in pool.stranded_warning(3)
 
 
 # -- recovery through the pools ---------------------------------------------------------------

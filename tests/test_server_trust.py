@@ -74,6 +74,7 @@ class FakeScheduler:
         port = self.sock.getsockname()[1]
         self.address = f"{'tls' if ssl_context else 'tcp'}://127.0.0.1:{port}"
         self.replies = 0
+        self.conns = []  # open connections, shut down by close()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -83,9 +84,11 @@ class FakeScheduler:
                 conn, _ = self.sock.accept()
             except OSError:
                 return  # closed
+            self.conns.append(conn)
             try:
                 if self.ssl_context is not None:
                     conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                    self.conns.append(conn)  # the raw one is detached now
                 conn.sendall(
                     frame({"compression": None, "python": (3, 11, 0), "pickle-protocol": 5})
                 )
@@ -101,8 +104,15 @@ class FakeScheduler:
                 conn.close()
 
     def close(self):
+        # a close() alone wakes neither the thread's accept() nor its recv(): shut them down
+        for sock in (self.sock, *self.conns):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.sock.close()
         self.thread.join(30)
+        assert not self.thread.is_alive(), "the fake scheduler's thread did not end"
 
 
 @pytest.fixture
