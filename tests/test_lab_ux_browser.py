@@ -28,6 +28,21 @@ def lab(tmp_path, monkeypatch):
     server.stop()
 
 
+#: jupyter-server-proxy's known race, upstream of scalable: a message from the proxied server
+#: that arrives just after the browser closed its websocket (a plot tab closing) is written to
+#: the closed socket, and tornado logs the WebSocketClosedError as uncaught. Nothing is lost.
+_PROXY_CLOSE_RACE = re.compile(
+    r"[^\n]*Uncaught exception\s*\nTraceback \(most recent call last\):\n"
+    r"(?:[ \t][^\n]*\n)*?[ \t]+File \"[^\"]*jupyter_server_proxy/handlers\.py\", line \d+, in message_cb\n"
+    r"(?:[ \t][^\n]*\n)*tornado\.websocket\.WebSocketClosedError\n?"
+)
+
+
+def without_proxy_close_race(log: str) -> str:
+    """``log`` without the tracebacks of :data:`_PROXY_CLOSE_RACE`; any other one stays."""
+    return _PROXY_CLOSE_RACE.sub("", log)
+
+
 LONG_TAG = "stitches_downscaling_experiment"
 
 # every control of the sidebar (buttons, inputs, selects) lies inside the sidebar's box
@@ -455,7 +470,7 @@ def test_plot_tabs_restored_then_closed_with_their_cluster(lab, tmp_path):
     log = lab.log.read_text()
     # closing leaves nothing reconnecting to the dead dashboard, and nothing fails after it
     assert "ConnectionRefusedError" not in log, log[-3000:]
-    assert "Traceback" not in log[before_close:], log[before_close:]
+    assert "Traceback" not in without_proxy_close_race(log[before_close:]), log[before_close:]
     # before it, the one known noise: jupyter-server-proxy writing to a websocket the reload
     # just closed (tornado's WebSocketClosedError), nothing of scalable's
     for tb in log[:before_close].split("Traceback")[1:]:
