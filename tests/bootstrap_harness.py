@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness_procs import parent_death_signal
+from jupyter_fixtures import execute_request
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
@@ -253,39 +254,14 @@ def get_json(url: str):
 async def execute(base: str, token: str, kernel_id: str, code: str, timeout: float = 120) -> str:
     """Run ``code`` in a kernel through JupyterLab's websocket; return its stdout."""
     import asyncio
-    import uuid
 
     from tornado.websocket import websocket_connect
 
     ws = await websocket_connect(
         f"{base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels?token={token}"
     )
-    msg_id = uuid.uuid4().hex
-    ws.write_message(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "username": "test",
-                    "session": uuid.uuid4().hex,
-                    "msg_type": "execute_request",
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "channel": "shell",
-                "buffers": [],
-                "content": {
-                    "code": code,
-                    "silent": False,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                    "stop_on_error": True,
-                },
-            }
-        )
-    )
+    msg_id, message = execute_request(code)
+    ws.write_message(json.dumps(message))
     out = []
 
     async def collect():

@@ -63,6 +63,35 @@ def shell(_ipython):
         del _ipython.user_ns[name]
 
 
+def execute_request(code: str) -> tuple[str, dict]:
+    """A Jupyter ``execute_request`` for ``code`` on the shell channel: ``(msg_id, message)``,
+    as JupyterLab's kernel websocket takes it."""
+    import uuid
+
+    msg_id = uuid.uuid4().hex
+    return msg_id, {
+        "header": {
+            "msg_id": msg_id,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

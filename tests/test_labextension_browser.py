@@ -12,11 +12,10 @@ import contextlib
 import json
 import re
 import time
-import uuid
 
 import pytest
 
-from jupyter_fixtures import ARTIFACTS, LabServer, chromium_page
+from jupyter_fixtures import ARTIFACTS, LabServer, chromium_page, execute_request
 from test_serverext import entry_security, scheduler_workers
 
 pytestmark = pytest.mark.browser
@@ -70,28 +69,7 @@ def run_in_kernel(lab: LabServer, kernel_id: str, code: str, timeout: float = 12
     from tornado.websocket import websocket_connect
 
     ws_url = lab.url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
-    msg_id = uuid.uuid4().hex
-    message = {
-        "header": {
-            "msg_id": msg_id,
-            "username": "test",
-            "session": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "channel": "shell",
-        "buffers": [],
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-    }
+    msg_id, message = execute_request(code)
 
     async def execute():
         conn = await websocket_connect(
